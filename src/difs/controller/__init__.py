@@ -1,0 +1,1 @@
+"""The storage controller: an iSCSI target serving volumes from local disk."""

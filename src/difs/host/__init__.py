@@ -1,0 +1,1 @@
+"""The host: iSCSI initiator with several paths per controller, path selection, NBD server."""

@@ -1,0 +1,1 @@
+"""The manager: capabilities, policies, depository, placement, binding, compliance."""

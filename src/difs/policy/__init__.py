@@ -1,0 +1,1 @@
+"""The data-in-flight services vocabulary: policies, tiers, capabilities, satisfaction (pure)."""
