@@ -1,0 +1,125 @@
+"""The controller's configuration: a TOML file, command-line flags, or both.
+
+Example file (every key optional except a volume's name)::
+
+    [controller]
+    name = "ctl1"
+    portals = ["127.0.0.1:3260", "127.0.0.2:3260"]
+    data_dir = "/var/lib/difs/ctl1"
+
+    [[volume]]
+    name = "db1"
+    size = "10G"                      # needed only to create it
+    allowed_initiators = ["iqn.2026-11.io.difs:host1"]
+    chap = { user = "db1", secret = "s3cret-16-chars!" }
+    mutual_chap = { user = "ctl1", secret = "other-16-chars!!" }
+    require_header_digest = true
+    require_data_digest = false
+
+Flags given on the command line are added to (volumes) or override (portals,
+data dir, name) what the file says. Validation errors name the offending key.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from difs.util.units import parse_portal, parse_size
+
+IQN_PREFIX = "iqn.2026-11.io.difs"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Chap(_Strict):
+    user: str = Field(min_length=1, max_length=255)
+    secret: str = Field(min_length=1, max_length=255)
+
+    @classmethod
+    def parse(cls, text: str, *, flag: str) -> Chap:
+        user, sep, secret = text.partition(":")
+        if not sep or not user or not secret:
+            raise ConfigError(f"{flag} {text!r}: write USER:SECRET")
+        return cls(user=user, secret=secret)
+
+
+class VolumeConfig(_Strict):
+    name: str
+    size: int | None = None
+    read_only: bool = False
+    thin: bool = True
+    allowed_initiators: list[str] | None = None
+    chap: Chap | None = None
+    mutual_chap: Chap | None = None
+    require_header_digest: bool = False
+    require_data_digest: bool = False
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
+
+
+class ControllerConfig(_Strict):
+    name: str = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower() or "difs")
+    portals: list[str] = ["127.0.0.1:3260"]
+    data_dir: Path = Path("var/controller")
+    iqn_prefix: str = IQN_PREFIX
+    volumes: list[VolumeConfig] = []
+    nop_interval: float | None = 30.0
+
+    @field_validator("portals")
+    @classmethod
+    def _portals(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one portal is needed")
+        for portal in value:
+            parse_portal(portal)
+        return value
+
+    def target_name(self, volume: str) -> str:
+        return f"{self.iqn_prefix}:{self.name}.{volume}"
+
+    def with_volume(self, volume: VolumeConfig) -> ControllerConfig:
+        if any(v.name == volume.name for v in self.volumes):
+            raise ConfigError(f"volume {volume.name!r} is configured twice")
+        return self.model_copy(update={"volumes": [*self.volumes, volume]})
+
+
+def load_config(path: Path | None) -> ControllerConfig:
+    """Read and validate a TOML configuration file (or the defaults)."""
+    if path is None:
+        return ControllerConfig()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    section = dict(raw.pop("controller", {}))
+    section["volumes"] = raw.pop("volume", [])
+    if raw:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(raw))}; "
+                          "expected [controller] and [[volume]]")
+    try:
+        return ControllerConfig.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

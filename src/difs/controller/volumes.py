@@ -1,0 +1,148 @@
+"""Volumes on the controller's local disk.
+
+A volume is two files in the controller's data directory::
+
+    DATA_DIR/volumes/NAME.img    the blocks (sparse file, punched on UNMAP)
+    DATA_DIR/volumes/NAME.json   its metadata: identity, size, flags, policy
+
+The metadata is the volume's own record of what it is — its stable identity
+(the UUID its SCSI designators derive from) and the data-in-flight policy that
+the controller enforces on it — so a controller restarted without its manager
+still knows both. It is replaced atomically (write, fsync, rename, fsync dir).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from difs.util.units import format_size
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+
+
+class VolumeError(Exception):
+    """A volume request that cannot be honoured; the message says what to do."""
+
+
+def check_volume_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise VolumeError(
+            f"invalid volume name {name!r}: use 1-63 lower-case letters, digits, '.' or '-', "
+            "starting with a letter or digit (it becomes part of the target IQN)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class VolumeMeta:
+    name: str
+    uuid: str
+    size: int
+    block_size: int = 512
+    read_only: bool = False
+    thin: bool = True
+    policy: dict[str, Any] | None = None
+    allowed_initiators: list[str] | None = None
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.size // self.block_size
+
+    @classmethod
+    def from_json(cls, text: str, *, source: Path) -> VolumeMeta:
+        try:
+            raw = json.loads(text)
+            known = {f for f in cls.__dataclass_fields__}
+            meta = cls(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            raise VolumeError(f"{source}: unreadable volume metadata ({exc}); restore it or "
+                              "remove the volume's .json and .img to recreate it") from exc
+        if meta.format_version > FORMAT_VERSION:
+            raise VolumeError(f"{source}: written by a newer difs (format {meta.format_version})")
+        return meta
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+class VolumeDirectory:
+    """The volumes of one controller data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "volumes"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def data_path(self, name: str) -> Path:
+        return self.root / f"{name}.img"
+
+    def meta_path(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.json"))
+
+    def load(self, name: str) -> VolumeMeta:
+        path = self.meta_path(check_volume_name(name))
+        try:
+            return VolumeMeta.from_json(path.read_text(), source=path)
+        except FileNotFoundError:
+            raise VolumeError(f"no volume {name!r} in {self.root}") from None
+
+    def ensure(
+        self, name: str, size: int | None, *, block_size: int = 512, read_only: bool = False,
+        thin: bool = True,
+    ) -> VolumeMeta:
+        """Return volume ``name``, creating it with ``size`` bytes if absent.
+
+        An existing volume is kept as it is; asking for a different size is an
+        error rather than a silent resize.
+        """
+        check_volume_name(name)
+        if self.meta_path(name).exists():
+            meta = self.load(name)
+            if size is not None and size != meta.size:
+                raise VolumeError(
+                    f"volume {name!r} exists with size {format_size(meta.size)}, not "
+                    f"{format_size(size)}: omit the size to serve it as it is, or use a new name"
+                )
+            if read_only != meta.read_only:
+                meta = replace(meta, read_only=read_only)
+                self.save(meta)
+            return meta
+        if size is None:
+            raise VolumeError(f"volume {name!r} does not exist: give its size, e.g. {name}:1G")
+        if size <= 0 or size % block_size:
+            raise VolumeError(
+                f"volume {name!r}: size {size} must be a positive multiple of the "
+                f"{block_size}-byte block size"
+            )
+        meta = VolumeMeta(name=name, uuid=str(uuid.uuid4()), size=size, block_size=block_size,
+                          read_only=read_only, thin=thin)
+        with open(self.data_path(name), "ab") as f:
+            f.truncate(size)
+            os.fsync(f.fileno())
+        self.save(meta)
+        return meta
+
+    def save(self, meta: VolumeMeta) -> None:
+        final = self.meta_path(meta.name)
+        tmp = final.with_suffix(".json.tmp")
+        with open(tmp, "w") as f:
+            f.write(meta.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        dir_fd = os.open(self.root, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,60 @@
+"""Structured logs: one line per event, ``key=value`` for people or JSON for machines.
+
+Call sites name an event and give its fields::
+
+    log_event(log, "login", initiator=name, target=iqn, digests="header")
+
+and the processes choose the rendering once, at start (``setup_logging``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_FIELDS = "difs_fields"
+
+
+def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={_FIELDS: fields})
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' ="'):
+        return json.dumps(text)
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        fields = getattr(record, _FIELDS, {})
+        tail = " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+        line = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {record.name} {record.getMessage()}"
+        if tail:
+            line = f"{line} {tail}"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name,
+               "event": record.getMessage(), **getattr(record, _FIELDS, {})}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(*, level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
