@@ -1,0 +1,408 @@
+"""The asyncio NBD server: a thin adapter moving bytes between sockets, the sans-I/O core
+(:mod:`difs.nbd.connection`) and the exports' backends (:mod:`difs.nbd.backend`).
+
+It makes no protocol decisions: the core validates every request and says what to send; this
+module runs the backend call for each request as its own task (so a pipelining client gets
+concurrent backend calls and out-of-order replies), writes replies, and applies the core's
+backpressure to the socket (stop reading while ``throttled`` or while the peer does not read
+its replies). A fault ends at most that one connection and is logged with the export's name.
+
+Usage::
+
+    server = NbdServer({"vm1": MemoryBackend(64 << 20)})
+    host, port = await server.start_tcp("127.0.0.1", 0)
+    await server.start_unix("/run/difs/nbd.sock")
+    server.add_export("vm2", FileBackend("/var/lib/vm2.img"))
+    ...
+    await server.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from difs.nbd import constants as c
+from difs.nbd.backend import NbdBackend
+from difs.nbd.connection import NbdServerConnection
+from difs.nbd.errors import NbdBackendError
+from difs.nbd.events import (
+    ClientDisconnect,
+    ConnectionClosed,
+    ExportChosen,
+    ProtocolViolation,
+    Request,
+    RequestRejected,
+)
+
+log = logging.getLogger("difs.nbd")
+
+_CMD_READ = c.CMD_READ
+_CMD_WRITE = c.CMD_WRITE
+_CMD_FLUSH = c.CMD_FLUSH
+_CMD_TRIM = c.CMD_TRIM
+_CMD_WRITE_ZEROES = c.CMD_WRITE_ZEROES
+_CMD_BLOCK_STATUS = c.CMD_BLOCK_STATUS
+_FUA = c.CMD_FLAG_FUA
+_NO_HOLE = c.CMD_FLAG_NO_HOLE
+_FAST_ZERO = c.CMD_FLAG_FAST_ZERO
+
+
+@dataclass(slots=True)
+class NbdExportStats:
+    """Counters for one export, summed over its connections."""
+
+    connections: int = 0
+    reads: int = 0
+    writes: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    flushes: int = 0
+    trims: int = 0
+    zeroes: int = 0
+    errors: int = 0  # requests answered with an error (backend or validation)
+    protocol_violations: int = 0
+
+
+class NbdServer:
+    """Serves ``exports`` (export name -> backend) over TCP and/or Unix sockets."""
+
+    def __init__(
+        self,
+        exports: Mapping[str, NbdBackend] | None = None,
+        *,
+        max_payload: int = c.DEFAULT_MAX_PAYLOAD,
+        max_in_flight: int = 64,
+        max_in_flight_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.exports: dict[str, NbdBackend] = {}
+        self.stats: dict[str, NbdExportStats] = {}
+        self.max_payload = max_payload
+        self.max_in_flight = max_in_flight
+        self.max_in_flight_bytes = max_in_flight_bytes
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._unix_paths: list[str] = []
+        self._connections: set[_NbdClientProtocol] = set()
+        for name, backend in (exports or {}).items():
+            self.add_export(name, backend)
+
+    # -- exports --------------------------------------------------------------------------
+    def add_export(self, name: str, backend: NbdBackend) -> None:
+        """Make ``backend`` reachable under ``name`` (new connections see it at once)."""
+        if len(name.encode()) > c.MAX_STRING:
+            raise ValueError(f"export name longer than {c.MAX_STRING} bytes")
+        if name in self.exports:
+            raise ValueError(f"export {name!r} already exists")
+        self.exports[name] = backend
+        self.stats.setdefault(name, NbdExportStats())
+
+    def remove_export(self, name: str) -> NbdBackend:
+        """Stop serving ``name``: new clients cannot open it, connected clients are
+        disconnected once their requests in flight are answered. Returns the backend."""
+        backend = self.exports.pop(name)
+        for conn in list(self._connections):
+            if conn.export_name == name:
+                conn.shutdown(f"export {name!r} removed")
+        return backend
+
+    def connections(self, export: str | None = None) -> int:
+        """Number of open client connections (to ``export`` if given)."""
+        return sum(1 for conn in self._connections if export is None or conn.export_name == export)
+
+    # -- listening ------------------------------------------------------------------------
+    async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen on TCP; returns the bound (host, port) — pass port 0 for a free one."""
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(
+            lambda: _NbdClientProtocol(self), host, port, reuse_address=True
+        )
+        self._listeners.append(listener)
+        sockname = listener.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def start_unix(self, path: str | os.PathLike[str]) -> str:
+        """Listen on a Unix socket at ``path`` (a stale socket file is replaced)."""
+        path = os.fspath(path)
+        try:
+            if os.path.exists(path) and not os.path.isfile(path):
+                os.unlink(path)
+        except OSError:
+            pass
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_unix_server(lambda: _NbdClientProtocol(self), path)
+        self._listeners.append(listener)
+        self._unix_paths.append(path)
+        return path
+
+    async def close(self, *, timeout: float = 10.0, close_backends: bool = False) -> None:
+        """Stop listening, let connections finish their requests in flight, then close them."""
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        conns = list(self._connections)
+        for conn in conns:
+            conn.shutdown("server closing")
+        waiters = [conn.closed for conn in conns]
+        if waiters:
+            _done, pending = await asyncio.wait(waiters, timeout=timeout)
+            for conn in conns:
+                if not conn.closed.done():
+                    conn.abort()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._unix_paths.clear()
+        if close_backends:
+            for backend in self.exports.values():
+                await backend.close()
+
+    async def __aenter__(self) -> NbdServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _NbdClientProtocol(asyncio.BufferedProtocol):
+    """One client connection: socket <-> NbdServerConnection <-> backend tasks."""
+
+    def __init__(self, server: NbdServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._core = NbdServerConnection(
+            server.exports,
+            max_payload=server.max_payload,
+            max_in_flight=server.max_in_flight,
+            max_in_flight_bytes=server.max_in_flight_bytes,
+        )
+        self._transport: asyncio.Transport | None = None
+        self._backend: NbdBackend | None = None
+        self._stats: NbdExportStats | None = None
+        self.export_name: str | None = None
+        self.peer = "?"
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False  # soft disconnect or shutdown: no more requests
+        self._reading_paused = False
+        self._writing_paused = False
+        self._flush_scheduled = False
+        self._stalled = False  # the core holds back buffered requests (in-flight limits)
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix-socket"
+        self._server._connections.add(self)
+        self._flush()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._core.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._core.buffer_updated(nbytes)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self._core.receive_eof()
+        self._process()
+        return True  # we close ourselves once the core says so
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._server._connections.discard(self)
+        if self._stats is not None:
+            self._stats.connections -= 1
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+        self._process()
+
+    # -- control --------------------------------------------------------------------------
+    def shutdown(self, reason: str) -> None:
+        """Stop taking requests; close once those in flight are answered."""
+        if self._transport is None:
+            return
+        log.info("nbd: client %s (export %r): disconnecting: %s", self.peer, self.export_name, reason)
+        self._closing = True
+        self._update_reading()
+        self._close_if_idle()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- events ---------------------------------------------------------------------------
+    def _process(self) -> None:
+        core = self._core
+        while not self._closing:
+            event = core.next_event()
+            if event is None:
+                break
+            if type(event) is Request:
+                task = self._loop.create_task(self._serve(event))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._on_edge_event(event)
+        self._stalled = core.throttled
+        self._flush()
+        self._update_reading()
+
+    def _on_edge_event(self, event: object) -> None:
+        stats = self._stats
+        if isinstance(event, ExportChosen):
+            self.export_name = event.name
+            self._backend = event.export
+            self._stats = self._server.stats.setdefault(event.name, NbdExportStats())
+            self._stats.connections += 1
+            log.info(
+                "nbd: client %s attached to export %r (structured replies: %s)",
+                self.peer, event.name, event.structured_replies,
+            )
+        elif isinstance(event, RequestRejected):
+            if stats is not None:
+                stats.errors += 1
+            log.warning(
+                "nbd: client %s (export %r): %s rejected with error %d: %s",
+                self.peer, self.export_name, c.COMMAND_NAMES.get(event.command, event.command),
+                event.error, event.reason,
+            )
+        elif isinstance(event, ProtocolViolation):
+            if stats is not None:
+                stats.protocol_violations += 1
+            log.warning(
+                "nbd: client %s (export %r): protocol violation, closing the connection: %s",
+                self.peer, self.export_name, event.reason,
+            )
+            self._close_now()
+        elif isinstance(event, ClientDisconnect):
+            log.info("nbd: client %s (export %r): %s", self.peer, self.export_name, event.reason)
+            self._closing = True
+            self._close_if_idle()
+        elif isinstance(event, ConnectionClosed):
+            log.info(
+                "nbd: client %s (export %r): peer closed the connection in %s",
+                self.peer, self.export_name, event.during,
+            )
+            self._close_now()
+
+    # -- requests -------------------------------------------------------------------------
+    async def _serve(self, req: Request) -> None:
+        backend = self._backend
+        core = self._core
+        stats = self._stats
+        command = req.command
+        try:
+            if command == _CMD_READ:
+                data = await backend.read(req.offset, req.length)  # type: ignore[union-attr]
+                if len(data) != req.length:
+                    raise NbdBackendError(c.EIO, f"backend returned {len(data)} bytes")
+                core.reply_read(req, data)
+                stats.reads += 1  # type: ignore[union-attr]
+                stats.read_bytes += req.length  # type: ignore[union-attr]
+            elif command == _CMD_WRITE:
+                await backend.write(req.offset, req.data, fua=bool(req.flags & _FUA))  # type: ignore[union-attr,arg-type]
+                core.reply_ok(req)
+                stats.writes += 1  # type: ignore[union-attr]
+                stats.write_bytes += req.length  # type: ignore[union-attr]
+            elif command == _CMD_FLUSH:
+                await backend.flush()  # type: ignore[union-attr]
+                core.reply_ok(req)
+                stats.flushes += 1  # type: ignore[union-attr]
+            elif command == _CMD_TRIM:
+                await backend.trim(req.offset, req.length)  # type: ignore[union-attr]
+                if req.flags & _FUA:
+                    await backend.flush()  # type: ignore[union-attr]
+                core.reply_ok(req)
+                stats.trims += 1  # type: ignore[union-attr]
+            elif command == _CMD_WRITE_ZEROES:
+                flags = req.flags
+                kwargs = {"fast": True} if flags & _FAST_ZERO else {}
+                await backend.write_zeroes(  # type: ignore[union-attr]
+                    req.offset, req.length,
+                    may_trim=not flags & _NO_HOLE, fua=bool(flags & _FUA), **kwargs,
+                )
+                core.reply_ok(req)
+                stats.zeroes += 1  # type: ignore[union-attr]
+            elif command == _CMD_BLOCK_STATUS:
+                extents = await backend.block_status(req.offset, req.length)  # type: ignore[union-attr]
+                core.reply_block_status(req, extents)
+            else:  # the core only emits the commands above
+                raise NbdBackendError(c.EINVAL, f"unexpected command {command}")
+        except NbdBackendError as exc:
+            if not req.replied:
+                core.reply_error(req, exc.error, exc.message)
+                stats.errors += 1  # type: ignore[union-attr]
+        except Exception:
+            log.exception(
+                "nbd: client %s (export %r): backend failed %r", self.peer, self.export_name, req
+            )
+            if not req.replied:
+                core.reply_error(req, c.EIO, "internal error in the storage backend")
+                stats.errors += 1  # type: ignore[union-attr]
+        self._after_reply()
+
+    def _after_reply(self) -> None:
+        if self._transport is None:
+            return
+        if self._closing:
+            self._flush()
+            self._close_if_idle()
+            return
+        if self._stalled and not self._core.throttled:
+            # a slot freed: requests already buffered may now be handed out
+            self._stalled = False
+            self._process()
+        elif not self._flush_scheduled:
+            # replies completing in the same loop iteration leave in one write
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_soon)
+
+    # -- output and flow control ----------------------------------------------------------
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        chunks = self._core.data_to_send()
+        if chunks and self._transport is not None:
+            if len(chunks) == 1:
+                self._transport.write(chunks[0])
+            else:
+                self._transport.writelines(chunks)
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        pause = self._closing or self._writing_paused or self._core.throttled
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _close_if_idle(self) -> None:
+        if self._core.in_flight == 0:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self._closing = True
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+
