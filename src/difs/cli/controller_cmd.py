@@ -1,13 +1,103 @@
-"""``difs controller``: placeholder until the controller adapter lands."""
+"""``difs controller``: run a storage controller (an iSCSI target) on local disk."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from difs.util.units import parse_size
+
+_HELP = """Run a storage controller: an iSCSI target serving volumes from a data directory.
+
+Ad hoc: difs controller --portal 127.0.0.1:3260 --data-dir DIR --volume NAME:SIZE
+
+Each volume is its own target, IQN_PREFIX:CONTROLLER.VOLUME, LUN 0. At start the
+controller prints one iscsi://HOST:PORT/IQN/LUN line per volume and portal.
+"""
+
+
+def _per_volume(values: list[str], flag: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise typer.BadParameter(f"{value!r}: write VOLUME=VALUE", param_hint=flag)
+        out.setdefault(name, []).append(rest)
+    return out
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def controller() -> None:
-        """Run a storage controller (iSCSI target)."""
-        typer.echo("the controller is being built", err=True)
-        raise typer.Exit(1)
+    @app.command(help=_HELP)
+    def controller(
+        config_file: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")] = None,
+        portal: Annotated[Optional[list[str]], typer.Option("--portal", "-p", help="HOST:PORT to listen on (repeatable). Default 127.0.0.1:3260.")] = None,
+        data_dir: Annotated[Optional[Path], typer.Option("--data-dir", "-d", help="Where volumes live (created if absent).")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", help="Controller name, part of every target IQN.")] = None,
+        volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="NAME[:SIZE[:ro]] to serve (repeatable); created with SIZE if absent, kept if present.")] = None,
+        allow: Annotated[Optional[list[str]], typer.Option("--allow", help="VOLUME=INITIATOR_IQN allowed to log in (repeatable; default: anyone).")] = None,
+        chap: Annotated[Optional[list[str]], typer.Option("--chap", help="VOLUME=USER:SECRET the initiator must authenticate with.")] = None,
+        mutual_chap: Annotated[Optional[list[str]], typer.Option("--mutual-chap", help="VOLUME=USER:SECRET the target answers with (mutual CHAP).")] = None,
+        require_digest: Annotated[Optional[list[str]], typer.Option("--require-digest", help="VOLUME=header|data|both: refuse sessions without CRC32C digests.")] = None,
+        log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+        log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
+    ) -> None:
+        from difs.controller.config import Chap, ConfigError, VolumeConfig, load_config
+        from difs.controller.run import run
+        from difs.controller.volumes import VolumeError, check_volume_name
+        from difs.util.logs import setup_logging
+
+        setup_logging(level=log_level, fmt=log_format)
+        try:
+            cfg = load_config(config_file)
+            updates: dict = {}
+            if portal:
+                updates["portals"] = portal
+            if data_dir is not None:
+                updates["data_dir"] = data_dir
+            if name:
+                updates["name"] = name
+            if updates:
+                cfg = type(cfg).model_validate({**cfg.model_dump(), **updates})
+            allows = _per_volume(allow or [], "--allow")
+            chaps = _per_volume(chap or [], "--chap")
+            mutuals = _per_volume(mutual_chap or [], "--mutual-chap")
+            digests = _per_volume(require_digest or [], "--require-digest")
+            for spec in volume or []:
+                parts = spec.split(":")
+                vname = check_volume_name(parts[0])
+                size = parse_size(parts[1]) if len(parts) > 1 and parts[1] else None
+                flags = set(parts[2:])
+                if flags - {"ro"}:
+                    raise typer.BadParameter(f"{spec!r}: unknown flag(s) {sorted(flags - {'ro'})}; "
+                                             "the only flag is ro", param_hint="--volume")
+                digest = (digests.get(vname) or ["none"])[-1]
+                if digest not in ("none", "header", "data", "both"):
+                    raise typer.BadParameter(f"{vname}={digest}: use header, data or both",
+                                             param_hint="--require-digest")
+                cfg = cfg.with_volume(VolumeConfig(
+                    name=vname, size=size, read_only="ro" in flags,
+                    allowed_initiators=allows.get(vname),
+                    chap=Chap.parse(chaps[vname][-1], flag="--chap") if vname in chaps else None,
+                    mutual_chap=Chap.parse(mutuals[vname][-1], flag="--mutual-chap") if vname in mutuals else None,
+                    require_header_digest=digest in ("header", "both"),
+                    require_data_digest=digest in ("data", "both"),
+                ))
+            unknown = (set(allows) | set(chaps) | set(mutuals) | set(digests)) - {v.name for v in cfg.volumes}
+            if unknown:
+                raise typer.BadParameter(f"no such volume(s) {sorted(unknown)}: add --volume NAME:SIZE")
+            if not cfg.volumes:
+                raise typer.BadParameter("no volumes to serve: add --volume NAME:SIZE (e.g. --volume demo:1G) or a [[volume]] in --config")
+        except (ConfigError, VolumeError, ValueError) as exc:
+            typer.echo(f"difs controller: {exc}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            run(cfg)
+        except VolumeError as exc:
+            typer.echo(f"difs controller: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            typer.echo(f"difs controller: {exc} (is another target already listening there? "
+                       "choose another --portal)", err=True)
+            raise typer.Exit(1) from None

@@ -35,8 +35,9 @@ def _root(
 
 
 def _register() -> None:
-    from difs.cli import controller_cmd
+    from difs.cli import controller_cmd, up_cmd
 
+    up_cmd.register(app)
     controller_cmd.register(app)
     try:
         from difs.cli import manager_cmds
