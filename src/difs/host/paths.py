@@ -1,0 +1,100 @@
+"""Paths (channels) from this host to a controller, and what each negotiated.
+
+A *path* is one iSCSI session to one controller target, opened with a given
+set of services (a :class:`ChannelSpec`). Its channel number is carried in the
+ISID qualifier, so the controller — and anyone reading its logs — can tell the
+channels of one host apart. After login the path records what was *actually*
+negotiated (:class:`~difs.policy.fast.NegotiatedServices`); selection only ever
+trusts that record, never the wish.
+
+Paths expose pure predicates — :meth:`Path.satisfies`, :meth:`Path.is_available`
+— so that selection (``difs.host.selection``) is a synchronous decision made
+before any I/O happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from difs.policy.fast import NegotiatedServices, Requirement, path_satisfies
+
+#: OUI-format ISID (type 00b) prefix shared by every difs host; the low bytes
+#: are the channel number (qualifier), so ISIDs differ per channel.
+ISID_PREFIX = 0x023D_0000_0000
+
+
+def isid_for_channel(channel: int) -> int:
+    if not 0 <= channel <= 0xFFFF:
+        raise ValueError(f"channel {channel} does not fit the ISID qualifier (0..65535)")
+    return ISID_PREFIX | channel
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """The services a channel asks for when it logs in."""
+
+    channel: int
+    header_digest: bool = False
+    data_digest: bool = False
+    label: str = ""
+
+    @property
+    def isid(self) -> int:
+        return isid_for_channel(self.channel)
+
+    def describe(self) -> str:
+        parts = [p for p, on in (("header-digest", self.header_digest),
+                                 ("data-digest", self.data_digest)) if on]
+        return self.label or ("+".join(parts) if parts else "plain")
+
+
+#: The default channel plan: channel 0 with both CRC32C digests, channel 1 plain.
+DEFAULT_CHANNELS = (
+    ChannelSpec(0, header_digest=True, data_digest=True, label="digests"),
+    ChannelSpec(1, label="plain"),
+)
+
+
+class PathState(Enum):
+    CONNECTING = "connecting"
+    UP = "up"
+    DOWN = "down"  # lost; reconnecting with backoff
+    CLOSED = "closed"
+
+
+class Path:
+    """One established (or re-establishing) channel. Mutable counters, no I/O."""
+
+    __slots__ = ("spec", "controller", "portal", "target", "negotiated", "state",
+                 "outstanding", "ios", "bytes", "errors", "session")
+
+    def __init__(self, spec: ChannelSpec, *, controller: str, portal: str, target: str) -> None:
+        self.spec = spec
+        self.controller = controller
+        self.portal = portal
+        self.target = target
+        self.negotiated: NegotiatedServices | None = None
+        self.state = PathState.CONNECTING
+        self.outstanding = 0
+        self.ios = 0
+        self.bytes = 0
+        self.errors = 0
+        self.session: Any = None  # the adapter's session object
+
+    @property
+    def channel(self) -> int:
+        return self.spec.channel
+
+    def is_available(self) -> bool:
+        return self.state is PathState.UP
+
+    def satisfies(self, requirement: Requirement) -> bool:
+        return self.negotiated is not None and path_satisfies(self.negotiated, requirement)
+
+    def name(self) -> str:
+        return f"{self.controller}/ch{self.channel}"
+
+    def __repr__(self) -> str:
+        return f"<Path {self.name()} {self.state.value} {self.negotiated!r}>"
