@@ -247,7 +247,9 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
     # -- events ---------------------------------------------------------------------------
     def _process(self) -> None:
         core = self._core
-        while not self._closing:
+        # While the peer does not read its replies, take no new requests (not even those
+        # already buffered): replies would pile up in the transport without bound.
+        while not self._closing and not self._writing_paused:
             event = core.next_event()
             if event is None:
                 break
@@ -257,7 +259,7 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
                 task.add_done_callback(self._tasks.discard)
             else:
                 self._on_edge_event(event)
-        self._stalled = core.throttled
+        self._stalled = core.throttled or self._writing_paused
         self._flush()
         self._update_reading()
 
