@@ -1,1 +1,31 @@
-"""Sans-I/O SCSI block device (SBC-4 / SPC-4) over a block-store interface."""
+"""Sans-I/O SCSI block device (SBC-4 / SPC-4) over a block-store interface.
+
+Public API::
+
+    from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus, ScsiTarget
+
+    lu = LogicalUnit(store=MemoryStore(1 << 30), identity=LuIdentity.from_uuid(vol_uuid))
+    target = ScsiTarget({0: lu})
+    result = target.execute(0, cdb, data_out, nexus)   # -> ScsiResult(status, data, sense)
+
+``FileStore`` (``difs.scsi.filestore``) is the store that does real I/O.
+"""
+
+from difs.scsi.device import LogicalUnit, LuIdentity
+from difs.scsi.nexus import Nexus
+from difs.scsi.result import ScsiResult
+from difs.scsi.sense import ReservationConflict, ScsiError
+from difs.scsi.store import BlockStore, MemoryStore
+from difs.scsi.target import ScsiTarget
+
+__all__ = [
+    "BlockStore",
+    "LogicalUnit",
+    "LuIdentity",
+    "MemoryStore",
+    "Nexus",
+    "ReservationConflict",
+    "ScsiError",
+    "ScsiResult",
+    "ScsiTarget",
+]

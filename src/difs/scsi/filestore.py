@@ -1,0 +1,142 @@
+"""A :class:`BlockStore` on a file or block device, through its file descriptor.
+
+This module does the I/O that :mod:`difs.scsi.device` must not: ``os.pread``,
+``os.pwrite``, ``os.fdatasync``, ``fallocate(PUNCH_HOLE | KEEP_SIZE)`` for discard,
+``fallocate(ZERO_RANGE)`` for write-zeroes and ``lseek(SEEK_DATA/SEEK_HOLE)`` for the
+allocation map.  Calls block: the controller runs them where blocking is acceptable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+from difs.scsi.store import BlockStore
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    _fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """Call fallocate(2); raise OSError on failure."""
+    if _fallocate is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate is not available")
+    if _fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class FileStore(BlockStore):
+    """Backing store on a regular file (sparse when thin) or a block device.
+
+    ``FileStore.open(path, size=...)`` creates/extends a regular file; pass an already
+    open ``fd`` to the constructor to use it as is (the store then owns it).
+    """
+
+    def __init__(self, fd: int, *, size: int | None = None, granularity: int | None = None) -> None:
+        self.fd = fd
+        if size is None:
+            size = os.lseek(fd, 0, os.SEEK_END)
+        self.size = size
+        if granularity is None:
+            try:
+                granularity = os.fstatvfs(fd).f_bsize or 4096
+            except OSError:
+                granularity = 4096
+        self.granularity = granularity
+        self._punch_ok = True
+        self._zero_range_ok = True
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, size: int | None = None,
+             read_only: bool = False, create: bool = True) -> FileStore:
+        flags = os.O_RDONLY if read_only else os.O_RDWR
+        if create and not read_only:
+            flags |= os.O_CREAT
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            if size is not None and not read_only:
+                current = os.lseek(fd, 0, os.SEEK_END)
+                if current < size:
+                    os.ftruncate(fd, size)
+            return cls(fd, size=size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) == length:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < length:
+            chunk = os.pread(self.fd, length - got, offset + got)
+            if not chunk:  # beyond end of file: the rest reads as zeros
+                parts.append(bytes(length - got))
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def flush(self) -> None:
+        os.fdatasync(self.fd)
+
+    def discard(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        if self._punch_ok:
+            try:
+                fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                self._punch_ok = False
+        super().write_zeroes(offset, length)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        if self._zero_range_ok:
+            try:
+                fallocate(self.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                self._zero_range_ok = False
+        super().write_zeroes(offset, length)
+
+    def map_status(self, offset: int, length: int) -> tuple[bool, int]:
+        try:
+            data = os.lseek(self.fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole up to end of file
+                return False, length
+            return True, length  # SEEK_DATA unsupported: report mapped
+        if data > offset:
+            return False, min(data - offset, length)
+        hole = os.lseek(self.fd, offset, os.SEEK_HOLE)
+        return True, min(max(hole - offset, 1), length)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

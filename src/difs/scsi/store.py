@@ -1,0 +1,117 @@
+"""Byte-addressed backing stores for a logical unit.
+
+The SCSI device (:mod:`difs.scsi.device`) is pure: it turns CDBs into calls on a
+:class:`BlockStore`, and all I/O lives in store implementations.  Offsets and lengths are in
+bytes; the device only ever asks for ranges inside ``[0, size)``.
+
+* :class:`MemoryStore` keeps everything in a ``bytearray`` (tests, benchmarks).
+* :class:`difs.scsi.filestore.FileStore` uses ``pread``/``pwrite``/``fdatasync`` and hole
+  punching on a file descriptor.
+
+``discard`` must make later reads of the range return zeros (the device advertises
+LBPRZ=1 for thin logical units).  ``map_status`` reports which ranges are allocated, for
+GET LBA STATUS; a store that cannot tell reports everything as mapped.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+class BlockStore(ABC):
+    """A byte-addressed backing store of fixed ``size``."""
+
+    size: int
+    #: allocation unit: ``discard`` frees whole units and zeroes partial ones.
+    granularity: int = 4096
+
+    @abstractmethod
+    def pread(self, offset: int, length: int) -> bytes | memoryview:
+        """Return exactly ``length`` bytes starting at ``offset``."""
+
+    @abstractmethod
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write all of ``data`` at ``offset``."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make everything written so far stable (fdatasync)."""
+
+    @abstractmethod
+    def discard(self, offset: int, length: int) -> None:
+        """Deallocate the range; reads of it return zeros afterwards."""
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Make the range read as zeros, keeping it allocated."""
+        end = offset + length
+        while offset < end:
+            n = min(end - offset, len(_ZERO_CHUNK))
+            self.pwrite(offset, memoryview(_ZERO_CHUNK)[:n])
+            offset += n
+
+    def map_status(self, offset: int, length: int) -> tuple[bool, int]:
+        """Return (mapped, run_length): whether ``offset`` is allocated and for how many
+        bytes (at most ``length``) that stays true."""
+        return True, length
+
+    def close(self) -> None:
+        """Release resources (file descriptors)."""
+
+
+class MemoryStore(BlockStore):
+    """A store in memory with an allocation map at ``granularity`` resolution."""
+
+    def __init__(self, size: int, *, granularity: int = 4096, allocated: bool = False) -> None:
+        if size < 0 or granularity <= 0:
+            raise ValueError("size must be >= 0 and granularity > 0")
+        self.size = size
+        self.granularity = granularity
+        self._buf = bytearray(size)
+        self._view = memoryview(self._buf)
+        nchunks = -(-size // granularity)
+        self._alloc = bytearray(b"\x01" * nchunks if allocated else nchunks)
+        self.flushes = 0
+        self.writes = 0
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._view[offset:offset + length].tobytes()
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        n = len(data)
+        self._view[offset:offset + n] = data
+        self.writes += 1
+        if n:
+            g = self.granularity
+            first, last = offset // g, (offset + n - 1) // g
+            self._alloc[first:last + 1] = b"\x01" * (last - first + 1)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def discard(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        end = offset + length
+        self._view[offset:end] = bytes(length)
+        g = self.granularity
+        first = -(-offset // g)          # first chunk wholly inside the range
+        last = end // g                  # one past the last whole chunk
+        if end == self.size:
+            last = len(self._alloc)
+        if last > first:
+            self._alloc[first:last] = bytes(last - first)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self.pwrite(offset, bytes(length))
+
+    def map_status(self, offset: int, length: int) -> tuple[bool, int]:
+        g = self.granularity
+        chunk = offset // g
+        state = self._alloc[chunk]
+        end = offset + length
+        pos = (chunk + 1) * g
+        while pos < end and self._alloc[pos // g] == state:
+            pos += g
+        return bool(state), min(pos, end) - offset
