@@ -104,7 +104,9 @@ class NbdClient:
         return True
 
     # -- handshake --------------------------------------------------------------------------
-    def handshake(self, *, client_flags: int = c.FLAG_C_FIXED_NEWSTYLE | c.FLAG_C_NO_ZEROES) -> None:
+    def handshake(
+        self, *, client_flags: int = c.FLAG_C_FIXED_NEWSTYLE | c.FLAG_C_NO_ZEROES
+    ) -> None:
         magic, opt_magic, flags = wire.GREETING_STRUCT.unpack(self.recv_exact(18))
         if magic != c.NBDMAGIC or opt_magic != c.IHAVEOPT:
             raise NbdClientError("not a newstyle NBD server")
@@ -128,7 +130,8 @@ class NbdClient:
             _opt, reply_type, data = self.recv_option_reply()
             if reply_type & (1 << 31):
                 name = c.REPLY_TYPE_NAMES.get(reply_type, hex(reply_type))
-                raise NbdClientError(f"{name}: {data.decode(errors='replace')}", reply_type=reply_type)
+                message = data.decode(errors="replace")
+                raise NbdClientError(f"{name}: {message}", reply_type=reply_type)
             if reply_type == c.REP_ACK:
                 return replies
             replies.append((reply_type, data))
@@ -144,7 +147,9 @@ class NbdClient:
             names.append(data[4 : 4 + n].decode())
         return names
 
-    def info(self, name: str, *, go: bool = False, requests: tuple[int, ...] = (c.INFO_BLOCK_SIZE,)) -> ExportInfo:
+    def info(
+        self, name: str, *, go: bool = False, requests: tuple[int, ...] = (c.INFO_BLOCK_SIZE,)
+    ) -> ExportInfo:
         raw = name.encode()
         payload = wire.U32.pack(len(raw)) + raw + wire.U16.pack(len(requests))
         payload += b"".join(wire.U16.pack(r) for r in requests)

@@ -244,7 +244,8 @@ class OptionHaggler:
                 )
         for cid, cname in sorted(selected.items()):
             # LIST replies carry id 0 ("reserved"), SET replies the id used in transmission.
-            self.reply(option, c.REP_META_CONTEXT, wire.encode_meta_context(0 if listing else cid, cname))
+            reply = wire.encode_meta_context(0 if listing else cid, cname)
+            self.reply(option, c.REP_META_CONTEXT, reply)
         if not listing:
             self.meta_selection = (name, selected)
         self.reply(option, c.REP_ACK)

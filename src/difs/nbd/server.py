@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,6 +40,19 @@ from difs.nbd.events import (
 )
 
 log = logging.getLogger("difs.nbd")
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(coro, loop):
+        # Runs the backend call at once; a backend that completes without waiting (memory,
+        # page cache) then costs no trip through the event loop. The task is still a real
+        # task (current_task(), timeouts and cancellation behave).
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _start_task(coro, loop):
+        return loop.create_task(coro)
 
 _CMD_READ = c.CMD_READ
 _CMD_WRITE = c.CMD_WRITE
@@ -190,6 +204,7 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._flush_scheduled = False
+        self._in_process = False
         self._stalled = False  # the core holds back buffered requests (in-flight limits)
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -235,7 +250,9 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
         """Stop taking requests; close once those in flight are answered."""
         if self._transport is None:
             return
-        log.info("nbd: client %s (export %r): disconnecting: %s", self.peer, self.export_name, reason)
+        log.info(
+            "nbd: client %s (export %r): disconnecting: %s", self.peer, self.export_name, reason
+        )
         self._closing = True
         self._update_reading()
         self._close_if_idle()
@@ -246,6 +263,15 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
 
     # -- events ---------------------------------------------------------------------------
     def _process(self) -> None:
+        if self._in_process:  # a backend call completed eagerly inside the loop below
+            return
+        self._in_process = True
+        try:
+            self._process_events()
+        finally:
+            self._in_process = False
+
+    def _process_events(self) -> None:
         core = self._core
         # While the peer does not read its replies, take no new requests (not even those
         # already buffered): replies would pile up in the transport without bound.
@@ -254,9 +280,10 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
             if event is None:
                 break
             if type(event) is Request:
-                task = self._loop.create_task(self._serve(event))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task = _start_task(self._serve(event), self._loop)
+                if not task.done():
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             else:
                 self._on_edge_event(event)
         self._stalled = core.throttled or self._writing_paused
@@ -303,58 +330,63 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
 
     # -- requests -------------------------------------------------------------------------
     async def _serve(self, req: Request) -> None:
-        backend = self._backend
+        """Run one request against the backend and queue its reply."""
+        backend: NbdBackend = self._backend  # type: ignore[assignment]  # set by ExportChosen
+        stats: NbdExportStats = self._stats  # type: ignore[assignment]
         core = self._core
-        stats = self._stats
         command = req.command
+        flags = req.flags
         try:
             if command == _CMD_READ:
-                data = await backend.read(req.offset, req.length)  # type: ignore[union-attr]
+                data = await backend.read(req.offset, req.length)
                 if len(data) != req.length:
                     raise NbdBackendError(c.EIO, f"backend returned {len(data)} bytes")
                 core.reply_read(req, data)
-                stats.reads += 1  # type: ignore[union-attr]
-                stats.read_bytes += req.length  # type: ignore[union-attr]
+                stats.reads += 1
+                stats.read_bytes += req.length
             elif command == _CMD_WRITE:
-                await backend.write(req.offset, req.data, fua=bool(req.flags & _FUA))  # type: ignore[union-attr,arg-type]
+                assert req.data is not None
+                await backend.write(req.offset, req.data, fua=bool(flags & _FUA))
                 core.reply_ok(req)
-                stats.writes += 1  # type: ignore[union-attr]
-                stats.write_bytes += req.length  # type: ignore[union-attr]
+                stats.writes += 1
+                stats.write_bytes += req.length
             elif command == _CMD_FLUSH:
-                await backend.flush()  # type: ignore[union-attr]
+                await backend.flush()
                 core.reply_ok(req)
-                stats.flushes += 1  # type: ignore[union-attr]
+                stats.flushes += 1
             elif command == _CMD_TRIM:
-                await backend.trim(req.offset, req.length)  # type: ignore[union-attr]
-                if req.flags & _FUA:
-                    await backend.flush()  # type: ignore[union-attr]
+                await backend.trim(req.offset, req.length)
+                if flags & _FUA:
+                    await backend.flush()
                 core.reply_ok(req)
-                stats.trims += 1  # type: ignore[union-attr]
+                stats.trims += 1
             elif command == _CMD_WRITE_ZEROES:
-                flags = req.flags
-                kwargs = {"fast": True} if flags & _FAST_ZERO else {}
-                await backend.write_zeroes(  # type: ignore[union-attr]
-                    req.offset, req.length,
-                    may_trim=not flags & _NO_HOLE, fua=bool(flags & _FUA), **kwargs,
-                )
+                may_trim = not flags & _NO_HOLE
+                fua = bool(flags & _FUA)
+                if flags & _FAST_ZERO:  # only accepted by the core when can_fast_zero
+                    await backend.write_zeroes(
+                        req.offset, req.length, may_trim=may_trim, fua=fua, fast=True
+                    )
+                else:
+                    await backend.write_zeroes(req.offset, req.length, may_trim=may_trim, fua=fua)
                 core.reply_ok(req)
-                stats.zeroes += 1  # type: ignore[union-attr]
+                stats.zeroes += 1
             elif command == _CMD_BLOCK_STATUS:
-                extents = await backend.block_status(req.offset, req.length)  # type: ignore[union-attr]
+                extents = await backend.block_status(req.offset, req.length)
                 core.reply_block_status(req, extents)
             else:  # the core only emits the commands above
                 raise NbdBackendError(c.EINVAL, f"unexpected command {command}")
         except NbdBackendError as exc:
             if not req.replied:
                 core.reply_error(req, exc.error, exc.message)
-                stats.errors += 1  # type: ignore[union-attr]
+                stats.errors += 1
         except Exception:
             log.exception(
                 "nbd: client %s (export %r): backend failed %r", self.peer, self.export_name, req
             )
             if not req.replied:
                 core.reply_error(req, c.EIO, "internal error in the storage backend")
-                stats.errors += 1  # type: ignore[union-attr]
+                stats.errors += 1
         self._after_reply()
 
     def _after_reply(self) -> None:

@@ -54,13 +54,16 @@ class BackgroundNbdServer:
                 self.loop = asyncio.new_event_loop()
         else:
             self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="nbd-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="nbd-server", daemon=True
+        )
         self._thread.start()
         self.server = NbdServer(self._exports, **self._server_kwargs)
         self.host, self.port = self.call(self.server.start_tcp("127.0.0.1", 0))
         if self._want_unix:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="difs-nbd-")
-            self.unix_path = self.call(self.server.start_unix(os.path.join(self._tmpdir.name, "nbd.sock")))
+            path = os.path.join(self._tmpdir.name, "nbd.sock")
+            self.unix_path = self.call(self.server.start_unix(path))
         return self
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:

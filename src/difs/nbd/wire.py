@@ -37,7 +37,8 @@ def encode_greeting() -> bytes:
 
 
 def encode_option_reply(option: int, reply_type: int, payload: bytes = b"") -> bytes:
-    return OPTION_REPLY_STRUCT.pack(c.OPTION_REPLY_MAGIC, option, reply_type, len(payload)) + payload
+    header = OPTION_REPLY_STRUCT.pack(c.OPTION_REPLY_MAGIC, option, reply_type, len(payload))
+    return header + payload
 
 
 def encode_rep_server(name: str, description: str = "") -> bytes:

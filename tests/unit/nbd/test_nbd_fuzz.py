@@ -33,7 +33,9 @@ from difs.nbd.events import (
     RequestRejected,
 )
 
-ALLOWED = (ExportChosen, Request, RequestRejected, ClientDisconnect, ProtocolViolation, ConnectionClosed)
+ALLOWED = (
+    ExportChosen, Request, RequestRejected, ClientDisconnect, ProtocolViolation, ConnectionClosed
+)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -139,7 +141,9 @@ def test_transmission_fuzz(structured, msgs, cuts, eof):
     offset=st.integers(0, 3 << 20),
     length=st.integers(0, 3 << 20),
 )
-def test_every_well_framed_request_is_accepted_or_answered_with_an_error(cmd, flags, offset, length):
+def test_every_well_framed_request_is_accepted_or_answered_with_an_error(
+    cmd, flags, offset, length
+):
     size = 2 << 20
     conn = negotiated({"vm1": MemoryBackend(size)}, structured=True)
     data = request(cmd, offset, length, handle=0xABC, flags=flags,

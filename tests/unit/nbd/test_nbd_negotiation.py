@@ -67,7 +67,8 @@ def test_go_enters_transmission_with_info_replies(mode):
 
 def test_info_does_not_leave_haggling_and_go_follows(mode):
     conn = new_connection()
-    data = client_flags() + option(c.OPT_INFO, go_payload("vm1")) + option(c.OPT_GO, go_payload("vm1"))
+    data = client_flags() + option(c.OPT_INFO, go_payload("vm1"))
+    data += option(c.OPT_GO, go_payload("vm1"))
     events = feed(conn, data, mode)
     assert [type(e) for e in events] == [ExportChosen]
     replies = parse_option_replies(output(conn))

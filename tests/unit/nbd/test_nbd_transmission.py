@@ -67,7 +67,8 @@ def test_read_error_structured_and_simple():
 def test_write_payload_whole_bytewise_trailing(mode):
     conn = negotiated()
     payload = os.urandom(4096)
-    [req] = feed(conn, request(c.CMD_WRITE, 512, 4096, handle=9, flags=c.CMD_FLAG_FUA, data=payload), mode)
+    data = request(c.CMD_WRITE, 512, 4096, handle=9, flags=c.CMD_FLAG_FUA, data=payload)
+    [req] = feed(conn, data, mode)
     assert req.command == c.CMD_WRITE and req.flags == c.CMD_FLAG_FUA
     assert bytes(req.data) == payload
     conn.reply_ok(req)
