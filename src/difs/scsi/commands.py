@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from difs.scsi import cdb as C
-from difs.scsi import inquiry, modes, reservations, sbc, spc
+from difs.scsi import inquiry, modes, provisioning, reservations, rmw, sbc, spc
 from difs.scsi import sense as S
 
 if TYPE_CHECKING:
@@ -126,6 +126,9 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            sbc.synchronize_cache10, res="W", medium=True),
         cs(C.READ_DEFECT_DATA_10, "READ DEFECT DATA(10)", _u(0x37, 0, 0x1F, 0, 0, 0, 0, FF, FF, 0),
            sbc.read_defect_data10, res="R", medium=True),
+        cs(C.WRITE_SAME_10, "WRITE SAME(10)",
+           _u(0x41, 0xE8, *LBA4, 0x3F, FF, FF, 0),
+           provisioning.write_same10, res="W", medium=True),
         cs(C.MODE_SELECT_10, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, FF, FF, 0),
            modes.mode_select10, res="W"),
         cs(C.RESERVE_10, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), reservations.reserve,
@@ -134,6 +137,13 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            res="W", spc2_ok=True),
         cs(C.MODE_SENSE_10, "MODE SENSE(10)", _u(0x5A, 0x18, FF, FF, 0, 0, 0, FF, FF, 0),
            modes.mode_sense10, res="R"),
+        cs(C.COMPARE_AND_WRITE, "COMPARE AND WRITE", _u(0x89, 0xFA, *LBA8, 0, 0, 0, FF, 0x3F, 0),
+           rmw.compare_and_write, res="W", medium=True),
+        cs(C.ORWRITE_16, "ORWRITE(16)", _u(0x8B, 0xFA, *LBA8, *LBA4, 0x3F, 0), rmw.orwrite16,
+           res="W", medium=True),
+        cs(C.WRITE_SAME_16, "WRITE SAME(16)",
+           _u(0x93, 0xE9, *LBA8, *LBA4, 0x3F, 0),
+           provisioning.write_same16, res="W", medium=True),
         cs(C.READ_16, "READ(16)", _u(0x88, 0xFE, *LBA8, *LBA4, 0x3F, 0), sbc.read16, res="R",
            medium=True),
         cs(C.WRITE_16, "WRITE(16)", _u(0x8A, 0xFA, *LBA8, *LBA4, 0x3F, 0), sbc.write16, res="W",
@@ -150,6 +160,9 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
             cs(C.SERVICE_ACTION_IN_16, "READ CAPACITY(16)",
                _u(0x9E, C.SAI_READ_CAPACITY_16, *LBA8, *LBA4, 0x01, 0), sbc.read_capacity16,
                sa=C.SAI_READ_CAPACITY_16, medium=True),
+            cs(C.SERVICE_ACTION_IN_16, "GET LBA STATUS",
+               _u(0x9E, C.SAI_GET_LBA_STATUS, *LBA8, *LBA4, 0, 0), provisioning.get_lba_status,
+               sa=C.SAI_GET_LBA_STATUS, res="R", medium=True),
         ]),
         _group(C.MAINTENANCE_IN, "MAINTENANCE IN", 12, [
             cs(C.MAINTENANCE_IN, "REPORT SUPPORTED OPERATION CODES",
@@ -170,6 +183,9 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
         cs(C.READ_DEFECT_DATA_12, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, *LBA4, *LBA4, 0, 0),
            sbc.read_defect_data12, res="R", medium=True),
     ]
+    if lu.thin:
+        specs.append(cs(C.UNMAP, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x3F, FF, FF, 0),
+                        provisioning.unmap, res="W", medium=True))
     # REPORT LUNS is answered by the target when there is one; a lone LU answers itself.
     from difs.scsi.target import report_luns
 
