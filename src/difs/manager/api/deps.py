@@ -1,0 +1,118 @@
+"""Request dependencies as named ``Annotated`` types.
+
+``SessionDep`` is the request's one transaction: it commits when the route
+returns and rolls back when it raises (``scope="function"``: before the
+response is sent, so a failed commit is reported, not hidden). Before it
+opens, expired leases are swept in their own short transaction so every
+request sees current node states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from difs.manager.auth import ADMIN, Principal, is_admin_token
+from difs.manager.clock import Clock
+from difs.manager.config import Settings
+from difs.manager.db import transaction
+from difs.manager.errors import BadRequest, Unauthorized
+from difs.manager.services import nodes
+
+
+@dataclass
+class ManagerState:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    clock: Clock
+
+
+def sweep(state: ManagerState, now: datetime) -> list[str]:
+    """Expire leases that ran out (cheap read first; a write transaction only when needed)."""
+    with transaction(state.factory, write=False) as s:
+        if not nodes.has_expired_leases(session=s, now=now):
+            return []
+    with transaction(state.factory, write=True) as s:
+        return nodes.expire_leases(session=s, now=now, fresh_seconds=state.settings.stats_fresh_seconds)
+
+
+def get_state(request: Request) -> ManagerState:
+    return request.app.state.difs  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[ManagerState, Depends(get_state)]
+
+
+def get_now(state: StateDep) -> datetime:
+    return state.clock()
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_fresh_seconds(state: StateDep) -> float:
+    return state.settings.stats_fresh_seconds
+
+
+FreshDep = Annotated[float, Depends(get_fresh_seconds)]
+
+
+def get_session(request: Request, state: StateDep, now: NowDep) -> Iterator[Session]:
+    sweep(state, now)
+    with transaction(state.factory, write=request.method not in ("GET", "HEAD", "OPTIONS")) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="the admin token, or a node's own token")
+
+
+def get_principal(
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("send a token: 'Authorization: Bearer <token>' (the admin token or a node's token)")
+    token = credentials.credentials
+    if is_admin_token(token, state.settings.admin_token.get_secret_value()):
+        return ADMIN
+    node = nodes.find_by_token(session, token=token)
+    if node is None:
+        raise Unauthorized("the token is not valid: use the admin token or the token issued to this node")
+    return Principal(is_admin=False, node_id=node.id, node_name=node.name, node_kind=node.kind)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    principal.require_admin()
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def get_if_match(if_match: Annotated[str | None, Header(description="expected version, e.g. \"3\"")] = None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    raw = if_match.strip()
+    if raw.startswith("W/"):
+        raw = raw[2:]
+    raw = raw.strip('"')
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"If-Match must be a version number such as \"3\", not {if_match!r}")
+    return int(raw)
+
+
+IfMatchDep = Annotated[int | None, Depends(get_if_match)]

@@ -1,0 +1,1 @@
+"""One router per entity; routes call one service function each and return typed models."""

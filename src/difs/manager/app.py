@@ -1,0 +1,110 @@
+"""The manager application: ``create_app(settings)`` builds the FastAPI app.
+
+It creates the engine, runs the migrations, installs the problem handler,
+the API routers under ``/api/v1``, metrics at ``/metrics`` and the dashboard
+at ``/``. A background task expires leases every ``sweep_interval_seconds`` so
+that events and compliance changes happen even when nobody is asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from difs import __version__
+from difs.manager import metrics
+from difs.manager.api import problems
+from difs.manager.api.deps import ManagerState, sweep
+from difs.manager.api.routes import apps, containers, health, nodes, nodeviews, overview, policies, volumes
+from difs.manager.clock import Clock, system_clock
+from difs.manager.config import Settings
+from difs.manager.db import make_engine, run_migrations, session_factory
+from difs.manager.schemas import Problem
+
+log = logging.getLogger("difs.manager")
+STATIC = Path(__file__).with_name("static")
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, *, clock: Clock = system_clock, background_sweep: bool = True) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    run_migrations(engine)
+    state = ManagerState(settings=settings, engine=engine, factory=session_factory(engine), clock=clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweeper(state)) if background_sweep and settings.sweep_interval_seconds > 0 else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            engine.dispose()
+
+    app = FastAPI(
+        title="difs manager",
+        version=__version__,
+        description="Per-application data-in-flight services: policies, tiers, nodes, the central "
+        "depository, placement, binding and compliance. Errors are RFC 9457 problem documents.",
+        lifespan=lifespan,
+    )
+    app.state.difs = state
+    problems.install(app)
+    for router in (
+        health.router,
+        policies.policies_router,
+        policies.tiers_router,
+        nodes.router,
+        containers.router,
+        apps.router,
+        volumes.router,
+        nodeviews.router,
+        overview.router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    metrics.install(app, state.factory)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in problem.pop("$defs", {}).items():
+        comps.setdefault(name, sub)
+    comps["Problem"] = problem
+    app.openapi_schema = schema
+    return schema
+
+
+async def _sweeper(state: ManagerState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.sweep_interval_seconds)
+        try:
+            expired = await run_in_threadpool(sweep, state, state.clock())
+            if expired:
+                log.info("leases expired: %s", ", ".join(expired))
+        except Exception:  # keep sweeping; the next round retries
+            log.exception("lease sweep failed")

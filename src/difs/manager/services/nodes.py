@@ -1,0 +1,200 @@
+"""Nodes: registration with per-node tokens, advertisements with leases, lease expiry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from difs.manager.auth import Principal, hash_token, new_node_token
+from difs.manager.errors import BadRequest, Conflict, Forbidden
+from difs.manager.models import ApplicationRow, ContainerRow, NodeRow, PathStatRow, VolumeRow
+from difs.manager.schemas import (
+    AdvertisementAck,
+    AdvertisementIn,
+    ControllerVolume,
+    ContainerPublic,
+    BindingPublic,
+    NodePublic,
+    NodeRegister,
+    NodeRegistered,
+)
+from difs.manager.services import compliance
+from difs.manager.services.common import get_node, lease_expiry, record_event
+from difs.manager.services.views import binding_public, container_public, controller_volume, node_public
+
+
+def find_by_token(session: Session, *, token: str) -> NodeRow | None:
+    return session.scalars(select(NodeRow).where(NodeRow.token_hash == hash_token(token))).one_or_none()
+
+
+def register(*, session: Session, now: datetime, data: NodeRegister) -> NodeRegistered:
+    if session.scalars(select(NodeRow).where(NodeRow.name == data.name)).one_or_none() is not None:
+        raise Conflict(
+            f"a node named {data.name!r} is already registered: pick another name, or issue it "
+            f"a new token with `difs node token {data.name}`"
+        )
+    token = new_node_token()
+    row = NodeRow(
+        name=data.name,
+        kind=data.kind.value,
+        token_hash=hash_token(token),
+        state="registered",
+        portals=[],
+        paths=[],
+        advertisements=0,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    record_event(session, now=now, kind="node.registered", subject=data.name, message=f"{data.kind.value} {data.name} registered")
+    return NodeRegistered(node=node_public(row), token=token)
+
+
+def rotate_token(*, session: Session, now: datetime, name: str) -> NodeRegistered:
+    row = get_node(session, name=name, lock=True)
+    token = new_node_token()
+    row.token_hash = hash_token(token)
+    record_event(session, now=now, kind="node.token_rotated", subject=name, message=f"node {name} has a new token")
+    return NodeRegistered(node=node_public(row), token=token)
+
+
+def list_nodes(*, session: Session, kind: str | None = None) -> list[NodePublic]:
+    q = select(NodeRow).order_by(NodeRow.name)
+    if kind is not None:
+        q = q.where(NodeRow.kind == kind)
+    return [node_public(r) for r in session.scalars(q)]
+
+
+def get(*, session: Session, name: str) -> NodePublic:
+    return node_public(get_node(session, name=name))
+
+
+def remove(*, session: Session, now: datetime, name: str) -> None:
+    row = get_node(session, name=name, lock=True)
+    vols = session.scalar(select(VolumeRow.name).where(VolumeRow.controller_id == row.id).limit(1))
+    if vols is not None:
+        raise Conflict(f"controller {name} still holds volumes (e.g. {vols}): delete or move them first")
+    bound = session.scalar(select(ApplicationRow.name).where(ApplicationRow.host_id == row.id).limit(1))
+    if bound is not None:
+        raise Conflict(f"host {name} still runs application {bound}: unbind it first (`difs app unbind {bound}`)")
+    session.execute(delete(PathStatRow).where(PathStatRow.host_id == row.id))
+    session.execute(delete(ContainerRow).where(ContainerRow.node_id == row.id))
+    session.delete(row)
+    record_event(session, now=now, kind="node.deleted", subject=name, message=f"{row.kind} {name} deleted")
+
+
+def advertise(
+    *, session: Session, now: datetime, principal: Principal, name: str, adv: AdvertisementIn, fresh_seconds: float
+) -> AdvertisementAck:
+    if principal.is_admin or principal.node_name != name:
+        raise Forbidden(
+            f"only node {name} itself may advertise for {name}; use that node's own token"
+            if principal.is_admin
+            else f"{principal.label} may only advertise for itself, not for {name}"
+        )
+    row = get_node(session, name=name, lock=True)
+    if adv.kind.value != row.kind:
+        raise BadRequest(f"node {name} is registered as a {row.kind}, but advertised itself as a {adv.kind.value}")
+    was = row.state
+    row.iqn = adv.iqn
+    row.capabilities = adv.services.model_dump(mode="json")
+    row.portals = [p.model_dump(mode="json") for p in adv.portals]
+    row.paths = [p.model_dump(mode="json") for p in adv.paths]
+    row.lease_seconds = adv.lease_seconds
+    row.lease_expires_at = lease_expiry(now, adv.lease_seconds)
+    row.last_advertised_at = now
+    row.advertisements += 1
+    row.state = "alive"
+    if row.kind == "controller":
+        existing = {c.name: c for c in row.containers}
+        for c in adv.containers:
+            cont = existing.pop(c.name, None)
+            if cont is None:
+                cont = ContainerRow(node_id=row.id, name=c.name, source="advertised", created_at=now)
+                session.add(cont)
+                record_event(session, now=now, kind="container.discovered", subject=f"{name}/{c.name}",
+                             message=f"controller {name} advertised container {c.name}")
+            cont.capacity_bytes = c.capacity_bytes
+            cont.pi_types = [int(t) for t in c.pi_types]
+            cont.advertised = True
+        for cont in existing.values():
+            cont.advertised = False
+    if was != "alive":
+        record_event(
+            session,
+            now=now,
+            kind="node.alive",
+            subject=name,
+            message=f"{row.kind} {name} is advertising"
+            + (" again after its lease expired" if was == "expired" else ""),
+        )
+    session.flush()
+    compliance.refresh(
+        session=session, now=now, app_ids=compliance.apps_on_nodes(session, node_ids=[row.id]), fresh_seconds=fresh_seconds
+    )
+    return AdvertisementAck(node=name, state="alive", lease_seconds=adv.lease_seconds, lease_expires_at=row.lease_expires_at)
+
+
+def has_expired_leases(*, session: Session, now: datetime) -> bool:
+    return (
+        session.scalar(
+            select(NodeRow.id).where(NodeRow.state == "alive", NodeRow.lease_expires_at <= now).limit(1)
+        )
+        is not None
+    )
+
+
+def expire_leases(*, session: Session, now: datetime, fresh_seconds: float) -> list[str]:
+    """Mark every node whose lease ran out as expired (once), record events, re-evaluate compliance."""
+    candidates = session.scalars(
+        select(NodeRow).where(NodeRow.state == "alive", NodeRow.lease_expires_at <= now)
+    ).all()
+    expired = []
+    for row in candidates:
+        res = session.execute(
+            update(NodeRow)
+            .where(NodeRow.id == row.id, NodeRow.state == "alive", NodeRow.lease_expires_at <= now)
+            .values(state="expired")
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            expired.append(row)
+            record_event(
+                session,
+                now=now,
+                kind="node.lease_expired",
+                subject=row.name,
+                message=f"{row.kind} {row.name} stopped advertising: its lease ran out at "
+                f"{row.lease_expires_at.isoformat() if row.lease_expires_at else '?'}; its capabilities are withdrawn",
+            )
+    if expired:
+        session.expire_all()
+        compliance.refresh(
+            session=session,
+            now=now,
+            app_ids=compliance.apps_on_nodes(session, node_ids=[r.id for r in expired]),
+            fresh_seconds=fresh_seconds,
+        )
+    return [r.name for r in expired]
+
+
+def controller_volumes(*, session: Session, principal: Principal, name: str) -> list[ControllerVolume]:
+    principal.require_self_or_admin(name)
+    row = get_node(session, name=name, kind="controller")
+    vols = session.scalars(select(VolumeRow).where(VolumeRow.controller_id == row.id).order_by(VolumeRow.lun))
+    return [controller_volume(v) for v in vols]
+
+
+def controller_containers(*, session: Session, principal: Principal, name: str) -> list[ContainerPublic]:
+    principal.require_self_or_admin(name)
+    row = get_node(session, name=name, kind="controller")
+    return [container_public(c) for c in sorted(row.containers, key=lambda c: c.name)]
+
+
+def host_bindings(*, session: Session, principal: Principal, name: str) -> list[BindingPublic]:
+    principal.require_self_or_admin(name)
+    row = get_node(session, name=name, kind="host")
+    apps = session.scalars(select(ApplicationRow).where(ApplicationRow.host_id == row.id).order_by(ApplicationRow.name))
+    return [b for a in apps if (b := binding_public(a)) is not None]
