@@ -135,6 +135,20 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            res="W"),
         cs(C.RELEASE_10, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), reservations.release,
            res="W", spc2_ok=True),
+        _group(C.PERSISTENT_RESERVE_IN, "PERSISTENT RESERVE IN", 10, [
+            cs(C.PERSISTENT_RESERVE_IN, f"PERSISTENT RESERVE IN ({name})",
+               _u(0x5E, sa, 0, 0, 0, 0, 0, FF, FF, 0), reservations.persistent_reserve_in, sa=sa)
+            for sa, name in ((0, "READ KEYS"), (1, "READ RESERVATION"),
+                             (2, "REPORT CAPABILITIES"), (3, "READ FULL STATUS"))
+        ]),
+        _group(C.PERSISTENT_RESERVE_OUT, "PERSISTENT RESERVE OUT", 10, [
+            cs(C.PERSISTENT_RESERVE_OUT, f"PERSISTENT RESERVE OUT ({name})",
+               _u(0x5F, sa, FF, 0, 0, FF, FF, FF, FF, 0), reservations.persistent_reserve_out,
+               sa=sa)
+            for sa, name in ((0, "REGISTER"), (1, "RESERVE"), (2, "RELEASE"), (3, "CLEAR"),
+                             (4, "PREEMPT"), (5, "PREEMPT AND ABORT"),
+                             (6, "REGISTER AND IGNORE EXISTING KEY"))
+        ]),
         cs(C.MODE_SENSE_10, "MODE SENSE(10)", _u(0x5A, 0x18, FF, FF, 0, 0, 0, FF, FF, 0),
            modes.mode_sense10, res="R"),
         cs(C.COMPARE_AND_WRITE, "COMPARE AND WRITE", _u(0x89, 0xFA, *LBA8, 0, 0, 0, FF, 0x3F, 0),
