@@ -1,0 +1,126 @@
+"""Events an ``InitiatorConnection`` hands to its adapter, and the negotiated session record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class InitiatorSession:
+    """What the login established, as seen by the initiator."""
+
+    initiator_name: str
+    isid: int
+    tsih: int
+    target_name: str | None
+    session_type: str
+    target_portal_group_tag: int | None = None
+    target_alias: str | None = None
+    auth_method: str = "None"
+    mutual: bool = False
+    chap_algorithm: int | None = None
+    header_digest: bool = False
+    data_digest: bool = False
+    target_max_recv_data_segment_length: int = 8192
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def initiator_port(self) -> str:
+        return f"{self.initiator_name},i,0x{self.isid:012x}"
+
+
+@dataclass(slots=True, eq=False)
+class LoginSucceeded:
+    session: InitiatorSession
+
+
+@dataclass(slots=True)
+class LoginFailed:
+    status_class: int
+    status_detail: int
+    reason: str
+
+
+class CommandComplete:
+    """A SCSI command finished. ``data`` holds the Data-In received (``len(data)`` bytes: the
+    expected length minus any underflow residual). ``overflow``/``underflow`` with ``residual``
+    mirror the SCSI Response (or final Data-In) flags."""
+
+    __slots__ = ("itt", "status", "data", "sense", "residual", "overflow", "underflow",
+                 "response")
+
+    def __init__(self, itt: int, status: int, data: bytes | memoryview, sense: bytes,
+                 residual: int, overflow: bool, underflow: bool, response: int = 0) -> None:
+        self.itt = itt
+        self.status = status
+        self.data = data
+        self.sense = sense
+        self.residual = residual
+        self.overflow = overflow
+        self.underflow = underflow
+        self.response = response
+
+    def __repr__(self) -> str:
+        return (f"CommandComplete(itt=0x{self.itt:x}, status=0x{self.status:02x}, "
+                f"data={len(self.data)} bytes, sense={self.sense.hex()}, "
+                f"residual={self.residual})")
+
+
+@dataclass(slots=True)
+class CommandAborted:
+    """The command was terminated by a task management function (no status will come)."""
+
+    itt: int
+
+
+@dataclass(slots=True)
+class CommandRejected:
+    """The target answered the command with a Reject PDU."""
+
+    itt: int
+    reason: int
+
+
+@dataclass(slots=True)
+class DiscoveryResult:
+    """SendTargets answer: target name -> its TargetAddress values ("host:port,tpgt")."""
+
+    itt: int
+    targets: dict[str, list[str]]
+
+
+@dataclass(slots=True)
+class TextResult:
+    """Answer to a text request other than SendTargets."""
+
+    itt: int
+    pairs: list[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class PingComplete:
+    itt: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class TaskManagementComplete:
+    itt: int
+    response: int
+
+
+@dataclass(slots=True)
+class AsyncEventReceived:
+    event: int
+    lun: int
+    parameter1: int
+    parameter2: int
+    parameter3: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class RejectReceived:
+    reason: int
+    header: bytes

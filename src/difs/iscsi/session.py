@@ -1,0 +1,157 @@
+"""Target-side sessions: the ``Session`` record and the ``SessionTable`` registry.
+
+A session is identified by (InitiatorName, ISID, TargetPortalGroupTag) — the I_T nexus — and
+named on the wire by its TSIH. ``SessionTable`` allocates TSIHs, finds sessions for non-leading
+logins and implements session reinstatement (RFC 7143 6.3.5): a new leading login (TSIH 0) with
+the key of an existing session replaces it.
+
+The session also owns the CmdSN window shared by its connections (RFC 7143 4.2.2.1):
+``exp_cmd_sn`` .. ``max_cmd_sn``, the commands that arrived early (``pending``) and the count of
+tasks in flight that sizes the window.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .constants import LoginStatus
+from .errors import LoginFailure
+from .serial import SERIAL_MASK, serial_gt
+
+if TYPE_CHECKING:
+    from .target import TargetConnection
+
+
+class Session:
+    """One iSCSI session as seen by the target. Negotiated values are plain attributes."""
+
+    def __init__(self, *, initiator_name: str, isid: int, tpgt: int, session_type: str,
+                 target_name: str | None, initiator_alias: str | None = None,
+                 target_alias: str | None = None, command_window: int = 128) -> None:
+        self.initiator_name = initiator_name
+        self.initiator_alias = initiator_alias
+        self.isid = isid
+        self.tpgt = tpgt
+        self.tsih = 0
+        self.session_type = session_type  # "Normal" or "Discovery"
+        self.target_name = target_name
+        self.target_alias = target_alias
+        # security, as established on the leading connection
+        self.auth_method = "None"  # "None" or "CHAP"
+        self.chap_user: str | None = None
+        self.mutual = False  # mutual CHAP: the target proved itself too
+        self.chap_algorithm: int | None = None
+        # connection-level facts of the leading connection (difs runs one connection/session)
+        self.header_digest = False
+        self.data_digest = False
+        # negotiated session parameters (RFC 7143 chapter 13)
+        self.params: dict[str, Any] = {}
+        self.max_burst_length = 262144
+        self.first_burst_length = 65536
+        self.initial_r2t = True
+        self.immediate_data = True
+        self.max_outstanding_r2t = 1
+        self.max_connections = 1
+        self.data_pdu_in_order = True
+        self.data_sequence_in_order = True
+        self.error_recovery_level = 0
+        self.default_time2wait = 2
+        self.default_time2retain = 20
+        # connections by CID
+        self.connections: dict[int, TargetConnection] = {}
+        # CmdSN window
+        self.command_window = command_window
+        self.exp_cmd_sn = 0
+        self.max_cmd_sn = 0
+        self.outstanding = 0  # tasks received and not yet answered
+        self.pending: dict[int, tuple[Any, Any]] = {}  # CmdSN -> (handler, argument)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.initiator_name, self.isid, self.tpgt)
+
+    @property
+    def initiator_port(self) -> str:
+        """SCSI initiator port name (I_T nexus id), RFC 7143 10.1.1."""
+        return f"{self.initiator_name},i,0x{self.isid:012x}"
+
+    @property
+    def is_discovery(self) -> bool:
+        return self.session_type == "Discovery"
+
+    def apply_params(self, values: dict[str, Any]) -> None:
+        self.params = dict(values)
+        self.max_burst_length = values["MaxBurstLength"]
+        self.first_burst_length = values["FirstBurstLength"]
+        self.initial_r2t = values["InitialR2T"]
+        self.immediate_data = values["ImmediateData"]
+        self.max_outstanding_r2t = values["MaxOutstandingR2T"]
+        self.max_connections = values["MaxConnections"]
+        self.data_pdu_in_order = values["DataPDUInOrder"]
+        self.data_sequence_in_order = values["DataSequenceInOrder"]
+        self.error_recovery_level = values["ErrorRecoveryLevel"]
+        self.default_time2wait = values["DefaultTime2Wait"]
+        self.default_time2retain = values["DefaultTime2Retain"]
+
+    def start_sequence(self, cmdsn: int) -> None:
+        self.exp_cmd_sn = cmdsn
+        self.max_cmd_sn = (cmdsn + self.command_window - 1) & SERIAL_MASK
+
+    def open_window(self) -> None:
+        """Advance MaxCmdSN as far as the window allows; it never moves back (RFC 7143
+        4.2.2.1: initiators ignore a smaller MaxCmdSN)."""
+        room = self.command_window - self.outstanding - len(self.pending)
+        candidate = (self.exp_cmd_sn + room - 1) & SERIAL_MASK
+        if serial_gt(candidate, self.max_cmd_sn):
+            self.max_cmd_sn = candidate
+
+    def __repr__(self) -> str:
+        return (f"Session(tsih={self.tsih}, {self.initiator_port}, target={self.target_name}, "
+                f"type={self.session_type})")
+
+
+class SessionTable:
+    """Registry of the sessions of one portal group (or a whole target node)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, int, int], Session] = {}
+        self._by_tsih: dict[int, Session] = {}
+        self._next_tsih = 1
+        # CHAP challenges currently outstanding on any connection (reflection detection)
+        self.issued_challenges: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._by_tsih)
+
+    def __iter__(self):
+        return iter(list(self._by_tsih.values()))
+
+    def by_tsih(self, tsih: int) -> Session | None:
+        return self._by_tsih.get(tsih)
+
+    def by_key(self, initiator_name: str, isid: int, tpgt: int) -> Session | None:
+        return self._by_key.get((initiator_name, isid, tpgt))
+
+    def _allocate_tsih(self) -> int:
+        for _ in range(0xFFFF):
+            tsih = self._next_tsih
+            self._next_tsih = tsih % 0xFFFF + 1  # 1..65535, never 0
+            if tsih not in self._by_tsih:
+                return tsih
+        raise LoginFailure("no free TSIH", status=LoginStatus.OUT_OF_RESOURCES)
+
+    def register(self, session: Session) -> Session | None:
+        """Give ``session`` a TSIH and register it; return the session it reinstates, if any."""
+        old = self._by_key.get(session.key)
+        if old is not None:
+            self.remove(old)
+        session.tsih = self._allocate_tsih()
+        self._by_key[session.key] = session
+        self._by_tsih[session.tsih] = session
+        return old
+
+    def remove(self, session: Session) -> None:
+        if self._by_tsih.get(session.tsih) is session:
+            del self._by_tsih[session.tsih]
+        if self._by_key.get(session.key) is session:
+            del self._by_key[session.key]
