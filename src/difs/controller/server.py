@@ -19,15 +19,20 @@ from dataclasses import dataclass, field
 from difs.controller.config import ControllerConfig, VolumeConfig
 from difs.controller.volumes import VolumeDirectory, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
-from difs.iscsi.target import (
+from difs.iscsi.events import (
     ConnectionClosed,
+    ConnectionReinstated,
+    DigestFailure,
     LoginComplete,
+    LoginRejected,
+    LogoutComplete,
+    ProtocolViolation,
     ScsiTask,
     SessionReinstated,
-    SessionTable,
-    TargetConnection,
     TaskManagementRequest,
 )
+from difs.iscsi.session import SessionTable
+from difs.iscsi.target import TargetConnection
 from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.filestore import FileStore
 from difs.scsi.nexus import Nexus
@@ -83,9 +88,8 @@ class Controller:
         for vc in self.config.volumes:
             meta = directory.ensure(vc.name, vc.size, read_only=vc.read_only, thin=vc.thin)
             target_name = self.config.target_name(vc.name)
-            store = FileStore(directory.data_path(vc.name))
-            identity = LuIdentity(serial=meta.uuid.replace("-", "")[:16], uuid=meta.uuid,
-                                  device_name=target_name)
+            store = FileStore.open(directory.data_path(vc.name), size=meta.size)
+            identity = LuIdentity.from_uuid(meta.uuid, device_name=target_name)
             lu = LogicalUnit(store=store, identity=identity, block_size=meta.block_size,
                              read_only=meta.read_only, thin=meta.thin)
             self.volumes[target_name] = Volume(meta, vc, target_name, store, ScsiTarget({0: lu}))
@@ -144,11 +148,13 @@ class Controller:
 
     def new_nexus(self, initiator_port: str, target_name: str) -> Nexus:
         self._next_nexus_id += 1
-        return Nexus(initiator_port=initiator_port, target_port=f"{target_name},t,0x1",
-                     id=self._next_nexus_id)
+        tpgt = self._portal.portal_group_tag if self._portal else 1
+        return Nexus(initiator_port, f"{target_name},t,0x{tpgt:04x}", self._next_nexus_id)
 
-    def connection_of_session(self, session: object) -> list[IscsiConnection]:
-        return [c for c in self._connections if c.session is session]
+    def connections_of(self, session: object, connection_ids: tuple[int, ...] | None = None
+                       ) -> list[IscsiConnection]:
+        return [c for c in self._connections if c.session is session
+                and (connection_ids is None or c.connection_id in connection_ids)]
 
 
 class IscsiConnection(asyncio.Protocol):
@@ -159,6 +165,7 @@ class IscsiConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.core: TargetConnection | None = None
         self.session = None
+        self.connection_id: int | None = None
         self.nexus: Nexus | None = None
         self.scsi: ScsiTarget | None = None
         self.peer = "?"
@@ -168,7 +175,6 @@ class IscsiConnection(asyncio.Protocol):
     # asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = format_portal(peer[0], peer[1]) if peer else "?"
@@ -228,16 +234,30 @@ class IscsiConnection(asyncio.Protocol):
         elif isinstance(event, TaskManagementRequest):
             self.core.complete_task_management(event, response=self._task_management(event))
         elif isinstance(event, SessionReinstated):
-            for conn in self.controller.connection_of_session(event.old_session):
+            for conn in self.controller.connections_of(event.old_session, event.old_connection_ids):
                 if conn is not self:
-                    log_event(log, "session reinstated", initiator=conn.session.initiator_name,
+                    log_event(log, "session reinstated", initiator=event.old_session.initiator_name,
                               old_peer=conn.peer, new_peer=self.peer)
                     conn.abort()
+        elif isinstance(event, ConnectionReinstated):
+            for conn in self.controller.connections_of(event.session, (event.old_connection_id,)):
+                if conn is not self:
+                    conn.abort()
+        elif isinstance(event, LoginRejected):
+            log_event(log, "login refused", level=logging.WARNING, peer=self.peer,
+                      initiator=event.initiator_name, target=event.target_name,
+                      reason=event.reason,
+                      status=f"{event.status_class:02x}{event.status_detail:02x}")
+        elif isinstance(event, ProtocolViolation):
+            self.controller.stats.protocol_errors += 1
+            log_event(log, "protocol violation", level=logging.WARNING, peer=self.peer,
+                      initiator=getattr(self.session, "initiator_name", None), reason=event.reason)
+        elif isinstance(event, DigestFailure):
+            log_event(log, "digest error", level=logging.WARNING, peer=self.peer, kind=event.kind,
+                      initiator=getattr(self.session, "initiator_name", None))
+        elif isinstance(event, LogoutComplete):
+            log_event(log, "logout", peer=self.peer, initiator=event.session.initiator_name)
         elif isinstance(event, ConnectionClosed):
-            if event.reason and event.reason != "logout":
-                self.controller.stats.protocol_errors += 1
-                log_event(log, "connection terminated", level=logging.WARNING, peer=self.peer,
-                          reason=event.reason)
             out = self.core.data_to_send()
             if self.transport is not None:
                 if out:
@@ -247,6 +267,7 @@ class IscsiConnection(asyncio.Protocol):
     def _login_complete(self, event: LoginComplete) -> None:
         session = event.session
         self.session = session
+        self.connection_id = event.connection_id
         self.controller.stats.logins += 1
         fields = dict(peer=self.peer, initiator=session.initiator_name,
                       session_type=session.session_type, tsih=session.tsih)
@@ -259,8 +280,9 @@ class IscsiConnection(asyncio.Protocol):
         log_event(log, "login", **fields)
 
     def _task_management(self, event: TaskManagementRequest) -> int:
-        # Commands run to completion synchronously, so nothing is ever in flight
-        # here to abort: the abort functions complete at once.
+        # Commands run to completion synchronously: nothing is ever executing
+        # when a task management request arrives, so the aborts complete at once
+        # (the core has already dropped tasks still waiting for data or CmdSN).
         function = event.function
         if function in (_TMF_ABORT_TASK, _TMF_ABORT_TASK_SET, _TMF_CLEAR_TASK_SET, _TMF_CLEAR_ACA):
             return TMF_FUNCTION_COMPLETE
