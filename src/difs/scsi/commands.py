@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from difs.scsi import cdb as C
-from difs.scsi import inquiry, modes, provisioning, reservations, rmw, sbc, spc
+from difs.scsi import inquiry, modes, provisioning, reservations, rmw, sbc, spc, xcopy
 from difs.scsi import sense as S
 
 if TYPE_CHECKING:
@@ -158,6 +158,15 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
         cs(C.WRITE_SAME_16, "WRITE SAME(16)",
            _u(0x93, 0xE9, *LBA8, *LBA4, 0x3F, 0),
            provisioning.write_same16, res="W", medium=True),
+        _group(C.EXTENDED_COPY, "EXTENDED COPY", 16, [
+            cs(C.EXTENDED_COPY, "EXTENDED COPY(LID1)", _u(0x83, 0x00, *bytes(8), *LBA4, 0, 0),
+               xcopy.extended_copy, sa=0x00, res="W", medium=True),
+        ]),
+        _group(C.RECEIVE_COPY_RESULTS, "RECEIVE COPY RESULTS", 16, [
+            cs(C.RECEIVE_COPY_RESULTS, f"RECEIVE COPY RESULTS ({name})",
+               _u(0x84, sa, FF, *bytes(7), *LBA4, 0, 0), xcopy.receive_copy_results, sa=sa)
+            for sa, name in ((0x00, "COPY STATUS"), (0x03, "OPERATING PARAMETERS"))
+        ]),
         cs(C.READ_16, "READ(16)", _u(0x88, 0xFE, *LBA8, *LBA4, 0x3F, 0), sbc.read16, res="R",
            medium=True),
         cs(C.WRITE_16, "WRITE(16)", _u(0x8A, 0xFA, *LBA8, *LBA4, 0x3F, 0), sbc.write16, res="W",

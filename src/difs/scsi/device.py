@@ -140,7 +140,7 @@ class LogicalUnit:
         self.reservations = Reservations(self, persistent_state, on_persistent_change)
         self.target = None  # set by ScsiTarget.add_lun (for EXTENDED COPY, REPORT LUNS)
         self.copy_results: dict = {}
-        self.xcopy_supported = False
+        self.xcopy_supported = True
         self._table: list[CommandSpec | None] = build_command_table(self)
 
     # --- the one entry point ----------------------------------------------------------

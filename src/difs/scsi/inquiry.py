@@ -1,8 +1,7 @@
 """INQUIRY: standard data and the vital product data pages (SPC-4 / SBC-4).
 
 Supported VPD pages: 00h supported pages, 80h unit serial number, 83h device
-identification, 86h extended INQUIRY, 8Fh third-party copy (when EXTENDED COPY is
-available), B0h block limits, B1h block device characteristics, B2h logical block
+identification, 86h extended INQUIRY, B0h block limits, B1h block device characteristics, B2h logical block
 provisioning (thin LUs).
 
 Device identification (83h) designators, in order: NAA 6 (from the volume uuid), T10
@@ -139,12 +138,6 @@ def _page_logical_block_provisioning(lu: LogicalUnit, nexus: Nexus) -> bytes:
     return bytes(body)
 
 
-def _page_third_party_copy(lu: LogicalUnit, nexus: Nexus) -> bytes:
-    from difs.scsi.xcopy import third_party_copy_page
-
-    return third_party_copy_page(lu)
-
-
 def _page_supported(lu: LogicalUnit, nexus: Nexus) -> bytes:
     return bytes(supported_pages(lu))
 
@@ -154,7 +147,6 @@ PAGES = {
     0x80: _page_serial,
     0x83: _page_device_identification,
     0x86: _page_extended_inquiry,
-    0x8F: _page_third_party_copy,
     0xB0: _page_block_limits,
     0xB1: _page_block_device_characteristics,
     0xB2: _page_logical_block_provisioning,
@@ -163,8 +155,6 @@ PAGES = {
 
 def supported_pages(lu: LogicalUnit) -> list[int]:
     pages = sorted(PAGES)
-    if not lu.xcopy_supported:
-        pages.remove(0x8F)
     if not lu.thin:
         pages.remove(0xB2)
     return pages
