@@ -192,6 +192,7 @@ def place(
         if request.host is not None:
             return PlacementDecision(choice=None, rejected=rejected)
         best = feasible[0]
+        rejected += _not_preferred(feasible, best, None)
         return PlacementDecision(
             choice=Choice(controller=best.controller.name, container=best.container.name, host=None),
             rejected=rejected,
@@ -212,19 +213,22 @@ def place(
     if best_pair is None:
         return PlacementDecision(choice=None, rejected=rejected)
     _, c, h = best_pair
-    for other in feasible:
-        if other is not c:
-            rejected.append(
-                Rejection(
-                    kind="container",
-                    candidate=other.label,
-                    reasons=[f"feasible, but {c.label} was preferred (more free space, reachable by host {h.host.name})"],
-                )
-            )
+    rejected += _not_preferred(feasible, c, h)
     return PlacementDecision(
         choice=Choice(controller=c.controller.name, container=c.container.name, host=h.host.name),
         rejected=rejected,
     )
+
+
+def _not_preferred(
+    feasible: Sequence[ContainerCandidate], chosen: ContainerCandidate, host: HostCandidate | None
+) -> list[Rejection]:
+    why = "more free space" + (f", reachable by host {host.host.name}" if host is not None else "")
+    return [
+        Rejection(kind="container", candidate=o.label, reasons=[f"feasible, but {chosen.label} was preferred ({why})"])
+        for o in feasible
+        if o is not chosen
+    ]
 
 
 def check_in_place(

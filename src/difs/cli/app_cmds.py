@@ -1,0 +1,242 @@
+"""``difs app ...``: applications and their entry in the central depository.
+
+``create`` places the volume and stores the policy (addDIFS); ``set-policy``
+changes it live (updateDIFS, refused with the reasons when it cannot be met);
+``get-policy`` / ``remove-policy`` are getDIFS / deleteDIFS; ``show`` gives the
+placement, binding and compliance.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from difs.cli.manager_cmds import (
+    JsonOpt,
+    ManagerOpt,
+    TokenOpt,
+    client,
+    console,
+    emit,
+    fail,
+    human_size,
+    parse_size,
+    styled,
+    table,
+)
+from difs.cli.policy_cmds import (
+    AuthOpt,
+    DdOpt,
+    DscpOpt,
+    ExclOpt,
+    FileOpt,
+    HdOpt,
+    LatOpt,
+    LimBpsOpt,
+    LimIopsOpt,
+    PiOpt,
+    ResBpsOpt,
+    ResIopsOpt,
+    ServiceFlags,
+    ServicesOpt,
+    TagOpt,
+    TlsOpt,
+    VlanOpt,
+    WeightOpt,
+    XtsOpt,
+    _clean,
+)
+from difs.manager.client import DEFAULT_URL
+
+app_app = typer.Typer(help="Applications: create, place, set their policy, see compliance.", no_args_is_help=True)
+
+TierOpt = Annotated[str | None, typer.Option("--tier", help="Use this tier (gold, silver, bronze, ...).")]
+PolicyOpt = Annotated[str | None, typer.Option("--policy", help="Use this catalogue policy.")]
+
+
+def _choice(tier: str | None, policy: str | None, flags: ServiceFlags, *, required: bool) -> dict[str, Any]:
+    given = [x for x in (tier, policy) if x is not None]
+    if len(given) > 1 or (given and flags.given()):
+        fail("give one of --tier, --policy or service flags", "e.g. --tier gold, or --data-digest --pi 1")
+    if given:
+        return {"policy": given[0]}
+    if flags.given():
+        return {"services": _clean(flags.build())}
+    if required:
+        fail("say which policy: --tier NAME, --policy NAME or service flags", "e.g. `--tier silver`")
+    return {}
+
+
+def render_app(a: dict[str, Any]) -> None:
+    pol = a.get("policy")
+    console.print(f"[bold]application {a['name']}[/]  compliance {styled(a['compliance']['state'])}")
+    if pol:
+        console.print(f"  policy: {pol.get('source') or 'inline'} version {pol['version']}, service class "
+                      f"{pol['service_class']}: {', '.join(pol['summary']) or 'nothing required'}")
+    else:
+        console.print("  policy: none")
+    if a.get("placement"):
+        ch = a["placement"]["choice"]
+        console.print(f"  placed on {ch['controller']}/{ch['container']}" + (f", reachable by host {ch['host']}" if ch.get("host") else ""))
+        for r in a["placement"]["rejected"]:
+            console.print(f"    not {r['kind']} {r['candidate']}: {'; '.join(r['reasons'])}", highlight=False)
+    b = a.get("binding")
+    console.print(f"  bound to host {b['host']} ({b['initiator_iqn']})" if b else "  not bound to a host")
+    if a["volumes"]:
+        table(None, ["volume", "id", "size", "controller/container", "LUN", "policy v", "allowed initiators"],
+              [[v["name"], v["id"], human_size(v["size_bytes"]), f"{v['controller']}/{v['container']}", v["lun"],
+                v["policy_version"], ", ".join(v["allowed_initiators"]) or "-"] for v in a["volumes"]])
+    if a["compliance"]["services"]:
+        table(None, ["service", "expected", "observed", "state"],
+              [[s["service"], s["expected"], s["observed"], styled(s["state"])] for s in a["compliance"]["services"]])
+
+
+@app_app.command("create")
+def create(
+    name: str,
+    size: Annotated[str, typer.Option("--size", help="Volume size: 4096, 512M, 10G ...")],
+    tier: TierOpt = None, policy: PolicyOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help="Place where this host can reach.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show where it would go and why.")] = False,
+    file: FileOpt = None, services: ServicesOpt = None, header_digest: HdOpt = False, data_digest: DdOpt = False,
+    pi: PiOpt = None, auth: AuthOpt = None, tls: TlsOpt = False, at_host_encryption: XtsOpt = False,
+    reservation_iops: ResIopsOpt = None, limit_iops: LimIopsOpt = None, reservation_bps: ResBpsOpt = None,
+    limit_bps: LimBpsOpt = None, weight: WeightOpt = None, latency_ms: LatOpt = None, dscp: DscpOpt = None,
+    exclusive: ExclOpt = False, isolation_tag: TagOpt = None, vlan: VlanOpt = None,
+    manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create an application with a policy (tier, policy or flags) and a volume of --size."""
+    flags = ServiceFlags(file=file, services_json=services, header_digest=header_digest, data_digest=data_digest,
+                         pi=pi, auth=auth, tls=tls, at_host_encryption=at_host_encryption,
+                         reservation_iops=reservation_iops, limit_iops=limit_iops, reservation_bps=reservation_bps,
+                         limit_bps=limit_bps, weight=weight, latency_ms=latency_ms, dscp=dscp, exclusive=exclusive,
+                         isolation_tag=isolation_tag, vlan=vlan)
+    body = {"size_bytes": parse_size(size), **_choice(tier, policy, flags, required=False),
+            **({"host": host} if host else {})}
+    with client(manager, token) as c:
+        if dry_run:
+            data = c.request("POST", "/placement", json=body)
+            emit(data, as_json, _render_placement)
+            return
+        data = c.request("POST", "/apps", json={"name": name, **body})
+    emit(data, as_json, render_app)
+
+
+def _render_placement(p: dict[str, Any]) -> None:
+    if p["choice"]:
+        ch = p["choice"]
+        console.print(f"would place on {ch['controller']}/{ch['container']}" + (f" (host {ch['host']})" if ch["host"] else ""))
+    else:
+        console.print("[bold red]no placement possible[/]")
+    table("Rejected candidates", ["kind", "candidate", "why"],
+          [[r["kind"], r["candidate"], "; ".join(r["reasons"])] for r in p["rejected"]])
+
+
+@app_app.command("list")
+def list_(manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """List applications with their policy, placement, host and compliance."""
+    with client(manager, token) as c:
+        data = c.request("GET", "/apps")
+    emit(data, as_json, lambda d: table("Applications", ["name", "policy", "version", "volumes", "host", "compliance"], [
+        [a["name"], (a["policy"]["source"] or "inline") if a["policy"] else "-", a["policy"]["version"] if a["policy"] else "-",
+         "; ".join(f"{v['controller']}/{v['container']} LUN {v['lun']}" for v in a["volumes"]),
+         a["binding"]["host"] if a["binding"] else "-", styled(a["compliance"]["state"])] for a in d]))
+
+
+@app_app.command("show")
+def show(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Show an application: policy, volumes and placement, binding, compliance per service."""
+    with client(manager, token) as c:
+        data = c.request("GET", f"/apps/{name}")
+    emit(data, as_json, render_app)
+
+
+@app_app.command("set-policy")
+def set_policy(
+    name: str, tier: TierOpt = None, policy: PolicyOpt = None,
+    if_version: Annotated[int | None, typer.Option("--if-version", help="Only if the policy is still at this version.")] = None,
+    file: FileOpt = None, services: ServicesOpt = None, header_digest: HdOpt = False, data_digest: DdOpt = False,
+    pi: PiOpt = None, auth: AuthOpt = None, tls: TlsOpt = False, at_host_encryption: XtsOpt = False,
+    reservation_iops: ResIopsOpt = None, limit_iops: LimIopsOpt = None, reservation_bps: ResBpsOpt = None,
+    limit_bps: LimBpsOpt = None, weight: WeightOpt = None, latency_ms: LatOpt = None, dscp: DscpOpt = None,
+    exclusive: ExclOpt = False, isolation_tag: TagOpt = None, vlan: VlanOpt = None,
+    manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Set (addDIFS) or change (updateDIFS) an application's policy, live; refused with reasons if infeasible."""
+    flags = ServiceFlags(file=file, services_json=services, header_digest=header_digest, data_digest=data_digest,
+                         pi=pi, auth=auth, tls=tls, at_host_encryption=at_host_encryption,
+                         reservation_iops=reservation_iops, limit_iops=limit_iops, reservation_bps=reservation_bps,
+                         limit_bps=limit_bps, weight=weight, latency_ms=latency_ms, dscp=dscp, exclusive=exclusive,
+                         isolation_tag=isolation_tag, vlan=vlan)
+    body = _choice(tier, policy, flags, required=True)
+    headers = {"If-Match": f'"{if_version}"'} if if_version is not None else None
+    with client(manager, token) as c:
+        current = c.request("GET", f"/apps/{name}")
+        method = "PUT" if current["policy"] is not None else "POST"
+        data = c.request(method, f"/apps/{name}/policy", json=body, headers=headers)
+    emit(data, as_json, lambda p: console.print(
+        f"policy of {name} is now version {p['version']} (service class {p['service_class']}): "
+        f"{', '.join(p['summary']) or 'nothing required'}"))
+
+
+@app_app.command("get-policy")
+def get_policy(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """getDIFS: the application's policy from the central depository."""
+    with client(manager, token) as c:
+        data = c.request("GET", f"/apps/{name}/policy")
+    emit(data, as_json, lambda p: console.print(
+        f"{name}: {p['source'] or 'inline'} version {p['version']}, service class {p['service_class']}: "
+        f"{', '.join(p['summary']) or 'nothing required'}"))
+
+
+@app_app.command("remove-policy")
+def remove_policy(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """deleteDIFS: the application keeps running with no data-in-flight services."""
+    with client(manager, token) as c:
+        c.request("DELETE", f"/apps/{name}/policy")
+    console.print(f"policy of {name} removed")
+
+
+@app_app.command("delete")
+def delete(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Delete an application and its volumes (it must not be bound)."""
+    with client(manager, token) as c:
+        c.request("DELETE", f"/apps/{name}")
+    console.print(f"application {name} deleted")
+
+
+@app_app.command("bind")
+def bind(
+    name: str,
+    initiator: Annotated[str, typer.Option("--initiator", help="The host initiator's IQN.")],
+    host: Annotated[str | None, typer.Option("--host", help="The host node (implied by a host token).")] = None,
+    manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Bind an application to a host: prints the protocol endpoint, volume ids and LUNs."""
+    with client(manager, token) as c:
+        data = c.bind(name, initiator_iqn=initiator, host=host)
+    emit(data, as_json, lambda b: table(f"{name} bound to {b['host']}", ["volume", "target", "portals", "LUN"], [
+        [v["volume_id"], v["target_iqn"], ", ".join(f"{p['address']}:{p['port']}" for p in v["portals"]), v["lun"]]
+        for v in b["volumes"]]))
+
+
+@app_app.command("unbind")
+def unbind(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Unbind an application from its host (its LUNs disappear from that initiator)."""
+    with client(manager, token) as c:
+        c.unbind(name)
+    console.print(f"application {name} unbound")
+
+
+@app_app.command("compliance")
+def compliance(name: Annotated[str | None, typer.Argument()] = None, manager: ManagerOpt = DEFAULT_URL,
+               token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Compliance of one application (expected vs observed per service), or of all."""
+    with client(manager, token) as c:
+        data = c.request("GET", f"/apps/{name}/compliance" if name else "/compliance")
+    def render(d: Any) -> None:
+        for comp in d if isinstance(d, list) else [d]:
+            table(f"{comp['application']}: {comp['state']}", ["service", "expected", "observed", "state"],
+                  [[s["service"], s["expected"], s["observed"], styled(s["state"])] for s in comp["services"]])
+    emit(data, as_json, render)
