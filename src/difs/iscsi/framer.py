@@ -27,6 +27,9 @@ from .digest import unpack_digest_from
 from .errors import DataDigestError, FramingError, HeaderDigestError
 
 
+_EMPTY = memoryview(b"")
+
+
 class Pdu:
     """One framed PDU. ``header`` is the 48-byte BHS; ``ahs`` and ``data`` exclude padding and
     digests."""
@@ -106,10 +109,10 @@ class PduFramer:
         self._available -= n
         return view
 
-    def _peek_header(self) -> bytes:
+    def _peek_header(self) -> bytes | memoryview:
         first = self._chunks[0]
         off = self._offset
-        if len(first) - off >= BHS_LENGTH:
+        if len(first) - off >= 8:
             return first[off:off + 8]
         out = bytearray()
         for chunk in self._chunks:
@@ -126,13 +129,12 @@ class PduFramer:
             if self._available < BHS_LENGTH:
                 return None
             head = self._peek_header()
-            ahs_length = head[4] << 2
             data_length = (head[5] << 16) | (head[6] << 8) | head[7]
             if data_length > self.max_data_segment_length:
                 raise FramingError(
                     f"data segment of {data_length} bytes exceeds MaxRecvDataSegmentLength "
                     f"{self.max_data_segment_length}")
-            total = BHS_LENGTH + ahs_length + ((data_length + 3) & ~3)
+            total = BHS_LENGTH + (head[4] << 2) + ((data_length + 3) & ~3)
             if self.header_digest:
                 total += 4
             if data_length and self.data_digest:
@@ -150,8 +152,9 @@ class PduFramer:
                 raise HeaderDigestError("header digest mismatch")
             pos += 4
         byte0 = raw[0]
-        pdu = Pdu(byte0 & OPCODE_MASK, bool(byte0 & IMMEDIATE_BIT), raw[:BHS_LENGTH],
-                  raw[BHS_LENGTH:ahs_end], raw[pos:pos + data_length])
+        pdu = Pdu(byte0 & OPCODE_MASK, byte0 & IMMEDIATE_BIT != 0, raw[:BHS_LENGTH],
+                  raw[BHS_LENGTH:ahs_end] if ahs_end > BHS_LENGTH else _EMPTY,
+                  raw[pos:pos + data_length] if data_length else _EMPTY)
         if data_length and self.data_digest:
             padded = (data_length + 3) & ~3
             if crc32c(raw[pos:pos + padded]) != unpack_digest_from(raw, pos + padded)[0]:

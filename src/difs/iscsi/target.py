@@ -201,7 +201,7 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
                          sense: bytes = b"", transfer_length: int | None = None) -> None:
         """Answer a ScsiTask (see ``IoPath._complete_command``). Completions of tasks that were
         aborted, or of a closed connection, are ignored."""
-        if task.state != ScsiTask.DELIVERED or self._closed:
+        if task.state != 1 or self._closed:  # 1: ScsiTask.DELIVERED
             return
         if task.connection_id != self.connection_id:
             raise LocalProtocolError("task belongs to another connection")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .constants import RESERVED_TAG, RejectReason, ScsiStatus
+from .digest import PADDING, data_digest, header_digest
 from .errors import ConnectionFault, PduRejected
 from .events import ScsiTask
 from .framer import Pdu
@@ -106,11 +107,12 @@ class IoPath:
         lun = top & 0x3FFF if top >> 14 <= 1 and not lun_field & 0xFFFF_FFFF_FFFF else lun_field
         task = ScsiTask(session, self.connection_id, itt, lun, lun_field, cdb, edtl,
                         bool(flags & 0x40), write, flags & 7, cmdsn, immediate, data, bidi)
-        handler = self._release_task
+        collect = refuse = False
         if write and edtl > n:
             if edtl > MAX_WRITE_LENGTH:
-                handler = self._refuse_task
+                refuse = True
             else:
+                collect = True
                 unsolicited_open = not flags & 0x80
                 if unsolicited_open and session.initial_r2t:
                     self._consume_cmdsn(cmdsn, immediate)
@@ -122,6 +124,14 @@ class IoPath:
                 self._writes[itt] = state
         self._tasks[itt] = task
         session.outstanding += 1
+        if (not collect and not refuse and not immediate and cmdsn == session.exp_cmd_sn
+                and not session.pending):
+            # fast path: the next command in order, no data to collect
+            session.exp_cmd_sn = (cmdsn + 1) & 0xFFFFFFFF
+            task.state = ScsiTask.DELIVERED
+            self._events.append(task)
+            return
+        handler = self._refuse_task if refuse else self._release_task
         if not self._sequence(cmdsn, immediate, handler, task):
             del self._tasks[itt]
             self._writes.pop(itt, None)
@@ -243,8 +253,40 @@ class IoPath:
         itt = task.itt
         del self._tasks[itt]
         session = self.session
-        session.outstanding -= 1
-        session.open_window()
+        outstanding = session.outstanding = session.outstanding - 1
+        # open the CmdSN window (Session.open_window, inlined: this runs once per I/O)
+        candidate = (session.exp_cmd_sn + session.command_window - outstanding
+                     - len(session.pending) - 1) & 0xFFFFFFFF
+        if 0 < ((candidate - session.max_cmd_sn) & 0xFFFFFFFF) < 0x80000000:
+            session.max_cmd_sn = candidate
+        if task.read and not sense and not task.write and 0 < len(data_in) \
+                and len(data_in) <= self.send_limit and len(data_in) <= session.max_burst_length:
+            # fast path: one Data-In carrying the data and the status
+            n = len(data_in)
+            edtl = task.expected_length
+            if n > edtl:
+                flags, residual = 0x85, n - edtl
+                data_in = memoryview(data_in)[:edtl]
+                n = edtl
+            elif n < edtl:
+                flags, residual = 0x83, edtl - n
+            else:
+                flags = 0x81
+                residual = 0
+            statsn = self.stat_sn
+            self.stat_sn = (statsn + 1) & 0xFFFFFFFF
+            header = _pack_data_in(0x25, flags, 0, status, n, 0, itt, RESERVED_TAG, statsn,
+                                   session.exp_cmd_sn, session.max_cmd_sn, 0, 0, residual)
+            out = self._out
+            if self.header_digest:
+                header += header_digest(header)
+            out.append(header)
+            out.append(data_in)
+            if n & 3:
+                out.append(PADDING[n & 3])
+            if self.data_digest:
+                out.append(data_digest(data_in))
+            return
         flags = 0x80
         residual = bidi_residual = 0
         datasn = 0
