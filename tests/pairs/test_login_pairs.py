@@ -254,7 +254,7 @@ def test_session_reinstatement_drops_old_connection():
     assert reinstated.old_connection_ids == (first.target.connection_id,)
     new_session = second.events_of("target", LoginComplete)[0].session
     assert new_session.tsih != old_session.tsih
-    assert first.sessions.by_key(INITIATOR, 0x400001370000, 1) is new_session
+    assert first.sessions.by_key(INITIATOR, 0x400001370000, 1, new_session.target_name) is new_session
     assert first.target.closed
     # a late completion on the dropped connection is ignored, nothing is sent
     first.target.complete_command(task, status=0, data_in=bytes(512))
@@ -276,3 +276,43 @@ def test_initiator_api_requires_full_feature():
     initiator = InitiatorConnection(config=initiator_config(), now=0.0)
     with pytest.raises(LocalProtocolError):
         initiator.submit_command(0, read10(0, 1), expected_in_length=512)
+
+
+def test_continued_text_request_both_ways():
+    from difs.iscsi.initiator_events import TextResult
+
+    pair = ConnectionPair(portal=portal_config(max_recv_data_segment_length=512))
+    pair.pump()
+    pairs = [(f"X-org.difs.key{i}", "v" * 40) for i in range(40)]  # ~2.3 KB of request
+    itt = pair.initiator.text_request(pairs)
+    pair.pump()
+    [result] = pair.events_of("initiator", TextResult)
+    assert result.itt == itt
+    assert result.pairs == [(k, "NotUnderstood") for k, _ in pairs]
+    assert not pair.target.closed and not pair.initiator.closed
+
+
+def test_connection_reinstatement_and_too_many_connections():
+    from difs.iscsi.events import ConnectionReinstated
+
+    first = ConnectionPair()
+    first.pump()
+    session = first.events_of("target", LoginComplete)[0].session
+    # same TSIH, same CID: the old connection is replaced
+    second = ConnectionPair(sessions=first.sessions,
+                            initiator=initiator_config(tsih=session.tsih, cid=0))
+    second.pump()
+    [reinstated] = second.events_of("target", ConnectionReinstated)
+    assert reinstated.session is session
+    assert reinstated.old_connection_id == first.target.connection_id
+    assert second.events_of("target", LoginComplete)[0].session is session
+    assert first.target.closed and session.connections[0] is second.target
+    second.initiator.submit_command(0, read10(0, 1), expected_in_length=512)
+    second.pump()
+    assert second.events_of("initiator", CommandComplete)
+    # another CID on a MaxConnections=1 session: 2/6
+    third = ConnectionPair(sessions=first.sessions,
+                           initiator=initiator_config(tsih=session.tsih, cid=5))
+    third.pump()
+    failed = third.events_of("initiator", LoginFailed)[0]
+    assert (failed.status_class, failed.status_detail) == (2, 6)

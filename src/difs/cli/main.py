@@ -35,10 +35,11 @@ def _root(
 
 
 def _register() -> None:
-    from difs.cli import controller_cmd, up_cmd
+    from difs.cli import controller_cmd, host_cmd, up_cmd
 
     up_cmd.register(app)
     controller_cmd.register(app)
+    host_cmd.register(app)
     try:
         from difs.cli import manager_cmds
     except ImportError:  # pragma: no cover - while the manager is being built

@@ -26,8 +26,18 @@ class PathSelector(ABC):
         """Return an available path satisfying ``requirement``, or None."""
 
 
+def extra_services(path: Path, requirement: Requirement) -> int:
+    """How many services ``path`` applies beyond what ``requirement`` asks for.
+
+    Those cost CPU and bandwidth for nothing: an application that needs no
+    digests should not pay for them because a digest channel happens to be idle.
+    """
+    return (path.negotiated.flags & ~requirement.flags).bit_count()
+
+
 class LeastOutstanding(PathSelector):
-    """The satisfying path with the fewest I/Os in flight; ties go round-robin."""
+    """Among the satisfying paths that add the fewest unrequested services, the one
+    with the fewest I/Os in flight; ties go round-robin."""
 
     name = "least-outstanding"
 
@@ -36,18 +46,20 @@ class LeastOutstanding(PathSelector):
 
     def select(self, *, requirement: Requirement, paths: Sequence[Path]) -> Path | None:
         best: Path | None = None
+        best_key = (0, 0)
         n = len(paths)
         self._turn += 1
         for i in range(n):
             path = paths[(self._turn + i) % n]
             if path.is_available() and path.satisfies(requirement):
-                if best is None or path.outstanding < best.outstanding:
-                    best = path
+                key = (extra_services(path, requirement), path.outstanding)
+                if best is None or key < best_key:
+                    best, best_key = path, key
         return best
 
 
 class RoundRobin(PathSelector):
-    """Each satisfying path in turn."""
+    """Each satisfying path in turn, whatever it costs."""
 
     name = "round-robin"
 

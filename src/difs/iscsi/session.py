@@ -67,8 +67,12 @@ class Session:
         self.pending: dict[int, tuple[Any, Any]] = {}  # CmdSN -> (handler, argument)
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.initiator_name, self.isid, self.tpgt)
+    def key(self) -> tuple[str, int, int, str | None]:
+        """The session identifier as the target sees it: initiator port (name + ISID) and
+        target port (target name + portal group). Sessions of one initiator port to two
+        different targets are distinct (RFC 7143 4.4.1): only a login repeating all four
+        reinstates a session."""
+        return (self.initiator_name, self.isid, self.tpgt, self.target_name)
 
     @property
     def initiator_port(self) -> str:
@@ -114,7 +118,7 @@ class SessionTable:
     """Registry of the sessions of one portal group (or a whole target node)."""
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, int, int], Session] = {}
+        self._by_key: dict[tuple[str, int, int, str | None], Session] = {}
         self._by_tsih: dict[int, Session] = {}
         self._next_tsih = 1
         # CHAP challenges currently outstanding on any connection (reflection detection)
@@ -129,8 +133,9 @@ class SessionTable:
     def by_tsih(self, tsih: int) -> Session | None:
         return self._by_tsih.get(tsih)
 
-    def by_key(self, initiator_name: str, isid: int, tpgt: int) -> Session | None:
-        return self._by_key.get((initiator_name, isid, tpgt))
+    def by_key(self, initiator_name: str, isid: int, tpgt: int,
+               target_name: str | None = None) -> Session | None:
+        return self._by_key.get((initiator_name, isid, tpgt, target_name))
 
     def _allocate_tsih(self) -> int:
         for _ in range(0xFFFF):

@@ -1,0 +1,67 @@
+"""``difs host``: serve applications' disks over NBD through policy-satisfying iSCSI paths."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+_HELP = """Run a host: each application's volume is an NBD export named after it.
+
+Example: difs host --app db=iscsi://127.0.0.1:3260/iqn.2026-11.io.difs:local.db/0 --policy db=silver
+
+Then any NBD client is the application: qemu-img info nbd://127.0.0.1:10809/db
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(help=_HELP)
+    def host(
+        app_spec: Annotated[Optional[list[str]], typer.Option("--app", help="NAME=iscsi://HOST:PORT/IQN/LUN (repeatable).")] = None,
+        policy: Annotated[Optional[list[str]], typer.Option("--policy", help="NAME=TIER (gold, silver, bronze); default bronze.")] = None,
+        nbd: Annotated[str, typer.Option("--nbd", help="NBD listen address HOST:PORT.")] = "127.0.0.1:10809",
+        nbd_unix: Annotated[Optional[str], typer.Option("--nbd-unix", help="Also serve NBD on this Unix socket.")] = None,
+        initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
+        selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
+        path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
+        log_level: Annotated[str, typer.Option("--log-level")] = "info",
+        log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    ) -> None:
+        import asyncio
+
+        from difs.controller.run import install_uvloop
+        from difs.host.agent import HostConfig, HostError, parse_iscsi_url, resolve_policy, serve
+        from difs.host.selection import path_selector
+        from difs.util.logs import setup_logging
+
+        setup_logging(level=log_level, fmt=log_format)
+        apps = []
+        policies: dict[str, str] = {}
+        try:
+            for spec in policy or []:
+                name, sep, tier = spec.partition("=")
+                if not sep:
+                    raise HostError(f"--policy {spec!r}: write NAME=TIER")
+                resolve_policy(tier)
+                policies[name] = tier
+            for spec in app_spec or []:
+                name, sep, url = spec.partition("=")
+                if not sep or not name:
+                    raise HostError(f"--app {spec!r}: write NAME=iscsi://HOST:PORT/IQN/LUN")
+                parse_iscsi_url(url)
+                apps.append((name, url, policies.get(name)))
+            unknown = set(policies) - {a[0] for a in apps}
+            if unknown:
+                raise HostError(f"--policy for unknown application(s) {sorted(unknown)}")
+            path_selector(selector)
+        except (HostError, ValueError) as exc:
+            typer.echo(f"difs host: {exc}", err=True)
+            raise typer.Exit(2) from None
+        cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
+                         selector=selector, path_wait=path_wait, applications=apps)
+        install_uvloop()
+        try:
+            asyncio.run(serve(cfg))
+        except (HostError, OSError) as exc:
+            typer.echo(f"difs host: {exc}", err=True)
+            raise typer.Exit(1) from None

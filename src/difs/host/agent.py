@@ -1,0 +1,146 @@
+"""The host process: applications' disks over NBD, their I/O over policy-satisfying paths.
+
+For each application the host keeps a :class:`~difs.host.pathgroup.PathGroup`
+to the controller target holding its volume (one session per channel), an
+:class:`~difs.host.disk.AppDisk` that tags and routes its I/O, and an NBD export
+named after the application. Any NBD client is the application:
+``qemu-img info nbd://127.0.0.1:10809/NAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from difs.host.disk import AppDisk
+from difs.host.pathgroup import PathGroup
+from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec
+from difs.host.selection import path_selector
+from difs.nbd.server import NbdServer
+from difs.policy.document import PolicyDocument
+from difs.policy.fast import Requirement
+from difs.policy.tiers import DEFAULT_TIERS
+from difs.util.logs import log_event
+from difs.util.units import format_portal, parse_portal
+
+log = logging.getLogger("difs.host")
+
+DEFAULT_INITIATOR = "iqn.2026-11.io.difs:host"
+
+
+class HostError(Exception):
+    """A host request that cannot be honoured; the message says what to do."""
+
+
+def parse_iscsi_url(url: str) -> tuple[str, str, int]:
+    """``iscsi://HOST:PORT/IQN/LUN`` -> (portal, target, lun)."""
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if parts.scheme != "iscsi" or not parts.hostname or len(path) != 2 or not path[1].isdigit():
+        raise HostError(f"invalid volume URL {url!r}: write iscsi://HOST:PORT/TARGET-IQN/LUN")
+    host = parts.hostname
+    port = parts.port or 3260
+    return format_portal(host, port), unquote(path[0]), int(path[1])
+
+
+def resolve_policy(name: str | None) -> PolicyDocument:
+    if name is None:
+        return DEFAULT_TIERS["bronze"]
+    try:
+        return DEFAULT_TIERS[name]
+    except KeyError:
+        raise HostError(f"unknown tier {name!r}; known: {', '.join(DEFAULT_TIERS)}") from None
+
+
+@dataclass
+class Application:
+    name: str
+    url: str
+    policy: PolicyDocument
+    group: PathGroup | None = None
+    disk: AppDisk | None = None
+
+
+@dataclass
+class HostConfig:
+    name: str = "host"
+    initiator_name: str = DEFAULT_INITIATOR
+    nbd_listen: str = "127.0.0.1:10809"
+    nbd_unix: str | None = None
+    channels: tuple[ChannelSpec, ...] = DEFAULT_CHANNELS
+    selector: str = "least-outstanding"
+    path_wait: float = 30.0
+    applications: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+
+class Host:
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.apps: dict[str, Application] = {}
+        self.nbd = NbdServer()
+        self.nbd_address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        host, port = parse_portal(self.config.nbd_listen, default_port=10809)
+        self.nbd_address = await self.nbd.start_tcp(host, port)
+        if self.config.nbd_unix:
+            await self.nbd.start_unix(self.config.nbd_unix)
+        for name, url, policy in self.config.applications:
+            await self.start_app(name, url, policy)
+
+    async def start_app(self, name: str, url: str, policy_name: str | None) -> Application:
+        if name in self.apps:
+            raise HostError(f"application {name!r} is already running")
+        portal, target, lun = parse_iscsi_url(url)
+        policy = resolve_policy(policy_name)
+        requirement = Requirement.from_policy(policy.services)
+        group = PathGroup(controller=portal, portal=portal, target=target,
+                          initiator_name=self.config.initiator_name, channels=self.config.channels)
+        await group.start()
+        disk = AppDisk(app=name, group=group, requirement=requirement, lun=lun,
+                       selector=path_selector(self.config.selector),
+                       path_wait=self.config.path_wait)
+        try:
+            await disk.open()
+        except Exception:
+            await group.close()
+            raise
+        app = Application(name, url, policy, group, disk)
+        self.apps[name] = app
+        self.nbd.add_export(name, disk)
+        log_event(log, "application started", app=name, policy=policy.name, target=target,
+                  service_class=requirement.service_class, size=disk.size,
+                  paths=" ".join(f"ch{p.channel}:{p.state.value}" for p in group.paths))
+        return app
+
+    async def stop_app(self, name: str) -> None:
+        app = self.apps.pop(name)
+        self.nbd.remove_export(name)
+        await app.group.close()
+        log_event(log, "application stopped", app=name)
+
+    def export_url(self, name: str) -> str:
+        host, port = self.nbd_address
+        return f"nbd://{format_portal(host, port)}/{name}"
+
+    async def close(self) -> None:
+        await self.nbd.close()
+        for name in list(self.apps):
+            await self.stop_app(name)
+
+
+async def serve(config: HostConfig) -> None:
+    host = Host(config)
+    await host.start()
+    for name in host.apps:
+        print(host.export_url(name), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await host.close()
+    log_event(log, "stopped")
