@@ -325,3 +325,14 @@ def test_snack_rejected_connection_continues():
     pair.initiator.ping()
     pair.pump()
     assert pair.events_of("initiator", PingComplete)
+
+
+def test_async_logout_request_reaches_initiator():
+    from difs.iscsi.constants import AsyncEvent
+    from difs.iscsi.initiator_events import AsyncEventReceived
+
+    pair = logged_in()
+    pair.target.request_logout(5)
+    pair.pump()
+    [event] = pair.events_of("initiator", AsyncEventReceived)
+    assert event.event == AsyncEvent.LOGOUT_REQUESTED and event.parameter3 == 5

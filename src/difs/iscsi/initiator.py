@@ -416,13 +416,18 @@ class InitiatorConnection(InitiatorLogin):
         self._require_full_feature()
         itt = self._allocate_itt()
         kind = "sendtargets" if pairs and pairs[0][0] == "SendTargets" else "text"
-        self._text[itt] = (kind, TextAccumulator())
-        pieces = split_text(encode_text(pairs), min(self.send_limit, 8192))
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            self._push(TEXT_REQUEST.pack(0x44, 0x80 if last else 0x40, 0, len(piece), 0, itt,
-                                         RESERVED_TAG, self.cmd_sn, self.exp_stat_sn), piece)
+        pieces = deque(split_text(encode_text(pairs), min(self.send_limit, 8192)))
+        self._text[itt] = (kind, TextAccumulator(), pieces)
+        self._send_text_piece(itt, RESERVED_TAG, pieces)
         return itt
+
+    def _send_text_piece(self, itt: int, ttt: int, pieces: deque[bytes]) -> None:
+        """Send the next piece of a request; C=1 while more follow (each waits for the
+        target's empty acknowledgement carrying its TTT)."""
+        piece = pieces.popleft()
+        flags = 0x40 if pieces else 0x80
+        self._push(TEXT_REQUEST.pack(0x44, flags, 0, len(piece), 0, itt, ttt, self.cmd_sn,
+                                     self.exp_stat_sn), piece)
 
     def _on_text_response(self, pdu: Pdu) -> None:
         (_op, flags, _r, _ad, _lun, itt, ttt, statsn, expcmdsn,
@@ -432,9 +437,14 @@ class InitiatorConnection(InitiatorLogin):
         entry = self._text.get(itt)
         if entry is None:
             raise ConnectionFault(f"Text Response for unknown ITT 0x{itt:x}")
-        kind, accumulator = entry
+        kind, accumulator, pieces = entry
         final = bool(flags & 0x80)
         cont = bool(flags & 0x40)
+        if pieces:  # the target acknowledged a piece of our request: send the next one
+            if final or cont or len(pdu.data):
+                raise ConnectionFault("Text Response to a continued request carries data")
+            self._send_text_piece(itt, ttt, pieces)
+            return
         try:
             pairs = accumulator.feed(pdu.data, more=cont or not final)
         except TextError as exc:

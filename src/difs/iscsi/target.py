@@ -32,6 +32,7 @@ from .config import PortalConfig
 from .constants import (
     LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH,
     RESERVED_TAG,
+    AsyncEvent,
     Opcode,
     RejectReason,
 )
@@ -53,7 +54,7 @@ from .events import (
     TaskManagementRequest,
 )
 from .framer import Pdu, PduFramer
-from .pdu import NOP_IN, REJECT
+from .pdu import ASYNC_MESSAGE, NOP_IN, REJECT, encode_lun
 from .serial import SERIAL_MASK, serial_in_window
 from .session import Session, SessionTable
 from .state import TARGET_LOGIN_STATES, TARGET_TRANSITIONS, Input, State, StateMachine
@@ -213,6 +214,23 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
             return
         self._complete_task_management(event, response)
 
+    def send_async_event(self, event: int, *, lun: int = 0, parameter1: int = 0,
+                         parameter2: int = 0, parameter3: int = 0, sense: bytes = b"",
+                         data: bytes = b"") -> None:
+        """Send an Asynchronous Message (RFC 7143 11.9), e.g. a SCSI asynchronous event with
+        ``sense`` or AsyncEvent.LOGOUT_REQUESTED (see ``request_logout``)."""
+        if self._closed or self._machine.state is not State.FULL_FEATURE:
+            raise LocalProtocolError("asynchronous messages need Full Feature Phase")
+        expcmdsn, maxcmdsn = self._window()
+        segment = (len(sense).to_bytes(2, "big") + sense + data) if (sense or data) else b""
+        self._push(ASYNC_MESSAGE.pack(0x32, 0x80, 0, len(segment), encode_lun(lun), RESERVED_TAG,
+                                      0, self._next_stat_sn(), expcmdsn, maxcmdsn, event, 0,
+                                      parameter1, parameter2, parameter3), segment)
+
+    def request_logout(self, seconds: int = 0) -> None:
+        """Ask the initiator to log out within ``seconds`` (AsyncEvent 1, Parameter3)."""
+        self.send_async_event(AsyncEvent.LOGOUT_REQUESTED, parameter3=seconds)
+
     # ------------------------------------------------------------------ dispatch helpers
 
     def _set_handlers(self) -> None:
@@ -297,8 +315,11 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
         session = self.session
         if session is None:
             login = self._login
-            cmdsn = login.first_cmdsn if login is not None else 0
-            return cmdsn, (cmdsn + self.portal.command_window - 1) & SERIAL_MASK
+            if login is not None and login.existing is not None:
+                session = login.existing  # a connection joining an existing session
+            else:
+                cmdsn = login.first_cmdsn if login is not None else 0
+                return cmdsn, (cmdsn + self.portal.command_window - 1) & SERIAL_MASK
         return session.exp_cmd_sn, session.max_cmd_sn
 
     def _next_stat_sn(self) -> int:

@@ -143,7 +143,7 @@ class LoginPhase:
                 answers += self._declarations(ctx)
                 self._finish_login(itt, csg, answers)
                 return
-            if csg == Stage.OPERATIONAL_NEGOTIATION or granted:
+            if csg == Stage.OPERATIONAL_NEGOTIATION:
                 answers += self._declarations(ctx)
             elif not ctx.tpgt_sent:
                 answers += self._tpgt_declaration(ctx)
@@ -362,6 +362,7 @@ class LoginPhase:
         else:
             session = ctx.existing
             old_connection = session.connections.get(ctx.cid)
+            session.connections[ctx.cid] = self  # first, so the session survives the old one
             if old_connection is not None:
                 old_connection._terminate("connection reinstated by a new login")
                 self._events.append(ConnectionReinstated(session, old_connection.connection_id))
