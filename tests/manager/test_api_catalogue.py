@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 
-from conftest import ADMIN_TOKEN, Api, controller_adv, host_adv
+from mgr_support import ADMIN_TOKEN, Api, controller_adv, host_adv
 
 
 def test_health_and_seeded_tiers(api: Api):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FULL_SERVICES, Api, controller_adv, host_adv
+from mgr_support import FULL_SERVICES, Api, controller_adv, host_adv
 
 GIB = 1 << 30
 PLAIN = {"integrity": {"header_digest": True}}  # a controller that offers header digests only

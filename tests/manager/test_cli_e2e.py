@@ -15,7 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import controller_adv, free_port
+from mgr_support import controller_adv, free_port
 from difs.cli.main import app as cli_app
 
 pytestmark = pytest.mark.integration

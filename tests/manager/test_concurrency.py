@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from conftest import ADMIN, ManualClock, controller_adv, database_url, free_port
+from mgr_support import ADMIN, ManualClock, controller_adv, database_url, free_port
 from difs.manager.app import create_app
 from difs.manager.config import Settings
 

@@ -4,12 +4,10 @@ match the documented schemas and content types."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from pydantic import SecretStr
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -18,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import ADMIN, ADMIN_TOKEN, ManualClock, controller_adv
+from mgr_support import ADMIN, ADMIN_TOKEN, ManualClock, controller_adv
 from difs.manager.app import create_app
 from difs.manager.config import Settings
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -184,7 +183,3 @@ def manager(
         "manager on http://%s:%s (database %s; admin token %s)", host, port_text, safe_url, where
     )
     uvicorn.run(app, host=host, port=int(port_text), log_level=log_level.lower())
-
-
-def env_default_manager() -> str:
-    return os.environ.get("DIFS_MANAGER", DEFAULT_URL)

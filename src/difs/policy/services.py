@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -282,17 +282,3 @@ class PolicyServices(_Strict):
             if iso.vlan is not None:
                 out.append(f"VLAN {iso.vlan}")
         return out
-
-
-def check_name(value: str, what: str = "name") -> str:
-    """Validate a resource name, with a message that says what a name may contain."""
-    if not _NAME_RE.match(value):
-        raise ValueError(
-            f"{what} {value!r} is not valid: use 1-63 characters of a-z, 0-9, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return value
-
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=63)]
-TierName = Literal["gold", "silver", "bronze"]

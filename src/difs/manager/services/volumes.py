@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from difs.manager.errors import Conflict, Infeasible
-from difs.manager.models import ApplicationRow, ContainerRow, NodeRow, VolumeRow
+from difs.manager.models import ApplicationRow, ContainerRow, VolumeRow
 from difs.manager.placement import PlacementDecision, PlacementRequest, place
 from difs.manager.schemas import VolumeCreate, VolumePublic, VolumeResize
 from difs.manager.services import compliance
@@ -148,7 +148,3 @@ def remove(*, session: Session, now: datetime, ref: str, fresh_seconds: float) -
     session.refresh(app)
     record_event(session, now=now, kind="volume.deleted", subject=name, message=f"volume {name} of {app.name} deleted")
     compliance.refresh(session=session, now=now, app_ids=[app.id], fresh_seconds=fresh_seconds)
-
-
-def volumes_of_controller(session: Session, *, node: NodeRow) -> list[VolumeRow]:
-    return list(session.scalars(select(VolumeRow).where(VolumeRow.controller_id == node.id)))

@@ -1,0 +1,215 @@
+"""Support for the manager tests (fixtures are re-exported by conftest.py): the real app on SQLite and on a real PostgreSQL server.
+
+``pg_server`` (session scope) runs ``initdb`` into a temp dir and starts
+PostgreSQL 15 on 127.0.0.1 and a free port (as the ``postgres`` user when the
+tests run as root: PostgreSQL refuses to run as root). Every test gets a fresh
+database on it. ``api`` is parametrised over both back ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from difs.manager.app import create_app
+from difs.manager.clock import ManualClock
+from difs.manager.config import Settings
+from difs.manager.db import make_engine, run_migrations
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PG_BIN = Path(os.environ.get("DIFS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PgServer:
+    port: int
+    datadir: Path
+    _ids = itertools.count()
+
+    def url(self, db: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = f"difs_test_{os.getpid()}_{next(self._ids)}"
+        with psycopg.connect(self.url("postgres").replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE difs_template')
+        return self.url(name)
+
+    def make_template(self) -> None:
+        """A migrated database every test database is copied from (much faster than migrating)."""
+        import psycopg
+
+        with psycopg.connect(self.url("postgres").replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE difs_template")
+        engine = make_engine(self.url("difs_template"))
+        run_migrations(engine)
+        engine.dispose()
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (Debian package postgresql-15)")
+    root = Path(tempfile.mkdtemp(prefix="difs-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+    try:
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            check=True,
+            capture_output=True,
+        )
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", opts, "-w", "-t", "60", "start"]),
+            check=True,
+            capture_output=True,
+        )
+        server = PgServer(port=port, datadir=data)
+        server.make_template()
+        yield server
+    finally:
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "manager.db"
+    engine = make_engine(f"sqlite:///{path}")
+    run_migrations(engine)
+    engine.dispose()
+    return path
+
+
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "postgres":
+        pg: PgServer = request.getfixturevalue("pg_server")
+        return pg.new_database()
+    template: Path = request.getfixturevalue("sqlite_template")
+    shutil.copy(template, tmp_path / "manager.db")
+    return f"sqlite:///{tmp_path / 'manager.db'}"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+class Api:
+    """A TestClient on the real app plus helpers to register nodes and advertise."""
+
+    def __init__(self, client: Any, clock: ManualClock, url: str) -> None:
+        self.c = client
+        self.clock = clock
+        self.url = url
+
+    def req(self, method: str, path: str, *, token: str | None = ADMIN_TOKEN, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.c.request(method, "/api/v1" + path, headers=headers, **kw)
+
+    def ok(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        r = self.req(method, path, **kw)
+        assert r.status_code == status, (r.status_code, r.text)
+        return r.json() if r.content else None
+
+    def register(self, name: str, kind: str) -> str:
+        return self.ok("POST", "/nodes", 201, json={"name": name, "kind": kind})["token"]
+
+    def advertise(self, name: str, token: str, **adv: Any) -> Any:
+        return self.ok("PUT", f"/nodes/{name}/advertisement", token=token, json=adv)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        params = {"limit": 1000, **({"kind": kind} if kind else {})}
+        return self.ok("GET", "/events", params=params)
+
+
+FULL_SERVICES: dict[str, Any] = {
+    "integrity": {"header_digest": True, "data_digest": True, "pi_types": [1, 3]},
+    "security": {"authentication": ["chap", "mutual_chap"], "tls": True, "at_host_encryption": True},
+    "qos": {"reservation": True, "limit": True, "weight": True, "latency_target": True,
+            "dscp_classes": [0, 34, 46], "max_iops": 50000},
+    "isolation": {"exclusive": True, "tags": True, "vlans": [100]},
+}
+
+
+def controller_adv(*, services: dict[str, Any] | None = None, containers: list[dict[str, Any]] | None = None,
+                   name: str = "ctl1", lease: float = 30) -> dict[str, Any]:
+    return {
+        "kind": "controller",
+        "iqn": f"iqn.2025-01.org.difs:{name}",
+        "services": FULL_SERVICES if services is None else services,
+        "portals": [{"address": "127.0.0.1", "port": 3260}, {"address": "127.0.0.1", "port": 3261, "tls": True}],
+        "containers": containers if containers is not None else [{"name": "pool", "capacity_bytes": 1 << 30, "pi_types": [1, 3]}],
+        "lease_seconds": lease,
+    }
+
+
+def host_adv(*, services: dict[str, Any] | None = None, paths: list[dict[str, Any]] | None = None,
+             lease: float = 30, name: str = "host1") -> dict[str, Any]:
+    return {
+        "kind": "host",
+        "iqn": f"iqn.2025-01.org.difs:{name}",
+        "services": FULL_SERVICES if services is None else services,
+        "paths": paths or [],
+        "lease_seconds": lease,
+    }
+
+
+def make_api(url: str, clock: ManualClock) -> Iterator[Api]:
+    from fastapi.testclient import TestClient
+
+    app = create_app(
+        Settings(database_url=url, admin_token=SecretStr(ADMIN_TOKEN), stats_fresh_seconds=120),
+        clock=clock,
+        background_sweep=False,
+    )
+    with TestClient(app, raise_server_exceptions=True) as client:
+        yield Api(client, clock, url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def api(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Api]:
+    yield from make_api(database_url(request.param, request, tmp_path), clock)
+
+
+@pytest.fixture
+def sqlite_api(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Api]:
+    yield from make_api(database_url("sqlite", request, tmp_path), clock)
