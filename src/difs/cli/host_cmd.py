@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         nbd_unix: Annotated[Optional[str], typer.Option("--nbd-unix", help="Also serve NBD on this Unix socket.")] = None,
         initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
+        channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
         path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
         log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
         from difs.controller.run import install_uvloop
         from difs.host.agent import HostConfig, HostError, parse_iscsi_url, resolve_policy, serve
+        from difs.host.paths import parse_channels
         from difs.host.selection import path_selector
         from difs.util.logs import setup_logging
 
@@ -54,11 +56,13 @@ def register(app: typer.Typer) -> None:
             if unknown:
                 raise HostError(f"--policy for unknown application(s) {sorted(unknown)}")
             path_selector(selector)
+            channel_specs = parse_channels(channels)
         except (HostError, ValueError) as exc:
             typer.echo(f"difs host: {exc}", err=True)
             raise typer.Exit(2) from None
         cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
-                         selector=selector, path_wait=path_wait, applications=apps)
+                         selector=selector, path_wait=path_wait, applications=apps,
+                         channels=channel_specs)
         install_uvloop()
         try:
             asyncio.run(serve(cfg))

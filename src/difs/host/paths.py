@@ -50,6 +50,24 @@ class ChannelSpec:
         return self.label or ("+".join(parts) if parts else "plain")
 
 
+_KINDS = {
+    "digests": dict(header_digest=True, data_digest=True),
+    "header": dict(header_digest=True),
+    "plain": {},
+}
+
+
+def parse_channels(text: str) -> tuple[ChannelSpec, ...]:
+    """``"digests,plain"`` -> channel 0 with both digests, channel 1 plain."""
+    specs = []
+    for number, kind in enumerate(k.strip() for k in text.split(",")):
+        if kind not in _KINDS:
+            raise ValueError(f"unknown channel kind {kind!r}; use {', '.join(_KINDS)} "
+                             "(comma-separated, one per channel, e.g. digests,plain)")
+        specs.append(ChannelSpec(number, label=kind, **_KINDS[kind]))
+    return tuple(specs)
+
+
 #: The default channel plan: channel 0 with both CRC32C digests, channel 1 plain.
 DEFAULT_CHANNELS = (
     ChannelSpec(0, header_digest=True, data_digest=True, label="digests"),
