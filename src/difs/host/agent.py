@@ -20,7 +20,6 @@ from difs.host.pathgroup import PathGroup
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec
 from difs.host.selection import path_selector
 from difs.nbd.server import NbdServer
-from difs.policy.document import PolicyDocument
 from difs.policy.fast import Requirement
 from difs.policy.tiers import DEFAULT_TIERS
 from difs.util.logs import log_event
@@ -58,10 +57,13 @@ def resolve_policy(name: str | None) -> PolicyDocument:
 @dataclass
 class Application:
     name: str
-    url: str
-    policy: PolicyDocument
+    controller: str
+    target: str
+    lun: int
+    policy_name: str
     group: PathGroup | None = None
     disk: AppDisk | None = None
+    policy_version: int = 0
 
 
 @dataclass
@@ -77,9 +79,17 @@ class HostConfig:
 
 
 class Host:
+    """Applications, the path groups they share, and the NBD server in front of them.
+
+    Path groups are per controller target and shared: every application whose
+    volume is a LUN of that target uses the same channels, each choosing among
+    them by its own policy.
+    """
+
     def __init__(self, config: HostConfig) -> None:
         self.config = config
         self.apps: dict[str, Application] = {}
+        self.groups: dict[tuple[str, str], PathGroup] = {}
         self.nbd = NbdServer()
         self.nbd_address: tuple[str, int] | None = None
 
@@ -88,39 +98,58 @@ class Host:
         self.nbd_address = await self.nbd.start_tcp(host, port)
         if self.config.nbd_unix:
             await self.nbd.start_unix(self.config.nbd_unix)
-        for name, url, policy in self.config.applications:
-            await self.start_app(name, url, policy)
+        for name, url, policy_name in self.config.applications:
+            portal, target, lun = parse_iscsi_url(url)
+            policy = resolve_policy(policy_name)
+            await self.start_app(name, controller=portal, portal=portal, target=target, lun=lun,
+                                 requirement=Requirement.from_policy(policy.services),
+                                 policy_name=policy.name)
 
-    async def start_app(self, name: str, url: str, policy_name: str | None) -> Application:
+    async def group_for(self, *, controller: str, portal: str, target: str) -> PathGroup:
+        key = (portal, target)
+        group = self.groups.get(key)
+        if group is None:
+            group = PathGroup(controller=controller, portal=portal, target=target,
+                              initiator_name=self.config.initiator_name,
+                              channels=self.config.channels)
+            self.groups[key] = group
+            await group.start()
+        return group
+
+    async def start_app(self, name: str, *, controller: str, portal: str, target: str, lun: int,
+                        requirement: Requirement, policy_name: str,
+                        policy_version: int = 0) -> Application:
         if name in self.apps:
             raise HostError(f"application {name!r} is already running")
-        portal, target, lun = parse_iscsi_url(url)
-        policy = resolve_policy(policy_name)
-        requirement = Requirement.from_policy(policy.services)
-        group = PathGroup(controller=portal, portal=portal, target=target,
-                          initiator_name=self.config.initiator_name, channels=self.config.channels)
-        await group.start()
+        group = await self.group_for(controller=controller, portal=portal, target=target)
         disk = AppDisk(app=name, group=group, requirement=requirement, lun=lun,
                        selector=path_selector(self.config.selector),
                        path_wait=self.config.path_wait)
-        try:
-            await disk.open()
-        except Exception:
-            await group.close()
-            raise
-        app = Application(name, url, policy, group, disk)
+        await disk.open()
+        app = Application(name, controller, target, lun, policy_name, group, disk, policy_version)
         self.apps[name] = app
         self.nbd.add_export(name, disk)
-        log_event(log, "application started", app=name, policy=policy.name, target=target,
-                  service_class=requirement.service_class, size=disk.size,
+        log_event(log, "application started", app=name, policy=policy_name, target=target,
+                  lun=lun, service_class=requirement.service_class, size=disk.size,
                   paths=" ".join(f"ch{p.channel}:{p.state.value}" for p in group.paths))
         return app
+
+    def update_policy(self, name: str, *, requirement: Requirement, policy_name: str,
+                      version: int) -> None:
+        """Apply a new policy to a running application: later I/O follows it."""
+        app = self.apps[name]
+        app.disk.set_requirement(requirement)
+        app.policy_name, app.policy_version = policy_name, version
+        log_event(log, "policy updated", app=name, policy=policy_name, version=version,
+                  service_class=requirement.service_class)
 
     async def stop_app(self, name: str) -> None:
         app = self.apps.pop(name)
         self.nbd.remove_export(name)
-        await app.group.close()
         log_event(log, "application stopped", app=name)
+        if not any(a.group is app.group for a in self.apps.values()):
+            self.groups.pop((app.group.portal, app.group.target), None)
+            await app.group.close()
 
     def export_url(self, name: str) -> str:
         host, port = self.nbd_address

@@ -76,6 +76,8 @@ class AppDisk(NbdBackend):
         self.bytes = 0
         self.resent = 0
         self.failed = 0
+        #: channel -> [ios, bytes] carried for this application (reported to the manager)
+        self.per_path: dict[int, list[int]] = {}
 
     def set_requirement(self, requirement: Requirement) -> None:
         """A policy update: later I/O is tagged and routed by the new requirement."""
@@ -118,8 +120,14 @@ class AppDisk(NbdBackend):
                 continue
             finally:
                 path.outstanding -= 1
+            moved = len(data_out) if data_out is not None else expected_in_length
             path.ios += 1
-            path.bytes += len(data_out) if data_out is not None else expected_in_length
+            path.bytes += moved
+            counts = self.per_path.get(path.spec.channel)
+            if counts is None:
+                counts = self.per_path[path.spec.channel] = [0, 0]
+            counts[0] += 1
+            counts[1] += moved
             if result.status == _CHECK_CONDITION and is_unit_attention(result.sense) \
                     and attentions < _MAX_UNIT_ATTENTIONS:
                 # A new session's first command reports power-on/reset: the
