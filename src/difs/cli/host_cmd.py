@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
         channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
         path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
+        manager: Annotated[Optional[str], typer.Option("--manager", envvar="DIFS_MANAGER", help="Manager URL: follow this host's bindings from it.")] = None,
+        token: Annotated[Optional[str], typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register`).")] = None,
+        name: Annotated[str, typer.Option("--name", help="This host's node name at the manager.")] = "host1",
+        interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / binding checks.")] = 5.0,
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
         log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     ) -> None:
@@ -62,7 +66,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
                          selector=selector, path_wait=path_wait, applications=apps,
-                         channels=channel_specs)
+                         channels=channel_specs, manager=manager, token=token, node=name,
+                         name=name, manager_interval=interval)
+        if manager and not token:
+            typer.echo("difs host: --manager needs this node's --token (DIFS_NODE_TOKEN); "
+                       "get one with `difs node register NAME --kind host`", err=True)
+            raise typer.Exit(2)
         install_uvloop()
         try:
             asyncio.run(serve(cfg))

@@ -76,6 +76,11 @@ class HostConfig:
     selector: str = "least-outstanding"
     path_wait: float = 30.0
     applications: list[tuple[str, str, str | None]] = field(default_factory=list)
+    #: manager URL, token and this host's node name (None: standalone)
+    manager: str | None = None
+    token: str | None = None
+    node: str | None = None
+    manager_interval: float = 5.0
 
 
 class Host:
@@ -166,10 +171,22 @@ async def serve(config: HostConfig) -> None:
     await host.start()
     for name in host.apps:
         print(host.export_url(name), flush=True)
+    link = None
+    if config.manager:
+        from difs.host.manager_link import HostManagerLink
+        from difs.manager.client import ManagerClient
+
+        link = HostManagerLink(host, ManagerClient(config.manager, token=config.token),
+                               node=config.node or config.name, interval=config.manager_interval)
+        link.start()
+        host_addr, port = host.nbd_address
+        print(f"nbd://{format_portal(host_addr, port)}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if link is not None:
+        await link.close()
     await host.close()
     log_event(log, "stopped")
