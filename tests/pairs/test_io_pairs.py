@@ -336,3 +336,19 @@ def test_async_logout_request_reaches_initiator():
     pair.pump()
     [event] = pair.events_of("initiator", AsyncEventReceived)
     assert event.event == AsyncEvent.LOGOUT_REQUESTED and event.parameter3 == 5
+
+
+def test_read_with_zero_expected_length_reports_overflow_without_data_in():
+    pair = logged_in()
+    itt = pair.initiator.submit_command(0, read10(0, 1), expected_in_length=0)
+    pair.pump()
+    # the initiator core has no R bit without an expected length: build the PDU by hand
+    raw = encode_pdu(ScsiCommand(itt=77, cdb=read10(0, 1), read=True, expected_length=0,
+                                 cmdsn=pair.target.session.exp_cmd_sn))
+    pair.target.receive_data(raw)
+    task = pair.target.next_event()
+    pair.target.complete_command(task, status=0, data_in=bytes(512))
+    pdus = wire_pdus([b"".join(bytes(c) for c in pair.target.data_to_send())])
+    assert len(pdus) == 1 and isinstance(pdus[0], ScsiResponse)
+    assert pdus[0].overflow and pdus[0].residual == 512
+    assert itt  # the first command completed normally

@@ -111,7 +111,8 @@ class Session:
 
     def __repr__(self) -> str:
         return (f"Session(tsih={self.tsih}, {self.initiator_port}, target={self.target_name}, "
-                f"type={self.session_type})")
+                f"type={self.session_type}, auth={self.auth_method}, "
+                f"digests={int(self.header_digest)}{int(self.data_digest)})")
 
 
 class SessionTable:

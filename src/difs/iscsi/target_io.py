@@ -259,8 +259,9 @@ class IoPath:
                      - len(session.pending) - 1) & 0xFFFFFFFF
         if 0 < ((candidate - session.max_cmd_sn) & 0xFFFFFFFF) < 0x80000000:
             session.max_cmd_sn = candidate
-        if task.read and not sense and not task.write and 0 < len(data_in) \
-                and len(data_in) <= self.send_limit and len(data_in) <= session.max_burst_length:
+        if (task.read and not sense and not task.write and task.expected_length
+                and 0 < len(data_in) <= self.send_limit
+                and len(data_in) <= session.max_burst_length):
             # fast path: one Data-In carrying the data and the status
             n = len(data_in)
             edtl = task.expected_length
