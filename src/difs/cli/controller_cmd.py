@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         chap: Annotated[Optional[list[str]], typer.Option("--chap", help="VOLUME=USER:SECRET the initiator must authenticate with.")] = None,
         mutual_chap: Annotated[Optional[list[str]], typer.Option("--mutual-chap", help="VOLUME=USER:SECRET the target answers with (mutual CHAP).")] = None,
         require_digest: Annotated[Optional[list[str]], typer.Option("--require-digest", help="VOLUME=header|data|both: refuse sessions without CRC32C digests.")] = None,
+        manager: Annotated[Optional[str], typer.Option("--manager", help="Manager URL: serve the volumes it places here, as LUNs of this controller's protocol endpoint.")] = None,
+        token: Annotated[Optional[str], typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register NAME --kind controller`).")] = None,
+        interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / volume syncs.")] = 5.0,
         log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
     ) -> None:
@@ -87,13 +90,15 @@ def register(app: typer.Typer) -> None:
             unknown = (set(allows) | set(chaps) | set(mutuals) | set(digests)) - {v.name for v in cfg.volumes}
             if unknown:
                 raise typer.BadParameter(f"no such volume(s) {sorted(unknown)}: add --volume NAME:SIZE")
-            if not cfg.volumes:
-                raise typer.BadParameter("no volumes to serve: add --volume NAME:SIZE (e.g. --volume demo:1G) or a [[volume]] in --config")
+            if not cfg.volumes and not manager:
+                raise typer.BadParameter("no volumes to serve: add --volume NAME:SIZE (e.g. --volume demo:1G), a [[volume]] in --config, or --manager URL")
+            if manager and not token:
+                raise typer.BadParameter("--manager needs this node's --token (DIFS_NODE_TOKEN); get one with `difs node register NAME --kind controller`")
         except (ConfigError, VolumeError, ValueError) as exc:
             typer.echo(f"difs controller: {exc}", err=True)
             raise typer.Exit(2) from None
         try:
-            run(cfg)
+            run(cfg, manager=manager, token=token, interval=interval)
         except VolumeError as exc:
             typer.echo(f"difs controller: {exc}", err=True)
             raise typer.Exit(2) from None

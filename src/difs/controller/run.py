@@ -10,6 +10,7 @@ import sys
 from difs.controller.config import ControllerConfig
 from difs.controller.server import Controller
 from difs.util.logs import log_event
+from difs.util.units import format_portal, parse_portal
 
 log = logging.getLogger("difs.controller")
 
@@ -22,12 +23,27 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None) -> None:
+async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
+                manager: str | None = None, token: str | None = None,
+                interval: float = 5.0) -> None:
     controller = Controller(config)
     controller.open_volumes()
+    link = None
+    if manager:
+        from difs.controller.manager_link import ControllerManagerLink
+        from difs.manager.client import ManagerClient
+
+        controller.enable_endpoint()
+        link = ControllerManagerLink(controller, ManagerClient(manager, token=token),
+                                     node=config.name, interval=interval)
     await controller.start()
     for url in controller.urls():
         print(url, flush=True)
+    if link is not None:
+        host, port = parse_portal(config.portals[0])
+        print(f"iscsi://{format_portal(host, port)}/{controller.endpoint.name}", flush=True)
+        await link.tick()
+        link.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -35,12 +51,14 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None)
     if ready is not None:
         ready.set()
     await stop.wait()
+    if link is not None:
+        await link.close()
     log_event(log, "stopping", connections=len(controller._connections))
     await controller.close()
     log_event(log, "stopped")
 
 
-def run(config: ControllerConfig) -> None:
+def run(config: ControllerConfig, **manager: object) -> None:
     install_uvloop()
     sys.stdout.reconfigure(line_buffering=True)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, **manager))

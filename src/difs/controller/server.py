@@ -7,7 +7,24 @@ the result handed back with ``complete_command``; whatever the core wants sent
 goes out with one ``writelines``.
 
 Every volume is its own iSCSI target (``IQN_PREFIX:CONTROLLER.VOLUME``, LUN 0),
-so access control, CHAP and digest requirements are per volume.
+so access control, CHAP and digest requirements are per volume. All portals
+belong to one portal group, so a volume reached through any portal is the same
+SCSI target port and the same ``LogicalUnit`` object (one identity in VPD 83h,
+one set of reservations and unit attentions): that is what multipath
+initiators rely on.
+
+What the SCSI core learns from the transport, and when:
+
+* ``ScsiTarget.nexus_lost(nexus)`` once per Normal session, when its last
+  connection ends (logout, connection loss, protocol failure) or when a new
+  login reinstates it - at the reinstatement, before the new session runs a
+  command, never again when the replaced connection finally closes;
+* LOGICAL UNIT RESET -> ``LogicalUnit.reset``; TARGET WARM RESET ->
+  ``ScsiTarget.reset()``; TARGET COLD RESET -> ``ScsiTarget.reset(cold=True)``
+  and every connection to that target is closed after the response (RFC 7143
+  11.5.1). Tasks of other sessions waiting for data are aborted too;
+* write residuals: the SCSI transfer length of the CDB is handed to
+  ``complete_command`` so the core reports overflow/underflow against EDTL.
 """
 
 from __future__ import annotations
@@ -17,8 +34,10 @@ import logging
 from dataclasses import dataclass, field
 
 from difs.controller.config import ControllerConfig, VolumeConfig
+from difs.controller.endpoint import ProtocolEndpoint
 from difs.controller.volumes import VolumeDirectory, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
+from difs.iscsi.constants import TmfFunction, TmfResponse
 from difs.iscsi.events import (
     ConnectionClosed,
     ConnectionReinstated,
@@ -31,7 +50,7 @@ from difs.iscsi.events import (
     SessionReinstated,
     TaskManagementRequest,
 )
-from difs.iscsi.session import SessionTable
+from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target import TargetConnection
 from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.filestore import FileStore
@@ -42,10 +61,6 @@ from difs.util.units import format_portal, parse_portal
 
 log = logging.getLogger("difs.controller")
 
-TMF_FUNCTION_COMPLETE = 0
-TMF_NOT_SUPPORTED = 5
-_TMF_ABORT_TASK, _TMF_ABORT_TASK_SET, _TMF_CLEAR_ACA, _TMF_CLEAR_TASK_SET = 1, 2, 3, 4
-_TMF_LUN_RESET, _TMF_TARGET_WARM_RESET, _TMF_TARGET_COLD_RESET = 5, 6, 7
 
 
 @dataclass
@@ -80,6 +95,9 @@ class Controller:
         self._connections: set[IscsiConnection] = set()
         self._portal: PortalConfig | None = None
         self._next_nexus_id = 0
+        self.endpoint: ProtocolEndpoint | None = None
+        # Normal sessions the SCSI layer knows, with their nexus and target
+        self._nexuses: dict[Session, tuple[Nexus, ScsiTarget]] = {}
 
     # -- setup ---------------------------------------------------------------
 
@@ -90,8 +108,11 @@ class Controller:
             target_name = self.config.target_name(vc.name)
             store = FileStore.open(directory.data_path(vc.name), size=meta.size)
             identity = LuIdentity.from_uuid(meta.uuid, device_name=target_name)
-            lu = LogicalUnit(store=store, identity=identity, block_size=meta.block_size,
-                             read_only=meta.read_only, thin=meta.thin)
+            lu = LogicalUnit(
+                store=store, identity=identity, block_size=meta.block_size,
+                read_only=meta.read_only, thin=meta.thin,
+                persistent_state=directory.load_reservations(vc.name),
+                on_persistent_change=_reservation_saver(directory, vc.name))
             self.volumes[target_name] = Volume(meta, vc, target_name, store, ScsiTarget({0: lu}))
 
     def portal_config(self) -> PortalConfig:
@@ -109,11 +130,25 @@ class Controller:
                 require_header_digest=vc.require_header_digest,
                 require_data_digest=vc.require_data_digest,
             )
+        if self.endpoint is not None:
+            targets[self.endpoint.name] = self.endpoint.target_config()
         return PortalConfig(addresses=list(self.config.portals), targets=targets,
                             nop_interval=self.config.nop_interval)
 
+    def enable_endpoint(self) -> ProtocolEndpoint:
+        """Manager mode: also serve the protocol endpoint target (see endpoint.py)."""
+        self.endpoint = ProtocolEndpoint(name=f"{self.config.iqn_prefix}:{self.config.name}",
+                                         directory=VolumeDirectory(self.config.data_dir))
+        return self.endpoint
+
+    def scsi_target_for(self, session: Session) -> ScsiTarget:
+        """The LUNs a Normal session sees: its volume's, or its view of the endpoint."""
+        if self.endpoint is not None and session.target_name == self.endpoint.name:
+            return self.endpoint.view_for(session.initiator_name)
+        return self.volumes[session.target_name].scsi
+
     async def start(self) -> None:
-        if not self.volumes:
+        if not self.volumes and self.config.volumes:
             self.open_volumes()
         self._portal = self.portal_config()
         loop = asyncio.get_running_loop()
@@ -143,18 +178,47 @@ class Controller:
         for vol in self.volumes.values():
             vol.store.flush()
             vol.store.close()
+        if self.endpoint is not None:
+            self.endpoint.close()
 
     # -- used by connections ------------------------------------------------------
 
     def new_nexus(self, initiator_port: str, target_name: str) -> Nexus:
         self._next_nexus_id += 1
         tpgt = self._portal.portal_group_tag if self._portal else 1
-        return Nexus(initiator_port, f"{target_name},t,0x{tpgt:04x}", self._next_nexus_id)
+        # one portal group = one SCSI target port; its relative port id is the TPGT
+        return Nexus(initiator_port, f"{target_name},t,0x{tpgt:04x}", self._next_nexus_id,
+                     relative_port=tpgt)
+
+    def session_started(self, session: Session, nexus: Nexus, scsi: ScsiTarget) -> None:
+        self._nexuses[session] = (nexus, scsi)
+
+    def session_ended(self, session: Session, *, why: str) -> None:
+        """The I_T nexus of ``session`` is gone: tell the SCSI target (once)."""
+        entry = self._nexuses.pop(session, None)
+        if entry is None:
+            return
+        nexus, scsi = entry
+        scsi.nexus_lost(nexus)
+        log_event(log, "nexus lost", initiator_port=nexus.initiator_port,
+                  target=session.target_name, reason=why)
 
     def connections_of(self, session: object, connection_ids: tuple[int, ...] | None = None
                        ) -> list[IscsiConnection]:
         return [c for c in self._connections if c.session is session
                 and (connection_ids is None or c.connection_id in connection_ids)]
+
+
+def _reservation_saver(directory: VolumeDirectory, name: str):
+    """``on_persistent_change`` hook: persist the state when APTPL is set, else forget it.
+
+    It runs inside the PERSISTENT RESERVE OUT command, before its status is sent, so a
+    GOOD status means the state is on stable storage (SPC-4 5.13.3, APTPL)."""
+
+    def save(state: dict) -> None:
+        directory.save_reservations(name, state if state.get("aptpl") else None)
+
+    return save
 
 
 class IscsiConnection(asyncio.Protocol):
@@ -201,6 +265,14 @@ class IscsiConnection(asyncio.Protocol):
         log_event(log, "connection closed", peer=self.peer,
                   initiator=getattr(self.session, "initiator_name", None),
                   reason=str(exc) if exc else "peer closed")
+        self._check_session_end("connection lost")
+
+    def _check_session_end(self, why: str) -> None:
+        """Once the core has dropped this connection from its session, a session left
+        without connections is over (ERL 0: no connection recovery)."""
+        session = self.session
+        if session is not None and not session.connections:
+            self.controller.session_ended(session, why=why)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -224,16 +296,21 @@ class IscsiConnection(asyncio.Protocol):
                 self._handle(event)
 
     def _execute(self, task: ScsiTask) -> None:
-        result = self.scsi.execute(task.lun, task.cdb, task.data_out, self.nexus)
-        self.core.complete_command(task, status=result.status, data_in=result.data,
-                                   sense=result.sense)
+        scsi = self.scsi
+        result = scsi.execute(task.lun, task.cdb, task.data_out, self.nexus)
+        self.core.complete_command(
+            task, status=result.status, data_in=result.data, sense=result.sense,
+            transfer_length=scsi.transfer_length_bytes(task.lun, task.cdb) if task.write else None)
 
     def _handle(self, event: object) -> None:
         if isinstance(event, LoginComplete):
             self._login_complete(event)
         elif isinstance(event, TaskManagementRequest):
-            self.core.complete_task_management(event, response=self._task_management(event))
+            self._task_management(event)
         elif isinstance(event, SessionReinstated):
+            # Same I_T nexus, new session: the old one's nexus is lost now, before the
+            # new session runs anything (its connections' later close must not repeat it).
+            self.controller.session_ended(event.old_session, why="session reinstated")
             for conn in self.controller.connections_of(event.old_session, event.old_connection_ids):
                 if conn is not self:
                     log_event(log, "session reinstated", initiator=event.old_session.initiator_name,
@@ -257,12 +334,14 @@ class IscsiConnection(asyncio.Protocol):
                       initiator=getattr(self.session, "initiator_name", None))
         elif isinstance(event, LogoutComplete):
             log_event(log, "logout", peer=self.peer, initiator=event.session.initiator_name)
+            self._check_session_end("logout")
         elif isinstance(event, ConnectionClosed):
             out = self.core.data_to_send()
             if self.transport is not None:
                 if out:
                     self.transport.writelines(out)
                 self.transport.close()
+            self._check_session_end(event.reason)
 
     def _login_complete(self, event: LoginComplete) -> None:
         session = event.session
@@ -272,31 +351,74 @@ class IscsiConnection(asyncio.Protocol):
         fields = dict(peer=self.peer, initiator=session.initiator_name,
                       session_type=session.session_type, tsih=session.tsih)
         if session.session_type == "Normal":
-            volume = self.controller.volumes[session.target_name]
-            self.scsi = volume.scsi
+            self.scsi = self.controller.scsi_target_for(session)
             self.nexus = self.controller.new_nexus(session.initiator_port, session.target_name)
+            self.controller.session_started(session, self.nexus, self.scsi)
             fields.update(target=session.target_name, header_digest=session.header_digest,
                           data_digest=session.data_digest, auth=session.auth_method)
         log_event(log, "login", **fields)
 
-    def _task_management(self, event: TaskManagementRequest) -> int:
-        # Commands run to completion synchronously: nothing is ever executing
-        # when a task management request arrives, so the aborts complete at once
-        # (the core has already dropped tasks still waiting for data or CmdSN).
+    # task management -------------------------------------------------------------
+
+    def _task_management(self, event: TaskManagementRequest) -> None:
+        """Commands run to completion synchronously, so nothing is executing when a task
+        management request arrives: aborts complete at once (the core has already dropped
+        tasks still waiting for data or CmdSN order)."""
         function = event.function
-        if function in (_TMF_ABORT_TASK, _TMF_ABORT_TASK_SET, _TMF_CLEAR_TASK_SET, _TMF_CLEAR_ACA):
-            return TMF_FUNCTION_COMPLETE
-        if function == _TMF_LUN_RESET:
-            lu = self.scsi.luns.get(event.lun) if self.scsi else None
-            if lu is not None:
+        scsi = self.scsi
+        response = TmfResponse.FUNCTION_COMPLETE
+        if scsi is None:
+            response = TmfResponse.REJECTED
+        elif function == TmfFunction.ABORT_TASK:
+            task = event.referenced_task
+            if task is not None and task.state != ScsiTask.DELIVERED:
+                # it ran (and was answered) before this request was handled
+                response = TmfResponse.TASK_DOES_NOT_EXIST
+        elif function in (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET,
+                          TmfFunction.CLEAR_ACA):
+            pass
+        elif function == TmfFunction.LOGICAL_UNIT_RESET:
+            lu = scsi.luns.get(event.lun)
+            if lu is None:
+                response = TmfResponse.LUN_DOES_NOT_EXIST
+            else:
+                self._abort_other_sessions(lun=event.lun)
                 lu.reset(nexus=self.nexus)
-            return TMF_FUNCTION_COMPLETE
-        if function == _TMF_TARGET_WARM_RESET:
-            if self.scsi is not None:
-                for lu in self.scsi.luns.values():
-                    lu.reset(nexus=None)
-            return TMF_FUNCTION_COMPLETE
-        return TMF_NOT_SUPPORTED
+                log_event(log, "logical unit reset", initiator=self.session.initiator_name,
+                          target=self.session.target_name, lun=event.lun)
+        elif function in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
+            cold = function == TmfFunction.TARGET_COLD_RESET
+            self._abort_other_sessions(lun=None)
+            scsi.reset(cold=cold)
+            log_event(log, "target reset", initiator=self.session.initiator_name,
+                      target=self.session.target_name, kind="cold" if cold else "warm")
+        else:
+            response = TmfResponse.NOT_SUPPORTED
+        self.core.complete_task_management(event, response=response)
+        if response == TmfResponse.FUNCTION_COMPLETE and function == TmfFunction.TARGET_COLD_RESET:
+            self._close_target_connections()
+
+    def _peers_on_target(self) -> list[IscsiConnection]:
+        """Connections of other sessions to the same SCSI target as this one."""
+        return [c for c in list(self.controller._connections)
+                if c.scsi is self.scsi and c.session is not self.session and c.core is not None]
+
+    def _abort_other_sessions(self, *, lun: int | None) -> None:
+        for conn in self._peers_on_target():
+            if conn.core.abort_tasks(lun=lun):
+                conn._pump()
+
+    def _close_target_connections(self) -> None:
+        """TARGET COLD RESET: close every connection to this target, this one last (after
+        its Task Management Response is written)."""
+        for conn in list(self.controller._connections):
+            if conn.scsi is self.scsi and conn is not self and conn.transport is not None:
+                conn.transport.close()
+        if self.transport is not None:
+            out = self.core.data_to_send()
+            if out:
+                self.transport.writelines(out)
+            self.transport.close()
 
     # timers ------------------------------------------------------------------
 

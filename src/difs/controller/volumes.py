@@ -2,13 +2,17 @@
 
 A volume is two files in the controller's data directory::
 
-    DATA_DIR/volumes/NAME.img    the blocks (sparse file, punched on UNMAP)
+    DATA_DIR/volumes/NAME.img    the blocks (sparse file, punched on UNMAP, when thin;
+                                 preallocated when thick)
     DATA_DIR/volumes/NAME.json   its metadata: identity, size, flags, policy
+    DATA_DIR/volumes/NAME.reservations
+                                 persistent reservations registered with APTPL=1 (JSON,
+                                 absent otherwise), so they survive a controller restart
 
 The metadata is the volume's own record of what it is — its stable identity
 (the UUID its SCSI designators derive from) and the data-in-flight policy that
 the controller enforces on it — so a controller restarted without its manager
-still knows both. It is replaced atomically (write, fsync, rename, fsync dir).
+still knows both. Both JSON files are replaced atomically (write, fsync, rename, fsync dir).
 """
 
 from __future__ import annotations
@@ -129,18 +133,61 @@ class VolumeDirectory:
                           read_only=read_only, thin=thin)
         with open(self.data_path(name), "ab") as f:
             f.truncate(size)
+            if not thin:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                except OSError as exc:
+                    raise VolumeError(f"volume {name!r}: cannot allocate {format_size(size)} "
+                                      f"for a thick volume ({exc}); free space or make it "
+                                      "thin") from None
             os.fsync(f.fileno())
         self.save(meta)
         return meta
 
     def save(self, meta: VolumeMeta) -> None:
-        final = self.meta_path(meta.name)
-        tmp = final.with_suffix(".json.tmp")
+        self._replace(self.meta_path(meta.name), meta.to_json())
+
+    # --- persistent reservations (APTPL) ---------------------------------------------
+
+    def reservations_path(self, name: str) -> Path:
+        return self.root / f"{name}.reservations"
+
+    def load_reservations(self, name: str) -> dict | None:
+        """The persistent reservation state saved with APTPL, or None."""
+        path = self.reservations_path(name)
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise VolumeError(f"{path}: unreadable reservation state ({exc}); remove it to "
+                              "start without persistent reservations") from None
+        if not isinstance(state, dict):
+            raise VolumeError(f"{path}: reservation state is not a JSON object")
+        return state
+
+    def save_reservations(self, name: str, state: dict | None) -> None:
+        """Persist ``state`` (atomically), or forget it when None."""
+        path = self.reservations_path(name)
+        if state is None:
+            if path.exists():
+                path.unlink()
+                self._sync_dir()
+            return
+        self._replace(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    # --- atomic replacement -------------------------------------------------------
+
+    def _replace(self, final: Path, text: str) -> None:
+        tmp = final.with_name(final.name + ".tmp")
         with open(tmp, "w") as f:
-            f.write(meta.to_json())
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
         dir_fd = os.open(self.root, os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)

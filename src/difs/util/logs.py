@@ -58,3 +58,5 @@ def setup_logging(*, level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # one line per request to the manager is noise in a node's log
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

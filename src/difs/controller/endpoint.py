@@ -1,0 +1,110 @@
+"""The protocol endpoint: the one target a manager-driven controller serves.
+
+In manager mode the controller serves a single target, ``IQN_PREFIX:NAME``,
+whose LUNs are the volumes the manager placed here. Access is per initiator:
+each host initiator that logs in gets its own *view* (a
+:class:`~difs.scsi.target.ScsiTarget`) holding exactly the LUNs bound to it, so
+REPORT LUNS, INQUIRY and I/O see nothing else — an unbound volume is in no view.
+Volumes are exclusive: a volume sits in at most one view (one bound initiator).
+
+Disk work (creating a volume's sparse file, rewriting its metadata) happens in
+:meth:`prepare` — safe to run in a worker thread; changing the views happens in
+:meth:`place`, on the event loop, between commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from difs.controller.volumes import VolumeDirectory, VolumeMeta
+from difs.iscsi.config import TargetConfig
+from difs.scsi.device import LogicalUnit, LuIdentity
+from difs.scsi.filestore import FileStore
+from difs.scsi.target import ScsiTarget
+from difs.util.logs import log_event
+
+log = logging.getLogger("difs.controller")
+
+
+@dataclass
+class EndpointVolume:
+    meta: VolumeMeta
+    lun: int
+    lu: LogicalUnit
+    store: FileStore
+    initiator: str | None = None  # the view it is in
+
+
+class ProtocolEndpoint:
+    def __init__(self, *, name: str, directory: VolumeDirectory) -> None:
+        self.name = name
+        self.directory = directory
+        self.views: dict[str, ScsiTarget] = {}
+        self.volumes: dict[str, EndpointVolume] = {}
+
+    def target_config(self) -> TargetConfig:
+        # Anyone may log in; what an initiator can see is decided by its view.
+        return TargetConfig(name=self.name, alias="difs protocol endpoint")
+
+    def view_for(self, initiator_name: str) -> ScsiTarget:
+        view = self.views.get(initiator_name)
+        if view is None:
+            view = self.views[initiator_name] = ScsiTarget()
+        return view
+
+    # -- volumes --------------------------------------------------------------------
+
+    def prepare(self, *, name: str, size: int, policy: dict[str, Any] | None,
+                policy_version: int, allowed_initiators: list[str]) -> VolumeMeta:
+        """Make sure the volume exists on disk with its policy mirrored (worker thread)."""
+        meta = self.directory.ensure(name, None if self.directory.meta_path(name).exists()
+                                     else size)
+        if meta.size != size:
+            log_event(log, "volume resize pending", level=logging.WARNING, volume=name,
+                      size=meta.size, wanted=size,
+                      hint="online resize is not supported yet; restart the controller after "
+                           "growing the file")
+        updated = replace(meta, policy=policy, allowed_initiators=list(allowed_initiators),
+                          extra={**meta.extra, "policy_version": policy_version})
+        if updated != meta:
+            self.directory.save(updated)
+        return updated
+
+    def place(self, meta: VolumeMeta, *, lun: int, initiator: str | None) -> None:
+        """Serve ``meta`` at ``lun`` in ``initiator``'s view (None: in no view)."""
+        vol = self.volumes.get(meta.name)
+        if vol is None:
+            store = FileStore.open(self.directory.data_path(meta.name), size=meta.size)
+            lu = LogicalUnit(store=store, identity=LuIdentity.from_uuid(
+                meta.uuid, device_name=f"{self.name},lun,{lun}"), block_size=meta.block_size,
+                read_only=meta.read_only, thin=meta.thin)
+            vol = self.volumes[meta.name] = EndpointVolume(meta, lun, lu, store)
+            log_event(log, "volume served", volume=meta.name, lun=lun, endpoint=self.name)
+        vol.meta = meta
+        if vol.initiator == initiator and vol.lun == lun:
+            return
+        if vol.initiator is not None:
+            self.views[vol.initiator].remove_lun(vol.lun)
+            log_event(log, "volume unmasked from", volume=meta.name, initiator=vol.initiator)
+        vol.initiator, vol.lun = initiator, lun
+        if initiator is not None:
+            view = self.view_for(initiator)
+            if lun in view.luns:
+                raise ValueError(f"LUN {lun} of {initiator}'s view is already taken")
+            view.add_lun(lun, vol.lu)
+            log_event(log, "volume visible to", volume=meta.name, lun=lun, initiator=initiator)
+
+    def retire(self, name: str) -> None:
+        """Stop serving ``name`` (its data stays on disk)."""
+        vol = self.volumes.pop(name)
+        if vol.initiator is not None:
+            self.views[vol.initiator].remove_lun(vol.lun)
+        vol.store.flush()
+        vol.store.close()
+        log_event(log, "volume retired", volume=name)
+
+    def close(self) -> None:
+        for name in list(self.volumes):
+            self.retire(name)
