@@ -141,7 +141,7 @@ def test_fio_nbd_engine_randwrite_with_verify(srv, export):
     proc = run(
         "fio", "--name=difs-nbd", "--ioengine=nbd", f"--uri={srv.uri(name)}",
         "--rw=randwrite", "--bs=4k", f"--size={IMAGE_SIZE}", "--iodepth=16",
-        "--verify=crc32c", "--do_verify=1", "--output-format=json",
+        "--verify=crc32c", "--do_verify=1", "--verify_state_save=0", "--output-format=json",
         timeout=120,
     )
     report = json.loads(proc.stdout[proc.stdout.index("{"):])
