@@ -52,7 +52,7 @@ class PduFramer:
     """Accumulates received bytes and cuts them into PDUs."""
 
     __slots__ = ("_chunks", "_offset", "_available", "_pending_total", "max_data_segment_length",
-                 "header_digest", "data_digest")
+                 "header_digest", "data_digest", "digests_checked", "digest_bytes_checked")
 
     def __init__(self, max_data_segment_length: int, *, header_digest: bool = False,
                  data_digest: bool = False) -> None:
@@ -63,6 +63,9 @@ class PduFramer:
         self.max_data_segment_length = max_data_segment_length
         self.header_digest = header_digest
         self.data_digest = data_digest
+        #: CRC32C digests verified on receive, and the bytes they covered
+        self.digests_checked = 0
+        self.digest_bytes_checked = 0
 
     @property
     def buffered(self) -> int:
@@ -148,6 +151,8 @@ class PduFramer:
         data_length = (raw[5] << 16) | (raw[6] << 8) | raw[7]
         pos = ahs_end
         if self.header_digest:
+            self.digests_checked += 1
+            self.digest_bytes_checked += ahs_end
             if crc32c(raw[:ahs_end]) != unpack_digest_from(raw, ahs_end)[0]:
                 raise HeaderDigestError("header digest mismatch")
             pos += 4
@@ -157,6 +162,8 @@ class PduFramer:
                   raw[pos:pos + data_length] if data_length else _EMPTY)
         if data_length and self.data_digest:
             padded = (data_length + 3) & ~3
+            self.digests_checked += 1
+            self.digest_bytes_checked += padded
             if crc32c(raw[pos:pos + padded]) != unpack_digest_from(raw, pos + padded)[0]:
                 raise DataDigestError("data digest mismatch", pdu=pdu)
         return pdu

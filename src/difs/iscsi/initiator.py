@@ -148,6 +148,9 @@ class InitiatorConnection(InitiatorLogin):
         self.initial_r2t = True
         self._machine = StateMachine(INITIATOR_TRANSITIONS, State.EXPECT_SECURITY_RESPONSE)
         self._framer = PduFramer(LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH)
+        #: CRC32C digests computed for PDUs sent, and the bytes they covered
+        self.digests_sent = 0
+        self.digest_bytes_sent = 0
         self._events: deque = deque()
         self._out: list[bytes | memoryview] = []
         self._closed = False
@@ -207,6 +210,13 @@ class InitiatorConnection(InitiatorLogin):
     def next_event(self):
         events = self._events
         return events.popleft() if events else None
+
+    @property
+    def digest_work(self) -> tuple[int, int]:
+        """(CRC32C digests computed or verified, bytes they covered) on this connection."""
+        f = self._framer
+        return (self.digests_sent + f.digests_checked,
+                self.digest_bytes_sent + f.digest_bytes_checked)
 
     def data_to_send(self) -> list[bytes | memoryview]:
         out = self._out
@@ -611,6 +621,8 @@ class InitiatorConnection(InitiatorLogin):
     def _push(self, header: bytes, data: bytes | memoryview = b"") -> None:
         out = self._out
         if self.header_digest:
+            self.digests_sent += 1
+            self.digest_bytes_sent += len(header)
             header += header_digest(header)
         out.append(header)
         if data:
@@ -620,6 +632,8 @@ class InitiatorConnection(InitiatorLogin):
                 out.append(b"\x00" * (4 - pad))
             if self.data_digest:
                 out.append(data_digest(data))
+                self.digests_sent += 1
+                self.digest_bytes_sent += (len(data) + 3) & ~3
 
     def _fault(self, exc: RemoteProtocolError) -> None:
         self._events.append(ProtocolViolation(str(exc), int(exc.reject_reason)))

@@ -97,6 +97,9 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
         self.send_limit = LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH  # peer's MaxRecvDataSegmentLength
         self._machine = StateMachine(TARGET_TRANSITIONS, State.EXPECT_LOGIN_REQUEST)
         self._framer = PduFramer(LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH)
+        #: CRC32C digests computed for PDUs sent, and the bytes they covered
+        self.digests_sent = 0
+        self.digest_bytes_sent = 0
         self._events: deque[Event] = deque()
         self._out: list[bytes | memoryview] = []
         self._closed = False
@@ -156,6 +159,13 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
     def next_event(self) -> Event | None:
         events = self._events
         return events.popleft() if events else None
+
+    @property
+    def digest_work(self) -> tuple[int, int]:
+        """(CRC32C digests computed or verified, bytes they covered) on this connection."""
+        f = self._framer
+        return (self.digests_sent + f.digests_checked,
+                self.digest_bytes_sent + f.digest_bytes_checked)
 
     def data_to_send(self) -> list[bytes | memoryview]:
         out = self._out
@@ -301,6 +311,8 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
         """Queue one PDU (already packed BHS) with digests as negotiated."""
         out = self._out
         if self.header_digest:
+            self.digests_sent += 1
+            self.digest_bytes_sent += len(header)
             header += header_digest(header)
         out.append(header)
         if data:
@@ -310,6 +322,8 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
                 out.append(b"\x00" * (4 - pad))
             if self.data_digest:
                 out.append(data_digest(data))
+                self.digests_sent += 1
+                self.digest_bytes_sent += (len(data) + 3) & ~3
 
     def _window(self) -> tuple[int, int]:
         session = self.session

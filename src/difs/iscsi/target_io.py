@@ -281,12 +281,16 @@ class IoPath:
             out = self._out
             if self.header_digest:
                 header += header_digest(header)
+                self.digests_sent += 1
+                self.digest_bytes_sent += 48
             out.append(header)
             out.append(data_in)
             if n & 3:
                 out.append(PADDING[n & 3])
             if self.data_digest:
                 out.append(data_digest(data_in))
+                self.digests_sent += 1
+                self.digest_bytes_sent += (n + 3) & ~3
             return
         flags = 0x80
         residual = bidi_residual = 0
