@@ -392,9 +392,13 @@ class InitiatorConnection(InitiatorLogin):
 
     # ------------------------------------------------------------------ NOP
 
-    def ping(self, data: bytes = b"", *, timeout: float | None = None) -> int:
-        """Send a NOP-Out ping; a PingComplete event answers it."""
+    def ping(self, data: bytes = b"", *, timeout: float | None = None,
+             now: float | None = None) -> int:
+        """Send a NOP-Out ping; a PingComplete event answers it. ``now`` is the current time
+        (the deadline is ``now + timeout``; without it, the time of the last ``handle_timer``)."""
         self._require_full_feature()
+        if now is not None:
+            self._now = now
         itt = self._allocate_itt()
         self._pings[itt] = self._now + (self.config.nop_timeout if timeout is None else timeout)
         expcmdsn = self.cmd_sn
