@@ -86,7 +86,7 @@ class Path:
     """One established (or re-establishing) channel. Mutable counters, no I/O."""
 
     __slots__ = ("spec", "controller", "portal", "target", "negotiated", "state",
-                 "outstanding", "ios", "bytes", "errors", "session")
+                 "outstanding", "ios", "bytes", "errors", "_session", "digest_history")
 
     def __init__(self, spec: ChannelSpec, *, controller: str, portal: str, target: str) -> None:
         self.spec = spec
@@ -99,7 +99,24 @@ class Path:
         self.ios = 0
         self.bytes = 0
         self.errors = 0
-        self.session: Any = None  # the adapter's session object
+        self._session: Any = None
+        #: (digests, bytes) of the sessions this path had before the current one
+        self.digest_history = (0, 0)
+
+    @property
+    def session(self) -> Any:
+        """The adapter's session object (``difs.host.session.IscsiSession``)."""
+        return self._session
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        old = self._session
+        core = getattr(old, "core", None)
+        if core is not None and old is not session:
+            count, covered = core.digest_work
+            self.digest_history = (self.digest_history[0] + count,
+                                   self.digest_history[1] + covered)
+        self._session = session
 
     @property
     def channel(self) -> int:

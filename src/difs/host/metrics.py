@@ -1,0 +1,88 @@
+"""Prometheus metrics of a host, read from its live counters at scrape time.
+
+Nothing is added to the per-I/O path: the disks and paths already keep plain
+integer counters (``AppDisk.per_path``, ``Path.ios``…, the iSCSI core's digest
+work); this collector turns them into metric families when scraped.
+
+Families (all counters unless noted):
+
+- ``difs_host_app_ios_total{app,controller,channel}`` / ``difs_host_app_bytes_total`` —
+  which path carried each application's I/O;
+- ``difs_host_app_resent_total{app}``, ``difs_host_app_failed_total{app}``;
+- ``difs_host_path_digests_total{controller,target,channel}`` and
+  ``difs_host_path_digest_bytes_total`` — CRC32C digests computed or verified;
+- ``difs_host_path_up{controller,target,channel,services}`` (gauge).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from difs.policy.fast import describe_flags
+from difs.util.units import parse_portal
+
+if TYPE_CHECKING:
+    from difs.host.agent import Host
+
+
+class HostCollector(Collector):
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def collect(self):
+        ios = CounterMetricFamily("difs_host_app_ios", "I/Os of an application, by path",
+                                  labels=["app", "controller", "channel"])
+        nbytes = CounterMetricFamily("difs_host_app_bytes", "bytes of an application, by path",
+                                     labels=["app", "controller", "channel"])
+        resent = CounterMetricFamily("difs_host_app_resent", "I/Os re-sent after a path failed",
+                                     labels=["app"])
+        failed = CounterMetricFamily("difs_host_app_failed", "I/Os failed to the application",
+                                     labels=["app"])
+        for app in list(self.host.apps.values()):
+            disk = app.disk
+            for channel, (count, moved) in list(disk.per_path.items()):
+                labels = [app.name, app.controller, str(channel)]
+                ios.add_metric(labels, count)
+                nbytes.add_metric(labels, moved)
+            resent.add_metric([app.name], disk.resent)
+            failed.add_metric([app.name], disk.failed)
+        digests = CounterMetricFamily("difs_host_path_digests",
+                                      "CRC32C digests computed or verified on a path",
+                                      labels=["controller", "target", "channel"])
+        digest_bytes = CounterMetricFamily("difs_host_path_digest_bytes",
+                                           "bytes covered by CRC32C digests on a path",
+                                           labels=["controller", "target", "channel"])
+        up = GaugeMetricFamily("difs_host_path_up", "1 when the path is established",
+                               labels=["controller", "target", "channel", "services"])
+        for group in list(self.host.groups.values()):
+            for path in group.paths:
+                labels = [group.controller, group.target, str(path.channel)]
+                count, covered = path_digest_work(path)
+                digests.add_metric(labels, count)
+                digest_bytes.add_metric(labels, covered)
+                services = ",".join(describe_flags(path.negotiated.flags)) \
+                    if path.negotiated is not None else ""
+                up.add_metric([*labels, services or "none"], 1 if path.is_available() else 0)
+        yield from (ios, nbytes, resent, failed, digests, digest_bytes, up)
+
+
+def path_digest_work(path) -> tuple[int, int]:
+    """Digest work of the path's current session plus that of the sessions before it."""
+    count, covered = path.digest_history
+    session = path.session
+    if session is not None and session.core is not None:
+        c, b = session.core.digest_work
+        count, covered = count + c, covered + b
+    return count, covered
+
+
+def serve_metrics(host: Host, listen: str) -> tuple[str, int]:
+    registry = CollectorRegistry()
+    registry.register(HostCollector(host))
+    address, port = parse_portal(listen, default_port=9101)
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    return address, server.server_port
