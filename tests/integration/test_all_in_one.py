@@ -22,24 +22,29 @@ from support import REPO, free_port, need_tool, run
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def up(tmp_path: Path):
-    ports = {k: free_port() for k in ("manager", "portal", "nbd")}
+def start_up(tmp_path: Path, *extra: str, until: str = "Ctrl-C stops everything"):
+    ports = {k: free_port() for k in ("manager", "portal", "nbd", "metrics")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "difs.cli.main", "up", "--data-dir", str(tmp_path / "up"),
          "--manager-listen", f"127.0.0.1:{ports['manager']}",
          "--portal", f"127.0.0.1:{ports['portal']}", "--nbd", f"127.0.0.1:{ports['nbd']}",
-         "--size", "32M"],
+         "--host-metrics", f"127.0.0.1:{ports['metrics']}", "--size", "32M", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines = []
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
-        if "Ctrl-C stops everything" in line:
+        if until in line:
             break
+    return proc, ports, lines
+
+
+@pytest.fixture
+def up(tmp_path: Path):
+    proc, ports, lines = start_up(tmp_path)
     if not any("difs is up" in l for l in lines):
         proc.kill()
         logs = "".join((tmp_path / "up" / f"{n}.log").read_text()[-2000:]
@@ -84,3 +89,29 @@ def test_up_serves_both_applications_and_stops_cleanly(up) -> None:
     rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, rest
     assert "difs up: stopped" in rest
+
+
+def test_demo_shows_the_overhead_is_paid_only_by_the_integrity_application(tmp_path: Path) -> None:
+    need_tool("qemu-img")
+    proc, _ports, lines = start_up(tmp_path, "--demo", "--demo-mib", "8",
+                                   until="still running for your own clients")
+    try:
+        text = "".join(lines)
+        rows = {}
+        for line in lines:
+            parts = line.split()
+            if parts and parts[0] in ("app1", "app2") and len(parts) >= 9 and parts[1] in (
+                    "silver", "bronze"):
+                rows[parts[0]] = parts
+        assert set(rows) == {"app1", "app2"}, text
+        # app1 (silver): only the digest channel, digests computed over all its data
+        assert rows["app1"][2] == "ch0" and "ch1" not in rows["app1"]
+        app1_digests = int(rows["app1"][5].replace(",", ""))
+        assert app1_digests > 0 and int(rows["app1"][6]) >= 16
+        # app2 (bronze): only the plain channel, and zero digests
+        assert rows["app2"][2] == "ch1" and "ch0" not in rows["app2"]
+        assert int(rows["app2"][5].replace(",", "")) == 0 and int(rows["app2"][6]) == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, rest

@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         token: Annotated[Optional[str], typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register`).")] = None,
         name: Annotated[str, typer.Option("--name", help="This host's node name at the manager.")] = "host1",
         interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / binding checks.")] = 5.0,
+        metrics: Annotated[Optional[str], typer.Option("--metrics", help="Serve Prometheus metrics on HOST:PORT.")] = None,
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
         log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     ) -> None:
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
         cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
                          selector=selector, path_wait=path_wait, applications=apps,
                          channels=channel_specs, manager=manager, token=token, node=name,
-                         name=name, manager_interval=interval)
+                         name=name, manager_interval=interval, metrics=metrics)
         if manager and not token:
             typer.echo("difs host: --manager needs this node's --token (DIFS_NODE_TOKEN); "
                        "get one with `difs node register NAME --kind host`", err=True)

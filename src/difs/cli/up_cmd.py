@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         portal: Annotated[str, typer.Option("--portal", help="Controller portal HOST:PORT.")] = "127.0.0.1:3260",
         nbd: Annotated[str, typer.Option("--nbd", help="Host NBD server HOST:PORT.")] = "127.0.0.1:10809",
         size: Annotated[str, typer.Option("--size", help="Size of each demo application's disk.")] = "256M",
+        demo: Annotated[bool, typer.Option("--demo", help="Run the two-application scenario once it is up, and print the figures.")] = False,
+        demo_mib: Annotated[int, typer.Option("--demo-mib", help="MiB each demo application writes and reads.")] = 64,
+        metrics: Annotated[str, typer.Option("--host-metrics", help="Host Prometheus metrics HOST:PORT.")] = "127.0.0.1:9101",
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
     ) -> None:
         """Start manager, controller and host on loopback with two demo applications;
@@ -25,7 +28,7 @@ def register(app: typer.Typer) -> None:
         from difs.allinone import UpConfig, UpError, bring_up, summary
 
         cfg = UpConfig(data_dir=data_dir, manager_listen=manager, portal=portal, nbd=nbd,
-                       app_size=size, log_level=log_level)
+                       app_size=size, log_level=log_level, host_metrics=metrics)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         typer.echo("difs up: starting the all-in-one cluster on loopback")
@@ -36,7 +39,18 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-        typer.echo(summary(cluster))
+        try:
+            typer.echo(summary(cluster))
+            if demo:
+                _demo(cluster, demo_mib)
+        except KeyboardInterrupt:
+            typer.echo("difs up: stopping")
+            cluster.stop()
+            raise typer.Exit(130) from None
+        # from here on Ctrl-C (like SIGTERM) asks for a clean stop
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        if demo:
+            typer.echo("\nstill running for your own clients; Ctrl-C stops everything.")
         try:
             while not stop.is_set():
                 stop.wait(0.5)
@@ -50,3 +64,15 @@ def register(app: typer.Typer) -> None:
         typer.echo("difs up: stopping")
         cluster.stop()
         typer.echo("difs up: stopped")
+
+
+def _demo(cluster, demo_mib: int) -> None:
+    from difs.allinone import UpError, demo_table, run_demo
+
+    typer.echo(f"\ndemo: each application writes then reads {demo_mib} MiB through the host")
+    try:
+        typer.echo(demo_table(run_demo(cluster, size_mib=demo_mib, say=lambda m: typer.echo(m))))
+    except UpError as exc:
+        typer.echo(f"difs up: demo failed: {exc}", err=True)
+        cluster.stop()
+        raise typer.Exit(1) from None

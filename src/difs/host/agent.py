@@ -81,6 +81,8 @@ class HostConfig:
     token: str | None = None
     node: str | None = None
     manager_interval: float = 5.0
+    #: HOST:PORT for the Prometheus metrics endpoint (None: no endpoint)
+    metrics: str | None = None
 
 
 class Host:
@@ -171,6 +173,11 @@ async def serve(config: HostConfig) -> None:
     await host.start()
     for name in host.apps:
         print(host.export_url(name), flush=True)
+    if config.metrics:
+        from difs.host.metrics import serve_metrics
+
+        addr, port = serve_metrics(host, config.metrics)
+        log_event(log, "metrics", url=f"http://{format_portal(addr, port)}/metrics")
     link = None
     if config.manager:
         from difs.host.manager_link import HostManagerLink

@@ -1,0 +1,55 @@
+"""The host's Prometheus metrics tell which path carried each application's I/O,
+and how much CRC32C work each path did."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support import controller, free_port, need_tool, run, start_difs
+
+pytestmark = pytest.mark.integration
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_show_per_application_paths_and_digest_work(tmp_path: Path) -> None:
+    need_tool("qemu-io")
+    with controller(tmp_path, "--volume", "a:16M", "--volume", "b:16M") as ctl:
+        nbd, metrics_port = free_port(), free_port()
+        host = start_difs(
+            "host", "--nbd", f"127.0.0.1:{nbd}", "--metrics", f"127.0.0.1:{metrics_port}",
+            "--app", f"app1=iscsi://{ctl.host}:{ctl.port}/{ctl.iqn('a')}/0",
+            "--app", f"app2=iscsi://{ctl.host}:{ctl.port}/{ctl.iqn('b')}/0",
+            "--policy", "app1=silver", "--channels", "digests,plain")
+        try:
+            urls = host.wait_for_lines(2, "nbd://")
+            for url, pattern in zip(urls, ("0x11", "0x22")):
+                run(["qemu-io", "-f", "raw", "-c", f"write -P {pattern} 0 4M",
+                     "-c", f"read -P {pattern} 0 4M", url])
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        finally:
+            assert host.stop() == 0
+    # app1 needs digests: all its I/O on channel 0; app2 needs nothing: all on channel 1
+    assert metric(text, "difs_host_app_bytes_total", app="app1", channel="0") >= 8 << 20
+    assert metric(text, "difs_host_app_bytes_total", app="app1", channel="1") == 0
+    assert metric(text, "difs_host_app_bytes_total", app="app2", channel="1") >= 8 << 20
+    assert metric(text, "difs_host_app_bytes_total", app="app2", channel="0") == 0
+    # digests were computed on app1's digest channel only
+    a, b = ctl.iqn("a"), ctl.iqn("b")
+    assert metric(text, "difs_host_path_digest_bytes_total", target=a, channel="0") >= 8 << 20
+    assert metric(text, "difs_host_path_digests_total", target=b, channel="1") == 0
+    assert metric(text, "difs_host_path_digests_total", target=a, channel="1") == 0
+    assert metric(text, "difs_host_path_up", target=a, channel="0") == 1
