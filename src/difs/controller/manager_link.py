@@ -29,7 +29,8 @@ import logging
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from difs.manager.client import ManagerClient, ManagerError, ManagerUnreachable
+from difs.manager.client import ManagerClient
+from difs.manager.nodelink import NodeLink
 from difs.policy import Advertisement
 from difs.util.logs import log_event
 from difs.util.units import parse_portal
@@ -42,16 +43,13 @@ log = logging.getLogger("difs.controller")
 CONTAINER = "default"
 
 
-class ControllerManagerLink:
+class ControllerManagerLink(NodeLink):
+    offline_behaviour = "serving from the volumes' own metadata"
+
     def __init__(self, controller: Controller, client: ManagerClient, *, node: str,
                  interval: float = 5.0, lease: float = 30.0) -> None:
+        super().__init__(client, node=node, log=log, interval=interval, lease=lease)
         self.controller = controller
-        self.client = client
-        self.node = node
-        self.interval = interval
-        self.lease = lease
-        self._unreachable = False
-        self._task: asyncio.Task | None = None
 
     def advertisement(self) -> Advertisement:
         cfg = self.controller.config
@@ -96,34 +94,6 @@ class ControllerManagerLink:
                 log_event(log, "volume sync failed", level=logging.ERROR, volume=name,
                           reason=str(exc))
 
-    async def tick(self) -> None:
-        try:
-            await asyncio.to_thread(self.client.advertise, self.node, self.advertisement())
-            volumes = await asyncio.to_thread(self.client.controller_volumes, self.node)
-            await self.sync_volumes(volumes)
-        except ManagerUnreachable as exc:
-            if not self._unreachable:
-                log_event(log, "manager unreachable; serving from local metadata",
-                          level=logging.WARNING, reason=str(exc))
-            self._unreachable = True
-            return
-        except ManagerError as exc:
-            log_event(log, "manager refused a request", level=logging.WARNING, status=exc.status,
-                      reason=str(exc))
-            return
-        if self._unreachable:
-            log_event(log, "manager reachable again")
-            self._unreachable = False
-
-    async def run(self) -> None:
-        while True:
-            await self.tick()
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def exchange(self) -> None:
+        await self.call(self.client.advertise, self.node, self.advertisement())
+        await self.sync_volumes(await self.call(self.client.controller_volumes, self.node))

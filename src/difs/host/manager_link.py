@@ -17,13 +17,13 @@ host keeps serving what it has and says so in its log once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
 from difs.host.agent import Host
-from difs.manager.client import ManagerClient, ManagerError, ManagerUnreachable
+from difs.manager.client import ManagerClient
+from difs.manager.nodelink import NodeLink
 from difs.policy import Advertisement, PolicyServices, Requirement
 from difs.policy.fast import AUTH, DATA_DIGEST, HEADER_DIGEST, MUTUAL_AUTH
 from difs.util.logs import log_event
@@ -32,18 +32,15 @@ from difs.util.units import format_portal
 log = logging.getLogger("difs.host")
 
 
-class HostManagerLink:
+class HostManagerLink(NodeLink):
+    offline_behaviour = "serving the applications already running"
+
     def __init__(self, host: Host, client: ManagerClient, *, node: str,
                  interval: float = 5.0, lease: float = 30.0) -> None:
+        super().__init__(client, node=node, log=log, interval=interval, lease=lease)
         self.host = host
-        self.client = client
-        self.node = node
-        self.interval = interval
-        self.lease = lease
         self._last_counts: dict[tuple[str, int], tuple[int, int]] = {}
         self._last_report = time.monotonic()
-        self._unreachable = False
-        self._task: asyncio.Task | None = None
 
     # -- what the host says ---------------------------------------------------------
 
@@ -124,36 +121,7 @@ class HostManagerLink:
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def tick(self) -> None:
-        node, client = self.node, self.client
-        try:
-            await asyncio.to_thread(client.advertise, node, self.advertisement())
-            bindings = await asyncio.to_thread(client.host_bindings, node)
-            await self.sync_bindings(bindings)
-            await asyncio.to_thread(client.report_stats, node, self.stats_report())
-        except ManagerUnreachable as exc:
-            if not self._unreachable:
-                log_event(log, "manager unreachable; serving what is running", level=logging.WARNING,
-                          reason=str(exc))
-            self._unreachable = True
-            return
-        except ManagerError as exc:
-            log_event(log, "manager refused a request", level=logging.WARNING, status=exc.status,
-                      reason=str(exc))
-            return
-        if self._unreachable:
-            log_event(log, "manager reachable again")
-            self._unreachable = False
-
-    async def run(self) -> None:
-        while True:
-            await self.tick()
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def exchange(self) -> None:
+        await self.call(self.client.advertise, self.node, self.advertisement())
+        await self.sync_bindings(await self.call(self.client.host_bindings, self.node))
+        await self.call(self.client.report_stats, self.node, self.stats_report())

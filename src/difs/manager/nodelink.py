@@ -1,0 +1,73 @@
+"""What every node (controller, host) does with the manager: a periodic exchange.
+
+:class:`NodeLink` runs ``exchange()`` every ``interval`` seconds — the subclass
+advertises, then pulls what the manager wants of it (volumes to serve, bindings
+to follow) and pushes what it measured. The manager's client is synchronous,
+so subclasses call it with :meth:`call` (a worker thread); the I/O path never
+waits for the manager. An unreachable manager is logged once, with what the node
+keeps doing meanwhile, and once more when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from difs.manager.client import ManagerClient, ManagerError, ManagerUnreachable
+from difs.util.logs import log_event
+
+
+class NodeLink(ABC):
+    #: what the node keeps doing while the manager is away (for the log line)
+    offline_behaviour = "carrying on"
+
+    def __init__(self, client: ManagerClient, *, node: str, log: logging.Logger,
+                 interval: float = 5.0, lease: float = 30.0) -> None:
+        self.client = client
+        self.node = node
+        self.log = log
+        self.interval = interval
+        self.lease = lease
+        self._unreachable = False
+        self._task: asyncio.Task | None = None
+
+    @abstractmethod
+    async def exchange(self) -> None:
+        """One round with the manager (may raise ManagerUnreachable / ManagerError)."""
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def tick(self) -> None:
+        try:
+            await self.exchange()
+        except ManagerUnreachable as exc:
+            if not self._unreachable:
+                log_event(self.log, f"manager unreachable; {self.offline_behaviour}",
+                          level=logging.WARNING, reason=str(exc))
+            self._unreachable = True
+            return
+        except ManagerError as exc:
+            log_event(self.log, "manager refused a request", level=logging.WARNING,
+                      status=exc.status, reason=str(exc))
+            return
+        if self._unreachable:
+            log_event(self.log, "manager reachable again")
+            self._unreachable = False
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self.client.close)
