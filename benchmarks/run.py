@@ -1,364 +1,335 @@
 #!/usr/bin/env python3
 """Side-by-side benchmarks: difs against tgt, same machine, same clients, one run.
 
-    .venv/bin/python benchmarks/run.py            # full run (a few minutes)
-    .venv/bin/python benchmarks/run.py --quick    # 1 repetition of 3 s each
+    .venv/bin/python benchmarks/run.py              # full run, ~12 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --quick      # one short run per figure, ~3 minutes
+    .venv/bin/python benchmarks/run.py --sections targets --only randread
 
-Every target serves an identical backing file (same random content, page cache
-warmed the same way) on its own loopback port. Every workload is run against
-every target in turn, repeated, and reported as the median with min/max, the
-difs/tgt ratio, and the target process's CPU time per I/O (from /proc).
+Sections (all by default):
 
-Results go to benchmarks/results/<timestamp>/ as results.json, results.md and
-chart.png (when matplotlib is installed), with the machine description.
+* ``targets`` — tgt, the difs controller, and the difs controller with a volume that
+  requires header digests, each serving an identical copy of one random image
+  (page cache warmed the same way), driven by iscsi-perf, qemu-img bench and fio;
+* ``host`` — the same shapes through a difs host's NBD side (plain channel, and the
+  CRC32C header+data digest channel) against the same client straight to the
+  controller over iSCSI;
+* ``apps`` — the per-application claim: two applications (silver, bronze) at once
+  on one host, per-application policies vs the same services applied host-wide;
+* ``profile`` — py-spy profiles of the controller and host under load (full run only,
+  or ``--profile``).
+
+Results go to benchmarks/results/<timestamp>/ (results.json, results.md, chart.png,
+profiles/, logs/), with the machine description; benchmarks/results/latest points at
+the newest. See benchmarks/README.md for what each figure means.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-INITIATOR = "iqn.2026-11.io.difs.bench:client"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from difsbench import perapp, profiling, report  # noqa: E402
+from difsbench.procs import ROOT, BenchError, machine, random_image, warm  # noqa: E402
+from difsbench.suite import Progress, count_runs, run_suite  # noqa: E402
+from difsbench.targets import (  # noqa: E402
+    DifsController,
+    DifsHost,
+    Endpoint,
+    QemuNbd,
+    Stack,
+    Tgt,
+)
+from difsbench.workloads import (  # noqa: E402
+    FioNbd,
+    IscsiPerf,
+    QemuImgBench,
+    host_workloads,
+    target_workloads,
+)
+
+SECTIONS = ("targets", "host", "apps", "profile")
+
+#: difs controller variants compared with tgt: (column name, extra `difs controller` args).
+DIFS_VARIANTS: list[tuple[str, list[str]]] = [
+    ("difs", []),
+    ("difs+hdigest", ["--require-digest", "bench=header"]),
+]
+
+# >>> PI slot (issue 7: "PI-formatted volume"; target: PI costs <= 20% at 1 MiB) >>>
+# When PI-formatted volumes land, put the controller flag that formats volume `bench`
+# with T10 PI here, e.g. ["--volume-pi", "bench=type1"]; the runner then adds a
+# "difs+pi" column to the targets section and report.check_targets should compare it
+# with "difs" at 1M (like the header-digest row).
+PI_VOLUME: list[str] | None = None
+# <<< PI slot <<<
+
+TOOLS = ("tgtd", "tgtadm", "iscsi-perf", "qemu-img", "qemu-nbd", "fio")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    ap.add_argument("--quick", action="store_true",
+                    help="1 run of 2 s per figure, 256M images, no profiles (~3 min)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per run")
+    ap.add_argument("--size", default="512M", help="backing image size (M or G)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--only", action="append", default=[],
+                    help="only workloads whose label or tool contains this (repeatable)")
+    ap.add_argument("--profile", action="store_true", help="profile even with --quick")
+    ap.add_argument("--profile-seconds", type=float, default=8.0)
+    ap.add_argument("--no-chart", action="store_true", help="do not draw (or install matplotlib)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.duration = 1, 2.0
+        if args.size == "512M":
+            args.size = "256M"
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s) {sorted(unknown)}; use {','.join(SECTIONS)}")
+    if args.quick and not args.profile and "profile" in args.sections:
+        args.sections.remove("profile")
+    return args
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def parse_size(text: str) -> int:
+    unit = {"M": 20, "G": 30}[text[-1].upper()]
+    return int(float(text[:-1]) * (1 << unit))
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-# -- targets -------------------------------------------------------------------
-
-
-class Target:
-    name: str
-    pid: int
-    url: str
-
-    def stop(self) -> None:
-        ...  # abstract
-
-
-class Tgt(Target):
-    """tgt 1.0.x (Debian package tgt), a C user-space target: the peer to beat."""
-
-    def __init__(self, workdir: Path, image: Path) -> None:
-        self.name = "tgt"
-        self.port = free_port()
-        self.control = free_port()
-        iqn = "iqn.2001-04.com.example:bench"
-        self.proc = subprocess.Popen(
-            ["tgtd", "-f", "-C", str(self.control), "--iscsi", f"portal=127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        adm = ["tgtadm", "-C", str(self.control), "--lld", "iscsi"]
-        subprocess.run([*adm, "--op", "new", "--mode", "target", "--tid", "1", "-T", iqn], check=True)
-        subprocess.run([*adm, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1",
-                        "-b", str(image)], check=True)
-        subprocess.run([*adm, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"], check=True)
-        self.pid = self.proc.pid
-        self.url = f"iscsi://127.0.0.1:{self.port}/{iqn}/1"
-
-    def stop(self) -> None:
-        subprocess.run(["tgtadm", "-C", str(self.control), "--op", "delete", "--mode", "system"],
-                       capture_output=True)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class Difs(Target):
-    """A difs controller process serving ``image`` as volume ``bench``."""
-
-    def __init__(self, name: str, workdir: Path, image: Path, extra: list[str]) -> None:
-        sys.path.insert(0, str(ROOT / "src"))
-        from difs.controller.volumes import VolumeDirectory
-
-        self.name = name
-        self.port = free_port()
-        data = workdir / name
-        volumes = VolumeDirectory(data)
-        volumes.ensure("bench", image.stat().st_size)
-        shutil.copyfile(image, volumes.data_path("bench"))
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/difs"), "controller", "--portal", f"127.0.0.1:{self.port}",
-             "--data-dir", str(data), "--name", "bench", "--volume", "bench", "--log-level",
-             "warning", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("iscsi://"):
-            raise RuntimeError(f"difs controller did not start ({name})")
-        self.pid = self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-# -- workloads ---------------------------------------------------------------------
-
-
-@dataclass
-class Workload:
-    name: str
-    tool: str
-    block: int  # bytes per I/O
-
-    def command(self, url: str, duration: float) -> list[str]:
-        ...  # abstract
-
-    def parse(self, out: str, elapsed: float) -> tuple[float, int]:
-        """(IOPS, number of I/Os) from the tool's output."""
-        ...  # abstract
-
-
-class IscsiPerf(Workload):
-    def __init__(self, name: str, depth: int, blocks: int, random: bool) -> None:
-        super().__init__(name, "iscsi-perf", blocks * 512)
-        self.depth, self.blocks, self.random = depth, blocks, random
-
-    def command(self, url: str, duration: float) -> list[str]:
-        cmd = ["iscsi-perf", "-i", INITIATOR, "-m", str(self.depth), "-b", str(self.blocks)]
-        if self.random:
-            cmd.append("-r")
-        return ["timeout", "-s", "INT", str(duration), *cmd, url]
-
-    def parse(self, out: str, elapsed: float) -> tuple[float, int]:
-        averages = re.findall(r"iops average (\d+)", out)
-        if not averages:
-            raise RuntimeError(f"iscsi-perf printed no figures:\n{out[-2000:]}")
-        iops = float(averages[-1])
-        return iops, int(iops * elapsed)
-
-
-class QemuImgBench(Workload):
-    def __init__(self, name: str, depth: int, size: int, write: bool, count: int) -> None:
-        super().__init__(name, "qemu-img bench", size)
-        self.depth, self.size, self.write, self.count = depth, size, write, count
-
-    def command(self, url: str, duration: float) -> list[str]:
-        cmd = ["qemu-img", "bench", "-f", "raw", "-t", "none", "-i", "threads", "-c",
-               str(self.count), "-d", str(self.depth), "-s", str(self.size)]
-        if self.write:
-            cmd += ["-w", "--pattern=0xa5"]
-        return [*cmd, url.replace("/bench/", f"/bench/")]
-
-    def parse(self, out: str, elapsed: float) -> tuple[float, int]:
-        match = re.search(r"Run completed in ([\d.]+) seconds", out)
-        if not match:
-            raise RuntimeError(f"qemu-img bench printed no figures:\n{out[-2000:]}")
-        return self.count / float(match.group(1)), self.count
-
-
-def workloads(quick: bool) -> list[Workload]:
-    scale = 1 if not quick else 4
-    return [
-        IscsiPerf("4K randread QD32", 32, 8, True),
-        IscsiPerf("1M seqread QD16", 16, 2048, False),
-        IscsiPerf("4K read QD1", 1, 8, True),
-        QemuImgBench("4K write QD32", 32, 4096, True, 200_000 // scale),
-        QemuImgBench("4K read QD32 (qemu)", 32, 4096, False, 200_000 // scale),
-        QemuImgBench("1M write QD16", 16, 1 << 20, True, 4000 // scale),
-    ]
-
-
-@dataclass
-class Result:
-    target: str
-    workload: str
-    runs: list[float] = field(default_factory=list)  # IOPS per run
-    cpu_us_per_io: list[float] = field(default_factory=list)
-    block: int = 0
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    @property
-    def mb_s(self) -> float:
-        return self.median * self.block / 1e6
-
-
-def run_one(target: Target, workload: Workload, duration: float) -> tuple[float, float]:
-    cpu0 = cpu_seconds(target.pid)
-    start = time.monotonic()
-    proc = subprocess.run(workload.command(target.url, duration), capture_output=True, text=True,
-                          timeout=duration * 20 + 120)
-    elapsed = time.monotonic() - start
-    cpu = cpu_seconds(target.pid) - cpu0
-    out = proc.stdout + proc.stderr
-    iops, ios = workload.parse(out, elapsed)
-    return iops, (cpu / ios * 1e6) if ios else float("nan")
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    tgt = subprocess.run(["tgtd", "-V"], capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "tgt": tgt,
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
-
-
-def render_table(results: list[Result], targets: list[str]) -> str:
-    by = {(r.target, r.workload): r for r in results}
-    names = list(dict.fromkeys(r.workload for r in results))
-    head = "| workload | " + " | ".join(
-        f"{t} IOPS (min–max) | {t} MB/s | {t} CPU µs/IO" for t in targets) + " | " + " | ".join(
-        f"{t}/tgt" for t in targets if t != "tgt") + " |"
-    lines = [head, "|" + "---|" * (1 + 3 * len(targets) + len(targets) - 1)]
-    for w in names:
-        cells = [w]
-        for t in targets:
-            r = by.get((t, w))
-            if r is None or not r.runs:
-                cells += ["—", "—", "—"]
-                continue
-            cells += [f"{r.median:,.0f} ({min(r.runs):,.0f}–{max(r.runs):,.0f})", f"{r.mb_s:,.0f}",
-                      f"{statistics.median(r.cpu_us_per_io):.1f}"]
-        base = by.get(("tgt", w))
-        for t in targets:
-            if t == "tgt":
-                continue
-            r = by.get((t, w))
-            cells.append(f"{r.median / base.median:.2f}x" if r and base and r.runs and base.runs else "—")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def chart(results: list[Result], targets: list[str], path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names = list(dict.fromkeys(r.workload for r in results))
-    by = {(r.target, r.workload): r for r in results}
-    fig, ax = plt.subplots(figsize=(11, 5))
-    width = 0.8 / len(targets)
-    for i, t in enumerate(targets):
-        base = [by[("tgt", w)].median if ("tgt", w) in by else 1 for w in names]
-        vals = [by[(t, w)].median / b if (t, w) in by else 0 for w, b in zip(names, base)]
-        ax.bar([x + i * width for x in range(len(names))], vals, width, label=t)
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(names))], names,
-                  rotation=20, ha="right")
-    ax.set_ylabel("IOPS relative to tgt")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+def selected(workloads, only: list[str]):
+    if not only:
+        return workloads
+    return [w for w in workloads if any(o.lower() in w.describe().lower() for o in only)]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one 3-second repetition per figure")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per iscsi-perf run")
-    ap.add_argument("--size", default="512M", help="backing file size per target")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--only", action="append", default=[], help="run only workloads matching")
-    args = ap.parse_args()
-    if args.quick:
-        args.repeat, args.duration = 1, 3.0
-    for tool in ("tgtd", "tgtadm", "iscsi-perf", "qemu-img"):
-        if shutil.which(tool) is None:
-            print(f"benchmarks: {tool} is missing; run ./scripts/setup.sh", file=sys.stderr)
-            return 2
-    size = int(args.size.rstrip("M")) << 20
+    args = parse_args()
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        print(f"benchmarks: missing {', '.join(missing)}: run ./scripts/setup.sh (Debian "
+              "packages tgt, libiscsi-bin, qemu-utils, qemu-block-extra, fio)", file=sys.stderr)
+        return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     outdir = args.out / stamp
-    work = outdir / "work"
+    work, logs = outdir / "work", outdir / "logs"
     work.mkdir(parents=True)
-    image = work / "image.raw"
+    logs.mkdir()
+    size = parse_size(args.size)
+    desc = machine()
+    print(f"benchmarks: {desc['cpu']} x{desc['cores']}, load {' '.join(desc['loadavg_at_start'])}, "
+          f"difs {desc['difs_commit']}; results in {outdir}", flush=True)
     print(f"benchmarks: writing a {args.size} random backing image", flush=True)
-    with open(image, "wb") as f:
-        for _ in range(size >> 20):
-            f.write(os.urandom(1 << 20))
-    specs = [("tgt", None), ("difs", []), ("difs+hdigest", ["--require-digest", "bench=header"])]
-    targets: list[Target] = []
-    results: list[Result] = []
+    image = work / "image.raw"
+    random_image(image, size)
+
+    t_loads = selected(target_workloads(), args.only)
+    h_loads = selected(host_workloads(), args.only)
+    target_figs, host_figs, cells, profiles = [], [], [], []
+    stack = Stack()
+    started = time.monotonic()
     try:
-        for name, extra in specs:
-            if extra is None:
-                copy = work / "tgt.raw"
-                shutil.copyfile(image, copy)
-                targets.append(Tgt(work, copy))
-            else:
-                targets.append(Difs(name, work, image, extra))
-        for t in targets:  # warm the page cache the same way for everyone
-            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "null", t.url.replace(
-                "iscsi://", "iscsi://"), "null-co://"], capture_output=True, timeout=300)
-        loads = [w for w in workloads(args.quick)
-                 if not args.only or any(o.lower() in w.name.lower() for o in args.only)]
-        total = len(loads) * len(targets) * args.repeat
-        done = 0
-        for w in loads:
-            for t in targets:
-                res = Result(t.name, w.name, block=w.block)
-                for _ in range(args.repeat):
-                    done += 1
-                    iops, cpu = run_one(t, w, args.duration)
-                    res.runs.append(iops)
-                    res.cpu_us_per_io.append(cpu)
-                    print(f"[{done}/{total}] {w.name:<22} {t.name:<14} {iops:>10,.0f} IOPS "
-                          f"{iops * w.block / 1e6:>8,.0f} MB/s  {cpu:6.1f} µs CPU/IO", flush=True)
-                results.append(res)
+        # -- start everything first, so the progress total is known --------------------
+        tgt_end: list[Endpoint] = []
+        controller = None
+        if "targets" in args.sections:
+            tgt_copy = work / "tgt.raw"
+            shutil.copyfile(image, tgt_copy)
+            tgt = stack.add(Tgt("tgt", tgt_copy, logs))
+            warm(tgt_copy)
+            tgt_end.append(tgt.endpoint())
+        variants = list(DIFS_VARIANTS)
+        if PI_VOLUME is not None:
+            variants.append(("difs+pi", PI_VOLUME))
+        for name, extra in variants:
+            if name != "difs" and "targets" not in args.sections:
+                continue
+            if name == "difs" and not ({"targets", "host", "profile"} & set(args.sections)):
+                continue
+            c = stack.add(DifsController(name, work, {"bench": image}, logs, extra))
+            warm(c.files["bench"])
+            if name == "difs":
+                controller = c
+            if "targets" in args.sections:
+                tgt_end.append(c.endpoint())
+        for e in tgt_end:  # fio reaches iSCSI targets through a qemu-nbd bridge
+            e.nbd_url = stack.add(QemuNbd(f"qemu-nbd-{e.name}", e.url, logs)).url
+        host_end: list[Endpoint] = []
+        host = None
+        if {"host", "profile"} & set(args.sections):
+            host = stack.add(DifsHost("host", [("plain", controller.urls["bench"], "bronze"),
+                                               ("integrity", controller.urls["bench"], "silver")],
+                                      "digests,plain", logs))
+            direct = controller.endpoint(name="direct iSCSI")
+            direct.nbd_url = stack.add(QemuNbd("qemu-nbd-direct", direct.url, logs)).url
+            host_end = [direct,
+                        Endpoint("host plain", host.urls["plain"], [controller.pid, host.pid],
+                                 note="bronze app, plain channel"),
+                        Endpoint("host digests", host.urls["integrity"],
+                                 [controller.pid, host.pid],
+                                 note="silver app, CRC32C header+data digest channel")]
+        total = 0
+        if "targets" in args.sections:
+            total += count_runs(t_loads, tgt_end, args.repeat)
+        if "host" in args.sections:
+            total += count_runs(h_loads, host_end, args.repeat)
+        if "apps" in args.sections:
+            total += perapp.count_perapp(args.repeat)
+        progress = Progress(total)
+        print(f"benchmarks: {total} runs of ~{args.duration:g} s (started in "
+              f"{time.monotonic() - started:.0f} s)", flush=True)
+
+        # -- measure ------------------------------------------------------------------
+        if "targets" in args.sections:
+            progress.note("targets: tgt vs difs controller, same image, same clients")
+            target_figs = run_suite("targets", t_loads, tgt_end, repeat=args.repeat,
+                                    duration=args.duration, progress=progress)
+        if "host" in args.sections:
+            progress.note("host: NBD -> difs host -> difs controller vs direct iSCSI")
+            host_figs = run_suite("host", h_loads, host_end, repeat=args.repeat,
+                                  duration=args.duration, progress=progress)
+        if "apps" in args.sections:
+            progress.note("apps: A (silver) and B (bronze) on one host, per-application vs "
+                          "host-wide services")
+            cells = perapp.run_perapp(work, image, logs, stack, repeat=args.repeat,
+                                      duration=args.duration, progress=progress)
+        if "profile" in args.sections:
+            progress.note(f"profile: py-spy on the controller and host, "
+                          f"{args.profile_seconds:g} s per load")
+            profiles = run_profiles(controller, host, outdir / "profiles", args.profile_seconds)
+    except BenchError as exc:
+        print(f"benchmarks: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("benchmarks: interrupted; stopping everything", file=sys.stderr)
+        return 130
     finally:
-        for t in targets:
-            t.stop()
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
-    names = [t.name for t in targets]
-    table = render_table(results, names)
-    doc = {"machine": machine(), "when": stamp, "repeat": args.repeat, "duration": args.duration,
-           "results": [asdict(r) | {"median": r.median, "mb_s": r.mb_s} for r in results]}
+
+    checks = report.check_targets(target_figs + host_figs)
+    doc = {
+        "machine": desc, "when": stamp, "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                for k, v in vars(args).items()},
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "targets": [f.summary() for f in target_figs],
+        "host": [f.summary() for f in host_figs],
+        "apps": [c.summary() for c in cells],
+        "apps_claims": report.perapp_claims(cells),
+        "checks": checks,
+        "profiles": [p.summary() for p in profiles],
+        "pi_slot": "PI-formatted volumes not measured yet" if PI_VOLUME is None else "measured",
+    }
     (outdir / "results.json").write_text(json.dumps(doc, indent=2))
-    md = f"# difs benchmarks {stamp}\n\nMachine: {doc['machine']}\n\n{table}\n"
+    md = render_markdown(doc, target_figs, host_figs, cells, checks, profiles)
     (outdir / "results.md").write_text(md)
-    has_chart = chart(results, names, outdir / "chart.png")
-    print("\n" + table)
-    print(f"\nresults: {outdir}/results.md, results.json" + (", chart.png" if has_chart else ""))
+    has_chart = False if args.no_chart else report.chart(target_figs, host_figs, cells,
+                                                         outdir / "chart.png")
+    latest = args.out / "latest"
+    if latest.is_symlink() or not latest.exists():
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(stamp)
+    print("\n" + md)
+    print(f"results: {outdir}/results.md, results.json" + (", chart.png" if has_chart else "")
+          + f" ({doc['elapsed_s']:.0f} s)")
     return 0
+
+
+def run_profiles(controller: DifsController, host: DifsHost, out: Path,
+                 seconds: float) -> list[profiling.Profile]:
+    pyspy = profiling.ensure_pyspy()
+    if pyspy is None:
+        return []
+    c_url = controller.urls["bench"]
+    loads = [
+        ("controller, 4K randread QD32 (iscsi-perf)", {"controller": controller.pid},
+         lambda: IscsiPerf(depth=32, blocks=8, random=True).run(c_url, seconds + 1, endpoint="p")),
+        ("controller, 1M seqread QD16 (iscsi-perf)", {"controller": controller.pid},
+         lambda: IscsiPerf(depth=16, blocks=2048, random=False).run(c_url, seconds + 1,
+                                                                    endpoint="p")),
+        ("host path, 4K randread QD32 (fio nbd, plain channel)",
+         {"host": host.pid, "controller": controller.pid},
+         lambda: FioNbd(depth=32, block=4096, write=False).run(host.urls["plain"], seconds + 1,
+                                                               endpoint="p")),
+        ("host path, 4K write QD32 (qemu-img bench, plain channel)",
+         {"host": host.pid, "controller": controller.pid},
+         lambda: [QemuImgBench(depth=32, size=4096, write=True).run(
+             host.urls["plain"], seconds / 3, endpoint="p") for _ in range(4)]),
+        ("host path, 1M seqread QD16 (qemu-img bench, digest channel)",
+         {"host": host.pid, "controller": controller.pid},
+         lambda: [QemuImgBench(depth=16, size=1 << 20, write=False).run(
+             host.urls["integrity"], seconds / 3, endpoint="p") for _ in range(4)]),
+    ]
+    profiles = []
+    for label, pids, load in loads:
+        print(f"--- profiling: {label}", flush=True)
+        try:
+            got = profiling.record(pyspy, pids, seconds, out, label, load)
+        except BenchError as exc:
+            print(f"benchmarks: profile {label!r} failed: {exc}", file=sys.stderr, flush=True)
+            continue
+        for p in got:
+            top = ", ".join(f"{f} {v:.0f}%" for f, v in p.self_top[:3])
+            print(f"    {p.process}: {p.samples} samples; self: {top}", flush=True)
+        profiles.extend(got)
+    return profiles
+
+
+def render_markdown(doc, target_figs, host_figs, cells, checks, profiles) -> str:
+    m = doc["machine"]
+    parts = [
+        f"# difs benchmarks {doc['when']}",
+        "",
+        f"Machine: {m['cpu']} ×{m['cores']}, {m['memory_gib']} GiB, {m['os']}, kernel "
+        f"{m['kernel']}, Python {m['python']}; tgt {m['tgt']}, libiscsi {m['libiscsi']}, "
+        f"qemu-img {m['qemu_img']}, fio {m['fio']}; difs {m['difs_commit']}; load average at "
+        f"start {' '.join(m['loadavg_at_start'])}.",
+        f"Each figure: median of {doc['args']['repeat']} runs of ~{doc['args']['duration']:g} s "
+        f"(min–max in brackets); CPU µs/IO = CPU time of the endpoint's own processes per I/O.",
+        "",
+        "## Targets of issue 7",
+        "",
+        report.targets_table(checks),
+    ]
+    if target_figs:
+        endpoints = list(dict.fromkeys(f.endpoint for f in target_figs))
+        ratios = [(f"{e}/tgt", e, "tgt") for e in endpoints if e != "tgt"]
+        parts += ["", "## difs controller vs tgt (iSCSI, same image, same clients)", "",
+                  report.comparison_table(target_figs, endpoints, ratios)]
+    if host_figs:
+        endpoints = list(dict.fromkeys(f.endpoint for f in host_figs))
+        parts += ["", "## The host path: NBD -> difs host -> difs controller vs direct iSCSI", "",
+                  "`direct iSCSI`: the client straight to the controller (fio through a "
+                  "qemu-nbd bridge); `host plain`: a bronze application through the difs host, "
+                  "plain channel; `host digests`: a silver application, CRC32C header+data "
+                  "digest channel.", "",
+                  report.comparison_table(host_figs, endpoints, [
+                      ("host plain/direct", "host plain", "direct iSCSI"),
+                      ("host digests/direct", "host digests", "direct iSCSI"),
+                      ("digests/plain", "host digests", "host plain")])]
+    if cells:
+        parts += ["", "## Two applications on one host: per-application vs host-wide services", "",
+                  "app-a is silver (digests), app-b is bronze (nothing). per-application: host "
+                  "channels `digests,plain`; host-wide: host channels `digests` only.", "",
+                  report.perapp_table(cells), "",
+                  "```", json.dumps(doc["apps_claims"], indent=1), "```"]
+    if profiles:
+        parts += ["", "## Profiles (py-spy, self = innermost frame, total = anywhere on the stack)",
+                  ""]
+        for p in profiles:
+            parts += [p.markdown(), ""]
+    return "\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":
