@@ -11,6 +11,10 @@ _HELP = """Run a host: each application's volume is an NBD export named after it
 Example: difs host --app db=iscsi://127.0.0.1:3260/iqn.2026-11.io.difs:local.db/0 --policy db=silver
 
 Then any NBD client is the application: qemu-img info nbd://127.0.0.1:10809/db
+
+Paths log in with CHAP when --chap is given (mutual with --mutual-chap), send a
+NOP-Out when idle for --nop-interval seconds and are dropped (their commands
+re-sent on another satisfying path) when the controller stops answering.
 """
 
 
@@ -18,13 +22,20 @@ def register(app: typer.Typer) -> None:
     @app.command(help=_HELP)
     def host(
         app_spec: Annotated[Optional[list[str]], typer.Option("--app", help="NAME=iscsi://HOST:PORT/IQN/LUN (repeatable).")] = None,
-        policy: Annotated[Optional[list[str]], typer.Option("--policy", help="NAME=TIER (gold, silver, bronze); default bronze.")] = None,
+        policy: Annotated[Optional[list[str]], typer.Option("--policy", help="NAME=TIER (gold, silver, bronze) or NAME=FILE.json (a policy document); default bronze.")] = None,
         nbd: Annotated[str, typer.Option("--nbd", help="NBD listen address HOST:PORT.")] = "127.0.0.1:10809",
         nbd_unix: Annotated[Optional[str], typer.Option("--nbd-unix", help="Also serve NBD on this Unix socket.")] = None,
         initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
         channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
         path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
+        chap: Annotated[Optional[str], typer.Option("--chap", envvar="DIFS_CHAP", help="USER:SECRET this host logs in with (CHAP), to every controller.")] = None,
+        mutual_chap: Annotated[Optional[str], typer.Option("--mutual-chap", envvar="DIFS_MUTUAL_CHAP", help="USER:SECRET the controller must answer with (mutual CHAP; needs --chap).")] = None,
+        nop_interval: Annotated[float, typer.Option("--nop-interval", help="Seconds a path may be silent before it sends a NOP-Out keepalive (0: off).")] = 5.0,
+        nop_timeout: Annotated[float, typer.Option("--nop-timeout", help="Seconds the controller has to answer a keepalive before the path is dropped.")] = 5.0,
+        command_timeout: Annotated[float, typer.Option("--command-timeout", help="Seconds before an unanswered command is aborted (ABORT TASK) and re-sent (0: off).")] = 30.0,
+        abort_timeout: Annotated[float, typer.Option("--abort-timeout", help="Seconds the controller has to answer an ABORT TASK before the path is dropped.")] = 5.0,
+        login_timeout: Annotated[float, typer.Option("--login-timeout", help="Seconds a path's login may take.")] = 15.0,
         manager: Annotated[Optional[str], typer.Option("--manager", envvar="DIFS_MANAGER", help="Manager URL: follow this host's bindings from it.")] = None,
         token: Annotated[Optional[str], typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register`).")] = None,
         name: Annotated[str, typer.Option("--name", help="This host's node name at the manager.")] = "host1",
@@ -37,8 +48,10 @@ def register(app: typer.Typer) -> None:
 
         from difs.controller.run import install_uvloop
         from difs.host.agent import HostConfig, HostError, parse_iscsi_url, resolve_policy, serve
+        from difs.host.pathgroup import ChapSecrets, CredentialBook, parse_chap
         from difs.host.paths import parse_channels
         from difs.host.selection import path_selector
+        from difs.host.session import SessionTimers
         from difs.util.logs import setup_logging
 
         setup_logging(level=log_level, fmt=log_format)
@@ -62,13 +75,24 @@ def register(app: typer.Typer) -> None:
                 raise HostError(f"--policy for unknown application(s) {sorted(unknown)}")
             path_selector(selector)
             channel_specs = parse_channels(channels)
+            credentials = CredentialBook()
+            if mutual_chap and not chap:
+                raise HostError("--mutual-chap needs --chap too (this host proves itself first)")
+            if chap:
+                credentials = CredentialBook(default=ChapSecrets(
+                    parse_chap(chap, option="--chap"),
+                    parse_chap(mutual_chap, option="--mutual-chap") if mutual_chap else None))
+            timers = SessionTimers(nop_interval=nop_interval or None, nop_timeout=nop_timeout,
+                                   command_timeout=command_timeout or None,
+                                   abort_timeout=abort_timeout, login_timeout=login_timeout)
         except (HostError, ValueError) as exc:
             typer.echo(f"difs host: {exc}", err=True)
             raise typer.Exit(2) from None
         cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
                          selector=selector, path_wait=path_wait, applications=apps,
                          channels=channel_specs, manager=manager, token=token, node=name,
-                         name=name, manager_interval=interval, metrics=metrics)
+                         name=name, manager_interval=interval, credentials=credentials,
+                         timers=timers, metrics=metrics)
         if manager and not token:
             typer.echo("difs host: --manager needs this node's --token (DIFS_NODE_TOKEN); "
                        "get one with `difs node register NAME --kind host`", err=True)

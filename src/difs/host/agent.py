@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from difs.host.disk import AppDisk
-from difs.host.pathgroup import PathGroup
+from difs.host.pathgroup import CredentialBook, PathGroup
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec
 from difs.host.selection import path_selector
+from difs.host.session import SessionTimers
+from difs.nbd.backend import NbdBackendError
 from difs.nbd.server import NbdServer
+from difs.policy.document import PolicyDocument
 from difs.policy.fast import Requirement
 from difs.policy.tiers import DEFAULT_TIERS
 from difs.util.logs import log_event
@@ -46,12 +49,24 @@ def parse_iscsi_url(url: str) -> tuple[str, str, int]:
 
 
 def resolve_policy(name: str | None) -> PolicyDocument:
+    """A tier name (gold, silver, bronze) or the path of a policy document (JSON)."""
     if name is None:
         return DEFAULT_TIERS["bronze"]
-    try:
+    if name in DEFAULT_TIERS:
         return DEFAULT_TIERS[name]
-    except KeyError:
-        raise HostError(f"unknown tier {name!r}; known: {', '.join(DEFAULT_TIERS)}") from None
+    if name.endswith(".json"):
+        import json
+        from pathlib import Path
+
+        from difs.policy.document import PolicyValidationError, validate_policy
+
+        try:
+            return validate_policy(json.loads(Path(name).read_text()))
+        except (OSError, ValueError) as exc:  # PolicyValidationError is a ValueError
+            detail = exc if isinstance(exc, (OSError, PolicyValidationError)) else f"not JSON: {exc}"
+            raise HostError(f"policy file {name}: {detail}") from None
+    raise HostError(f"unknown tier {name!r}; known: {', '.join(DEFAULT_TIERS)} "
+                    "(or a policy document FILE.json)")
 
 
 @dataclass
@@ -83,6 +98,10 @@ class HostConfig:
     manager_interval: float = 5.0
     #: HOST:PORT for the Prometheus metrics endpoint (None: no endpoint)
     metrics: str | None = None
+    #: CHAP credentials per controller target (``default`` for all of them)
+    credentials: CredentialBook = field(default_factory=CredentialBook)
+    #: keepalive, command, abort and login timeouts of every path
+    timers: SessionTimers = field(default_factory=SessionTimers)
 
 
 class Host:
@@ -108,17 +127,24 @@ class Host:
         for name, url, policy_name in self.config.applications:
             portal, target, lun = parse_iscsi_url(url)
             policy = resolve_policy(policy_name)
-            await self.start_app(name, controller=portal, portal=portal, target=target, lun=lun,
-                                 requirement=Requirement.from_policy(policy.services),
-                                 policy_name=policy.name)
+            try:
+                await self.start_app(name, controller=portal, portal=portal, target=target,
+                                     lun=lun, requirement=Requirement.from_policy(policy.services),
+                                     policy_name=policy.name)
+            except NbdBackendError as exc:
+                raise HostError(f"application {name}: {exc}") from None
 
     async def group_for(self, *, controller: str, portal: str, target: str) -> PathGroup:
         key = (portal, target)
         group = self.groups.get(key)
         if group is None:
+            secrets = self.config.credentials.for_target(portal=portal, target=target)
             group = PathGroup(controller=controller, portal=portal, target=target,
                               initiator_name=self.config.initiator_name,
-                              channels=self.config.channels)
+                              channels=self.config.channels,
+                              chap=secrets.chap if secrets else None,
+                              mutual_chap=secrets.mutual if secrets else None,
+                              timers=self.config.timers)
             self.groups[key] = group
             await group.start()
         return group

@@ -19,7 +19,7 @@ import struct
 
 from difs.host.pathgroup import PathGroup
 from difs.host.selection import PathSelector, choose, path_selector
-from difs.host.session import PathFailed
+from difs.host.session import CommandTimedOut, PathFailed
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
 from difs.policy.fast import Requirement, describe_flags
@@ -39,6 +39,8 @@ _MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
 _MAX_UNIT_ATTENTIONS = 8
+#: A command the controller aborted for not answering in time is sent again this many times.
+_MAX_TIMEOUTS = 3
 
 
 def is_unit_attention(sense: bytes) -> bool:
@@ -91,7 +93,7 @@ class AppDisk(NbdBackend):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.path_wait
         group = self.group
-        attentions = 0
+        attentions = timeouts = 0
         while True:
             path = choose(self.selector, requirement=self.requirement, paths=group.paths)
             if path is None:
@@ -99,10 +101,13 @@ class AppDisk(NbdBackend):
                 if remaining <= 0:
                     self.failed += 1
                     need = ", ".join(describe_flags(self.requirement.flags)) or "nothing"
+                    down = group.describe_down()
                     log_event(log, "no satisfying path", level=logging.ERROR, app=self.app,
-                              target=group.target, requires=need, waited=self.path_wait)
+                              target=group.target, requires=need, waited=self.path_wait,
+                              paths=down)
                     raise NbdBackendError(
-                        errno.EIO, f"no available path satisfies {self.app}'s policy ({need})")
+                        errno.EIO, f"no available path satisfies {self.app}'s policy ({need})"
+                        + (f"; {down}" if down else ""))
                 try:
                     await asyncio.wait_for(group.changed(), remaining)
                 except asyncio.TimeoutError:
@@ -112,6 +117,18 @@ class AppDisk(NbdBackend):
             try:
                 result = await path.session.execute(self.lun, cdb, data_out=data_out,
                                                     expected_in_length=expected_in_length)
+            except CommandTimedOut as exc:
+                # aborted at the controller: it did not run, the path works; send it again
+                timeouts += 1
+                if timeouts > _MAX_TIMEOUTS:
+                    self.failed += 1
+                    log_event(log, "command timed out", level=logging.ERROR, app=self.app,
+                              path=path.name(), opcode=f"{cdb[0]:02x}", tries=timeouts)
+                    raise NbdBackendError(errno.EIO, str(exc)) from None
+                self.resent += 1
+                log_event(log, "command aborted after a timeout, re-sending",
+                          level=logging.WARNING, app=self.app, path=path.name(), reason=str(exc))
+                continue
             except PathFailed as exc:
                 self.resent += 1
                 log_event(log, "path failed, re-sending", level=logging.WARNING, app=self.app,

@@ -2,23 +2,61 @@
 
 A ``PathGroup`` opens one session per :class:`~difs.host.paths.ChannelSpec`
 (channel 0 with CRC32C digests, channel 1 plain, by default), records what
-each *actually* negotiated, and re-establishes a lost path with exponential
-backoff. Anyone waiting for a path to (re)appear awaits :meth:`changed`.
+each *actually* negotiated — digests and authentication (none, chap,
+mutual_chap) — and re-establishes a lost path with exponential backoff.
+Anyone waiting for a path to (re)appear awaits :meth:`changed`.
+
+A path keeps its ISID (the channel number is its qualifier) across reconnects,
+so a reconnect is a new leading login of the same initiator port: the
+controller *reinstates* the session, ending whatever the old connection left
+behind before the new session runs a command (RFC 7143 6.3.5).
+
+CHAP credentials come from a :class:`CredentialBook`: one pair for every
+controller today (``difs host --chap``), per-target entries when they are
+configured, without changing anything here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec, Path, PathState
-from difs.host.session import IscsiSession, LoginError
+from difs.host.session import DEFAULT_TIMERS, IscsiSession, LoginError, SessionTimers
 from difs.iscsi.config import ChapCredentials, InitiatorConfig
 from difs.policy.fast import NegotiatedServices
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.host")
+
+
+def parse_chap(text: str, *, option: str = "--chap") -> ChapCredentials:
+    """``USER:SECRET`` -> credentials (the secret may itself contain ``:``)."""
+    user, sep, secret = text.partition(":")
+    if not sep or not user or not secret:
+        raise ValueError(f"{option}: write USER:SECRET")
+    return ChapCredentials(user, secret)
+
+
+@dataclass(frozen=True, slots=True)
+class ChapSecrets:
+    """What this host proves (``chap``) and, for mutual CHAP, what the controller must prove."""
+
+    chap: ChapCredentials
+    mutual: ChapCredentials | None = None
+
+
+@dataclass(frozen=True)
+class CredentialBook:
+    """CHAP credentials by controller target IQN or portal; ``default`` for all others."""
+
+    default: ChapSecrets | None = None
+    per_target: Mapping[str, ChapSecrets] = field(default_factory=dict)
+
+    def for_target(self, *, portal: str, target: str) -> ChapSecrets | None:
+        return self.per_target.get(target) or self.per_target.get(portal) or self.default
 
 
 def negotiated_services(session: IscsiSession) -> NegotiatedServices:
@@ -30,20 +68,42 @@ def negotiated_services(session: IscsiSession) -> NegotiatedServices:
                               authentication=auth)
 
 
+def _login_problem(exc: Exception, chap: ChapCredentials | None) -> str:
+    """The reason a login failed, with what to check when it is authentication."""
+    text = str(exc)
+    if not (isinstance(exc, LoginError) and exc.authentication_failed):
+        return text
+    if "mutual" in text.lower():
+        hint = ("the controller did not prove the --mutual-chap credentials; check them against "
+                "the controller's --mutual-chap for this volume")
+    elif chap is None:
+        hint = "the controller requires CHAP and this host has no --chap credentials"
+    else:
+        hint = (f"the controller refused CHAP user {chap.user!r}; check `difs host --chap` "
+                "against the controller's --chap for this volume")
+    return f"{text} — authentication failed: {hint}"
+
+
 class PathGroup:
     def __init__(self, *, controller: str, portal: str, target: str, initiator_name: str,
                  channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS,
                  chap: ChapCredentials | None = None, mutual_chap: ChapCredentials | None = None,
+                 timers: SessionTimers = DEFAULT_TIMERS,
                  backoff: tuple[float, float] = (0.2, 5.0)) -> None:
+        if mutual_chap is not None and chap is None:
+            raise ValueError("mutual CHAP needs this host's own CHAP credentials too (--chap)")
         self.controller = controller
         self.portal = portal
         self.target = target
         self.initiator_name = initiator_name
         self.chap = chap
         self.mutual_chap = mutual_chap
+        self.timers = timers
         self.backoff = backoff
         self.paths = [Path(spec, controller=controller, portal=portal, target=target)
                       for spec in channels]
+        #: channel -> why it is down (the last login or connection failure)
+        self.last_error: dict[int, str] = {}
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closing = False
@@ -54,31 +114,40 @@ class PathGroup:
             chap=self.chap, mutual_chap=self.mutual_chap,
             header_digest=("CRC32C",) if spec.header_digest else ("None",),
             data_digest=("CRC32C",) if spec.data_digest else ("None",),
+            nop_timeout=self.timers.nop_timeout, login_timeout=self.timers.login_timeout,
         )
 
-    async def start(self, *, wait: float = 15.0) -> None:
+    async def start(self, *, wait: float | None = None) -> None:
         """Open every channel; return once each has logged in or failed once."""
         first = [asyncio.get_running_loop().create_future() for _ in self.paths]
         for path, fut in zip(self.paths, first):
             self._tasks.append(asyncio.create_task(self._keep_up(path, fut)))
-        await asyncio.wait_for(asyncio.gather(*first), wait)
+        await asyncio.wait_for(asyncio.gather(*first),
+                               wait if wait is not None else self.timers.login_timeout + 5)
 
     async def _keep_up(self, path: Path, first: asyncio.Future) -> None:
         delay = self.backoff[0]
+        reported: str | None = None  # the failure already logged for this outage
         while not self._closing:
             try:
                 session = await IscsiSession.connect(self.portal, self.config_for(path.spec),
-                                                     name=path.name())
-            except (OSError, asyncio.TimeoutError, LoginError) as exc:
+                                                     name=path.name(), timers=self.timers)
+            except (OSError, TimeoutError, LoginError) as exc:
                 path.state = PathState.DOWN
+                problem = _login_problem(exc, self.chap)
+                self.last_error[path.channel] = problem
+                if problem != reported:  # once per outage and cause, not once per retry
+                    reported = problem
+                    log_event(log, "path login failed", level=logging.WARNING, path=path.name(),
+                              target=self.target, reason=problem)
                 if not first.done():
                     first.set_result(None)
-                    log_event(log, "path login failed", level=logging.WARNING, path=path.name(),
-                              target=self.target, reason=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff[1])
                 continue
             delay = self.backoff[0]
+            reported = None
+            self.last_error.pop(path.channel, None)
             path.session = session
             path.negotiated = negotiated_services(session)
             path.state = PathState.UP
@@ -87,7 +156,9 @@ class PathGroup:
                       channel=path.channel, services=path.negotiated)
             if not first.done():
                 first.set_result(None)
-            await session.closed
+            reason = await session.closed
+            if not self._closing:
+                self.last_error[path.channel] = f"connection lost: {reason}"
             path.state = PathState.CLOSED if self._closing else PathState.DOWN
             self._notify()
 
@@ -99,6 +170,11 @@ class PathGroup:
             self._notify()
             if path.session is not None:
                 path.session.abort()
+
+    def describe_down(self) -> str:
+        """Why paths are down, one clause per channel ("" when all are up)."""
+        return "; ".join(f"ch{p.channel} {p.state.value}: {self.last_error.get(p.channel, '?')}"
+                         for p in self.paths if p.state is not PathState.UP)
 
     def _notify(self) -> None:
         self._changed.set()

@@ -1,21 +1,42 @@
 """The host's asyncio adapter around one ``InitiatorConnection``: one path's transport.
 
 It connects, logs in, and then runs SCSI commands: ``await execute(...)`` resolves
-with the ``CommandComplete`` event of that ITT. It only moves bytes and timers
-and matches answers to waiters; every protocol decision is the core's.
+with the ``CommandComplete`` event of that ITT. It moves bytes and timers, matches
+answers to waiters and watches the clock; every protocol decision is the core's.
+
+Commands are pipelined: ``execute`` returns to the event loop at once, so as many
+commands as the caller has issued are in flight, up to the controller's CmdSN
+window (the core queues the rest until MaxCmdSN moves). Writes beyond
+FirstBurstLength go out as immediate/unsolicited data plus Data-Out answering R2Ts
+— all inside the core.
+
+A *watchdog* (one timer per session, ticking at a quarter of the shortest
+timeout) keeps the path honest (:class:`SessionTimers`):
+
+* **keepalive** — a path that has heard nothing from the controller for
+  ``nop_interval`` seconds sends a NOP-Out; unanswered after ``nop_timeout`` the
+  core ends the connection ("NOP-Out ping timeout");
+* **command timeout** — a command unanswered after ``command_timeout`` seconds is
+  aborted with ABORT TASK. If the controller confirms the abort, the command fails
+  with :class:`CommandTimedOut` (it did not run; the path works; send it again). If
+  the abort is not answered within ``abort_timeout``, or the controller does not know
+  the task, the path is dropped.
 
 When the connection is lost every command still in flight fails with
 :class:`PathFailed` — the disk layer re-sends those on another satisfying path —
-and the owner (``difs.host.disk``) decides whether to reconnect.
+and the path group (``difs.host.pathgroup``) reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from difs.iscsi.config import InitiatorConfig
-from difs.iscsi.events import ConnectionClosed
+from difs.iscsi.constants import TmfResponse
+from difs.iscsi.errors import LocalProtocolError
+from difs.iscsi.events import ConnectionClosed, LogoutComplete
 from difs.iscsi.initiator import InitiatorConnection
 from difs.iscsi.initiator_events import (
     CommandAborted,
@@ -25,47 +46,123 @@ from difs.iscsi.initiator_events import (
     LoginFailed,
     LoginSucceeded,
     PingComplete,
+    TaskManagementComplete,
 )
 from difs.util.logs import log_event
 from difs.util.units import parse_portal
 
 log = logging.getLogger("difs.host")
 
+#: Login status 0201h: the target could not authenticate the initiator (RFC 7143 11.13.5).
+AUTHENTICATION_FAILURE = 0x0201
+
 
 class PathFailed(Exception):
     """The path broke while a command was in flight; the command may be re-sent elsewhere."""
 
 
+class CommandTimedOut(PathFailed):
+    """The command was not answered in time and the controller confirmed its abort:
+    it did not run, the path still works, and the command can be sent again."""
+
+
 class LoginError(Exception):
-    """The controller refused the login; the message carries its status and reason."""
+    """The controller refused the login (or never answered it); the message says why.
+
+    ``status`` is the Login Response status (class << 8 | detail), 0 when there was none.
+    """
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def authentication_failed(self) -> bool:
+        return self.status == AUTHENTICATION_FAILURE or "CHAP" in str(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimers:
+    """How long a path waits for its controller before giving up on a command or on itself.
+
+    ``nop_interval`` / ``command_timeout`` of ``None`` (or 0) turn that check off.
+    """
+
+    nop_interval: float | None = 5.0
+    nop_timeout: float = 5.0
+    command_timeout: float | None = 30.0
+    abort_timeout: float = 5.0
+    login_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name in ("nop_timeout", "abort_timeout", "login_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        for name in ("nop_interval", "command_timeout"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 seconds (0: off)")
+
+    @property
+    def tick(self) -> float | None:
+        """How often the watchdog looks: a quarter of the shortest timer, 50 ms .. 1 s."""
+        periods = [p for p in (self.nop_interval, self.command_timeout) if p]
+        if not periods:
+            return None
+        if self.command_timeout:
+            periods.append(self.abort_timeout)
+        return min(1.0, max(0.05, min(periods) / 4))
+
+
+#: The defaults: keepalive after 5 s of silence, 5 s to answer; commands 30 s, aborts 5 s.
+DEFAULT_TIMERS = SessionTimers()
 
 
 class IscsiSession(asyncio.Protocol):
     """One TCP connection = one iSCSI session (difs uses one connection per session)."""
 
-    def __init__(self, config: InitiatorConfig, *, name: str = "") -> None:
+    def __init__(self, config: InitiatorConfig, *, name: str = "",
+                 timers: SessionTimers = DEFAULT_TIMERS) -> None:
         self.config = config
         self.name = name or config.target_name or "discovery"
+        self.timers = timers
         self.core: InitiatorConnection | None = None
         self.transport: asyncio.Transport | None = None
         self.session: InitiatorSession | None = None
         self._loop = asyncio.get_running_loop()
         self._login: asyncio.Future[InitiatorSession] = self._loop.create_future()
         self._waiters: dict[int, asyncio.Future] = {}
+        self._issued: dict[int, float] = {}  # command ITT -> when submitted (submit order)
+        self._aborting: dict[int, tuple[int, float]] = {}  # command ITT -> (TMF ITT, deadline)
+        self._tmf_for: dict[int, int] = {}  # TMF ITT -> command ITT
+        self._keepalive: int | None = None  # ITT of the keepalive ping in flight
+        self._heard = False  # bytes arrived since the watchdog last looked
+        self._last_heard = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._logged_out = False
         self.closed = self._loop.create_future()  # result: reason string
+        #: counters: most commands in flight at once, keepalives sent, commands timed out
+        self.peak_outstanding = 0
+        self.keepalives = 0
+        self.timeouts = 0
 
     # -- life cycle -------------------------------------------------------------
 
     @classmethod
     async def connect(cls, portal: str, config: InitiatorConfig, *, name: str = "",
-                      timeout: float = 15.0) -> IscsiSession:
+                      timers: SessionTimers = DEFAULT_TIMERS) -> IscsiSession:
         host, port = parse_portal(portal)
         loop = asyncio.get_running_loop()
+        timeout = timers.login_timeout
         _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: cls(config, name=name), host, port), timeout)
+            loop.create_connection(lambda: cls(config, name=name, timers=timers), host, port),
+            timeout)
         try:
             await asyncio.wait_for(asyncio.shield(proto._login), timeout)
+        except TimeoutError:
+            proto.abort()
+            raise LoginError(f"{proto.name}: no login answer within {timeout:g}s") from None
         except BaseException:
             proto.abort()
             raise
@@ -77,12 +174,14 @@ class IscsiSession(asyncio.Protocol):
         self._pump()
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         self.core.receive_data(data)
         self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for handle in (self._timer, self._watchdog):
+            if handle is not None:
+                handle.cancel()
         if self.core is not None:
             self.core.close()
         reason = str(exc) if exc else "connection closed"
@@ -99,8 +198,8 @@ class IscsiSession(asyncio.Protocol):
             self.core.logout()
             self._pump()
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        except (asyncio.TimeoutError, Exception):
-            pass
+        except (TimeoutError, LocalProtocolError):
+            pass  # no answer, or not in Full Feature Phase: the reset below ends it anyway
         finally:
             self.abort()
 
@@ -121,12 +220,15 @@ class IscsiSession(asyncio.Protocol):
         itt = self.core.submit_command(lun, cdb, data_out=data_out,
                                        expected_in_length=expected_in_length)
         fut = self._loop.create_future()
-        self._waiters[itt] = fut
+        waiters = self._waiters
+        waiters[itt] = fut
+        self._issued[itt] = self._loop.time()
+        self.peak_outstanding = max(self.peak_outstanding, len(waiters))
         self._flush()
         return await fut
 
     async def ping(self, timeout: float = 5.0) -> None:
-        itt = self.core.ping(timeout=timeout)
+        itt = self.core.ping(timeout=timeout, now=self._loop.time())
         fut = self._loop.create_future()
         self._waiters[itt] = fut
         self._pump()
@@ -142,9 +244,12 @@ class IscsiSession(asyncio.Protocol):
     def _pump(self) -> None:
         core = self.core
         while (event := core.next_event()) is not None:
-            kind = type(event)
-            if kind is CommandComplete:
-                fut = self._waiters.pop(event.itt, None)
+            if type(event) is CommandComplete:
+                itt = event.itt
+                fut = self._waiters.pop(itt, None)
+                self._issued.pop(itt, None)
+                if self._aborting:
+                    self._aborting.pop(itt, None)  # answered before the abort took effect
                 if fut is not None and not fut.done():
                     fut.set_result(event)
             else:
@@ -155,36 +260,141 @@ class IscsiSession(asyncio.Protocol):
     def _handle(self, event: object) -> None:
         if isinstance(event, LoginSucceeded):
             self.session = event.session
+            self._start_watchdog()
             if not self._login.done():
                 self._login.set_result(event.session)
         elif isinstance(event, LoginFailed):
             if not self._login.done():
+                status = event.status_class << 8 | event.status_detail
                 self._login.set_exception(LoginError(
-                    f"{self.name}: login refused (status {event.status_class:02x}"
-                    f"{event.status_detail:02x}): {event.reason}"))
+                    f"{self.name}: login refused (status {status:04x}): {event.reason}",
+                    status=status))
         elif isinstance(event, PingComplete):
+            if event.itt == self._keepalive:
+                self._keepalive = None
             fut = self._waiters.pop(event.itt, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
-        elif isinstance(event, (CommandAborted, CommandRejected)):
+        elif isinstance(event, CommandAborted):
+            self._command_aborted(event.itt)
+        elif isinstance(event, TaskManagementComplete):
+            self._abort_answered(event.itt, event.response)
+        elif isinstance(event, CommandRejected):
+            self._issued.pop(event.itt, None)
             fut = self._waiters.pop(event.itt, None)
             if fut is not None and not fut.done():
-                fut.set_exception(PathFailed(f"{self.name}: command {event!r}"))
+                fut.set_exception(PathFailed(f"{self.name}: command rejected, reason "
+                                             f"0x{event.reason:02x}"))
+        elif isinstance(event, LogoutComplete):
+            self._logged_out = True
         elif isinstance(event, ConnectionClosed):
             self._flush()
             if self.transport is not None:
-                self.transport.close()
+                # After a logout the target closes; otherwise (timeouts, faults) do not
+                # wait for a send buffer that a silent target will never drain.
+                if self._logged_out:
+                    self.transport.close()
+                else:
+                    self.transport.abort()
             self._fail_all(event.reason)
+
+    # -- timeouts: keepalive, command abort ------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        tick = self.timers.tick
+        if tick is not None:
+            self._last_heard = self._loop.time()
+            self._watchdog = self._loop.call_later(tick, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        core = self.core
+        if core is None or core.closed or self.closed.done() or self._logged_out:
+            return
+        now = self._loop.time()
+        timers = self.timers
+        if self._heard:
+            self._heard = False
+            self._last_heard = now
+        try:
+            if (timers.nop_interval and self._keepalive is None
+                    and now - self._last_heard >= timers.nop_interval):
+                self._keepalive = core.ping(timeout=timers.nop_timeout, now=now)
+                self.keepalives += 1
+            if timers.command_timeout:
+                limit = now - timers.command_timeout
+                for itt, issued in self._issued.items():
+                    if issued > limit:
+                        break  # submit order: the rest are younger
+                    if itt not in self._aborting:
+                        self._abort(itt, now)
+        except LocalProtocolError:
+            return  # a logout is under way: it settles the connection's fate
+        if timers.command_timeout:
+            for itt, (_tmf, deadline) in self._aborting.items():
+                if deadline <= now:
+                    self._drop(f"ABORT TASK of command 0x{itt:x} not answered within "
+                               f"{timers.abort_timeout:g}s")
+                    return
+        self._pump()
+        if not self.closed.done():
+            self._watchdog = self._loop.call_later(timers.tick, self._watch)
+
+    def _abort(self, itt: int, now: float) -> None:
+        self.timeouts += 1
+        log_event(log, "command timed out, aborting", level=logging.WARNING, path=self.name,
+                  itt=f"0x{itt:x}", after=f"{self.timers.command_timeout:g}s")
+        tmf = self.core.abort_task(itt)
+        self._aborting[itt] = (tmf, now + self.timers.abort_timeout)
+        self._tmf_for[tmf] = itt
+
+    def _command_aborted(self, itt: int) -> None:
+        self._issued.pop(itt, None)
+        fut = self._waiters.pop(itt, None)
+        if fut is None or fut.done():
+            return
+        if self._aborting.pop(itt, None) is not None:
+            fut.set_exception(CommandTimedOut(
+                f"{self.name}: command 0x{itt:x} not answered within "
+                f"{self.timers.command_timeout:g}s; the controller aborted it"))
+        else:
+            fut.set_exception(PathFailed(f"{self.name}: command 0x{itt:x} aborted"))
+
+    def _abort_answered(self, tmf: int, response: int) -> None:
+        itt = self._tmf_for.pop(tmf, None)
+        if itt is None:
+            return
+        self._aborting.pop(itt, None)
+        if itt in self._waiters:
+            # Not aborted and not answered: the controller does not know the task (or
+            # refused the abort). Its fate is unknown, so this connection cannot be trusted.
+            try:
+                name = TmfResponse(response).name
+            except ValueError:
+                name = f"0x{response:02x}"
+            self._drop(f"ABORT TASK of command 0x{itt:x} answered {name}")
+
+    def _drop(self, reason: str) -> None:
+        """Give up on this connection: fail everything in flight, reset the TCP connection."""
+        log_event(log, "path dropped", level=logging.WARNING, path=self.name, reason=reason)
+        self._fail_all(reason)
+        self.abort()
 
     def _fail_all(self, reason: str) -> None:
         if not self._login.done():
             self._login.set_exception(LoginError(f"{self.name}: {reason}"))
         waiters, self._waiters = self._waiters, {}
+        self._issued.clear()
+        self._aborting.clear()
+        self._tmf_for.clear()
         for fut in waiters.values():
             if not fut.done():
                 fut.set_exception(PathFailed(f"{self.name}: {reason}"))
         if not self.closed.done():
             self.closed.set_result(reason)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             if self.session is not None:
                 log_event(log, "path closed", path=self.name, reason=reason)
 
