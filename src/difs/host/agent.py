@@ -132,7 +132,7 @@ class Host:
                                      lun=lun, requirement=Requirement.from_policy(policy.services),
                                      policy_name=policy.name)
             except NbdBackendError as exc:
-                raise HostError(f"application {name}: {exc}") from None
+                raise HostError(f"application {name}: {exc.message}") from None
 
     async def group_for(self, *, controller: str, portal: str, target: str) -> PathGroup:
         key = (portal, target)

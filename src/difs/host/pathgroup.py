@@ -81,7 +81,7 @@ def _login_problem(exc: Exception, chap: ChapCredentials | None) -> str:
     else:
         hint = (f"the controller refused CHAP user {chap.user!r}; check `difs host --chap` "
                 "against the controller's --chap for this volume")
-    return f"{text} — authentication failed: {hint}"
+    return f"{text}: authentication failed: {hint}"
 
 
 class PathGroup:
@@ -134,7 +134,7 @@ class PathGroup:
                                                      name=path.name(), timers=self.timers)
             except (OSError, TimeoutError, LoginError) as exc:
                 path.state = PathState.DOWN
-                problem = _login_problem(exc, self.chap)
+                problem = _login_problem(exc, self.chap).removeprefix(f"{path.name()}: ")
                 self.last_error[path.channel] = problem
                 if problem != reported:  # once per outage and cause, not once per retry
                     reported = problem
@@ -172,9 +172,14 @@ class PathGroup:
                 path.session.abort()
 
     def describe_down(self) -> str:
-        """Why paths are down, one clause per channel ("" when all are up)."""
-        return "; ".join(f"ch{p.channel} {p.state.value}: {self.last_error.get(p.channel, '?')}"
-                         for p in self.paths if p.state is not PathState.UP)
+        """Why paths are down: ``"ch0, ch1 down: <reason>"``, channels grouped by reason
+        ("" when all are up)."""
+        reasons: dict[str, list[str]] = {}
+        for p in self.paths:
+            if p.state is not PathState.UP:
+                why = self.last_error.get(p.channel, p.state.value)
+                reasons.setdefault(why, []).append(f"ch{p.channel}")
+        return "; ".join(f"{', '.join(chs)} down: {why}" for why, chs in reasons.items())
 
     def _notify(self) -> None:
         self._changed.set()
