@@ -148,6 +148,7 @@ class PathGroup:
             delay = self.backoff[0]
             reported = None
             self.last_error.pop(path.channel, None)
+            session.on_drain = lambda why, path=path: self._drain(path, why)
             path.session = session
             path.negotiated = negotiated_services(session)
             path.state = PathState.UP
@@ -170,6 +171,14 @@ class PathGroup:
             self._notify()
             if path.session is not None:
                 path.session.abort()
+
+    def _drain(self, path: Path, why: str) -> None:
+        """The controller asked the path's session to log out: stop choosing it now (its
+        commands in flight finish); it is re-established once the logout is done."""
+        if path.state is PathState.UP:
+            path.state = PathState.DOWN
+            self.last_error[path.channel] = why
+            self._notify()
 
     def describe_down(self) -> str:
         """Why paths are down: ``"ch0, ch1 down: <reason>"``, channels grouped by reason

@@ -22,6 +22,10 @@ timeout) keeps the path honest (:class:`SessionTimers`):
   the abort is not answered within ``abort_timeout``, or the controller does not know
   the task, the path is dropped.
 
+When the controller asks for a logout (Asynchronous Message, event 1) the path
+*drains*: ``on_drain`` tells the owner to stop choosing it, the commands in flight
+finish, then the session logs out and the owner reconnects.
+
 When the connection is lost every command still in flight fails with
 :class:`PathFailed` — the disk layer re-sends those on another satisfying path —
 and the path group (``difs.host.pathgroup``) reconnects.
@@ -31,14 +35,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from difs.iscsi.config import InitiatorConfig
-from difs.iscsi.constants import TmfResponse
+from difs.iscsi.constants import AsyncEvent, TmfResponse
 from difs.iscsi.errors import LocalProtocolError
 from difs.iscsi.events import ConnectionClosed, LogoutComplete
 from difs.iscsi.initiator import InitiatorConnection
 from difs.iscsi.initiator_events import (
+    AsyncEventReceived,
     CommandAborted,
     CommandComplete,
     CommandRejected,
@@ -142,6 +148,10 @@ class IscsiSession(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._logged_out = False
         self.closed = self._loop.create_future()  # result: reason string
+        #: called when the controller asks this session to log out (stop choosing it)
+        self.on_drain: Callable[[str], None] | None = None
+        self.draining = False
+        self._drain_task: asyncio.Task | None = None
         #: counters: most commands in flight at once, keepalives sent, commands timed out
         self.peak_outstanding = 0
         self.keepalives = 0
@@ -285,6 +295,8 @@ class IscsiSession(asyncio.Protocol):
             if fut is not None and not fut.done():
                 fut.set_exception(PathFailed(f"{self.name}: command rejected, reason "
                                              f"0x{event.reason:02x}"))
+        elif isinstance(event, AsyncEventReceived):
+            self._async_event(event)
         elif isinstance(event, LogoutComplete):
             self._logged_out = True
         elif isinstance(event, ConnectionClosed):
@@ -297,6 +309,28 @@ class IscsiSession(asyncio.Protocol):
                 else:
                     self.transport.abort()
             self._fail_all(event.reason)
+
+    # -- the controller's requests -------------------------------------------------------
+
+    def _async_event(self, event: AsyncEventReceived) -> None:
+        if event.event != AsyncEvent.LOGOUT_REQUESTED or self.draining:
+            log_event(log, "asynchronous message", path=self.name, event=event.event,
+                      parameters=(event.parameter1, event.parameter2, event.parameter3))
+            return
+        within = event.parameter3 or 5
+        reason = f"the controller requested a logout within {within}s"
+        log_event(log, "path draining", path=self.name, reason=reason)
+        self.draining = True
+        if self.on_drain is not None:
+            self.on_drain(reason)
+        self._drain_task = self._loop.create_task(self._drain_and_logout(within))
+
+    async def _drain_and_logout(self, within: float) -> None:
+        """Let the commands in flight finish (at most ``within`` seconds), then log out."""
+        deadline = self._loop.time() + within
+        while self._waiters and self._loop.time() < deadline and not self.closed.done():
+            await asyncio.sleep(0.01)
+        await self.logout(timeout=max(0.5, deadline - self._loop.time()))
 
     # -- timeouts: keepalive, command abort ------------------------------------------
 

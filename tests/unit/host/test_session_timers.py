@@ -204,3 +204,33 @@ def test_wrong_chap_secret_keeps_the_path_down_and_says_why(host_chap, host_mutu
         await target.close()
 
     run(main())
+
+
+def test_logout_requested_by_the_target_drains_the_path_and_reconnects() -> None:
+    async def main() -> None:
+        target = TestTarget()
+        group = PathGroup(controller="t", portal=await target.start(), target=TARGET,
+                          initiator_name=INITIATOR, channels=(ChannelSpec(0),), timers=QUIET)
+        await group.start()
+        [path] = group.paths
+        first = path.session
+        target.hold = {0x88}
+        read = asyncio.create_task(first.execute(0, read16(3, 1), expected_in_length=BLOCK))
+        await wait_until(lambda: target.held)
+        [conn] = target.connections
+        conn.core.request_logout(2)
+        conn.pump()
+        # not chosen any more, but the command in flight is allowed to finish
+        await wait_until(lambda: path.state is PathState.DOWN)
+        assert first.draining and not first.closed.done()
+        target.hold = set()
+        target.release()
+        assert (await read).status == 0
+        await asyncio.wait_for(first.closed, 3)
+        assert first.closed.result() == "logout"
+        await wait_until(lambda: path.state is PathState.UP and path.session is not first)
+        assert (await path.session.execute(0, read16(3, 1), expected_in_length=BLOCK)).status == 0
+        await group.close()
+        await target.close()
+
+    run(main())
