@@ -35,7 +35,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from difsbench import perapp, profiling, report  # noqa: E402
-from difsbench.procs import ROOT, BenchError, machine, random_image, warm  # noqa: E402
+from difsbench.procs import (  # noqa: E402
+    ROOT,
+    BenchError,
+    loadavg,
+    machine,
+    random_image,
+    wait_idle,
+    warm,
+)
 from difsbench.suite import Progress, count_runs, run_suite  # noqa: E402
 from difsbench.targets import (  # noqa: E402
     DifsController,
@@ -87,6 +95,8 @@ def parse_args() -> argparse.Namespace:
                     help="only workloads whose label or tool contains this (repeatable)")
     ap.add_argument("--profile", action="store_true", help="profile even with --quick")
     ap.add_argument("--profile-seconds", type=float, default=8.0)
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the load average to fall below 0.5")
     ap.add_argument("--no-chart", action="store_true", help="do not draw (or install matplotlib)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
@@ -127,6 +137,7 @@ def main() -> int:
     work.mkdir(parents=True)
     logs.mkdir()
     size = parse_size(args.size)
+    wait_idle(args.wait_idle)
     desc = machine()
     print(f"benchmarks: {desc['cpu']} x{desc['cores']}, load {' '.join(desc['loadavg_at_start'])}, "
           f"difs {desc['difs_commit']}; results in {outdir}", flush=True)
@@ -170,7 +181,7 @@ def main() -> int:
         if {"host", "profile"} & set(args.sections):
             host = stack.add(DifsHost("host", [("plain", controller.urls["bench"], "bronze"),
                                                ("integrity", controller.urls["bench"], "silver")],
-                                      "digests,plain", logs))
+                                      "digests,plain", logs, unix=True))
             direct = controller.endpoint(name="direct iSCSI")
             direct.nbd_url = stack.add(QemuNbd("qemu-nbd-direct", direct.url, logs)).url
             host_end = [direct,
@@ -178,7 +189,10 @@ def main() -> int:
                                  note="bronze app, plain channel"),
                         Endpoint("host digests", host.urls["integrity"],
                                  [controller.pid, host.pid],
-                                 note="silver app, CRC32C header+data digest channel")]
+                                 note="silver app, CRC32C header+data digest channel"),
+                        Endpoint("host plain unix", host.unix_url("plain"),
+                                 [controller.pid, host.pid],
+                                 note="bronze app, plain channel, NBD over a Unix socket")]
         total = 0
         if "targets" in args.sections:
             total += count_runs(t_loads, tgt_end, args.repeat)
@@ -218,6 +232,7 @@ def main() -> int:
         stack.close()
         shutil.rmtree(work, ignore_errors=True)
 
+    desc["loadavg_at_end"] = loadavg()
     checks = report.check_targets(target_figs + host_figs)
     doc = {
         "machine": desc, "when": stamp, "args": {k: (str(v) if isinstance(v, Path) else v)
@@ -293,8 +308,8 @@ def render_markdown(doc, target_figs, host_figs, cells, checks, profiles) -> str
         "",
         f"Machine: {m['cpu']} ×{m['cores']}, {m['memory_gib']} GiB, {m['os']}, kernel "
         f"{m['kernel']}, Python {m['python']}; tgt {m['tgt']}, libiscsi {m['libiscsi']}, "
-        f"qemu-img {m['qemu_img']}, fio {m['fio']}; difs {m['difs_commit']}; load average at "
-        f"start {' '.join(m['loadavg_at_start'])}.",
+        f"qemu-img {m['qemu_img']}, fio {m['fio']}; difs {m['difs_commit']}; load average "
+        f"{' '.join(m['loadavg_at_start'])} at start, {' '.join(m['loadavg_at_end'])} at end.",
         f"Each figure: median of {doc['args']['repeat']} runs of ~{doc['args']['duration']:g} s "
         f"(min–max in brackets); CPU µs/IO = CPU time of the endpoint's own processes per I/O.",
         "",
@@ -313,9 +328,11 @@ def render_markdown(doc, target_figs, host_figs, cells, checks, profiles) -> str
                   "`direct iSCSI`: the client straight to the controller (fio through a "
                   "qemu-nbd bridge); `host plain`: a bronze application through the difs host, "
                   "plain channel; `host digests`: a silver application, CRC32C header+data "
-                  "digest channel.", "",
+                  "digest channel; `host plain unix`: as `host plain`, NBD over the host's Unix "
+                  "socket (how a local VM would attach).", "",
                   report.comparison_table(host_figs, endpoints, [
                       ("host plain/direct", "host plain", "direct iSCSI"),
+                      ("host plain unix/direct", "host plain unix", "direct iSCSI"),
                       ("host digests/direct", "host digests", "direct iSCSI"),
                       ("digests/plain", "host digests", "host plain")])]
     if cells:

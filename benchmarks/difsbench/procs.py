@@ -139,7 +139,7 @@ def machine() -> dict[str, object]:
         "libiscsi": _dpkg_version("libiscsi-bin"),
         "qemu_img": _version(["qemu-img", "--version"]),
         "fio": _version(["fio", "--version"], r"fio-(\S+)"),
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg_at_start": loadavg(),
     }
 
 
@@ -151,6 +151,24 @@ def _os_name() -> str:
     except OSError:
         pass
     return platform.system()
+
+
+def loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def wait_idle(max_seconds: float, *, below: float = 0.5) -> float:
+    """Wait (at most ``max_seconds``) for the 1-minute load average to fall below ``below``:
+    other work on a 2-core machine moves every figure. Returns the load average reached."""
+    deadline = time.monotonic() + max_seconds
+    load = float(loadavg()[0])
+    if load >= below and max_seconds > 0:
+        print(f"benchmarks: load average {load:.2f}; waiting up to {max_seconds:.0f} s for it to "
+              f"fall below {below}", flush=True)
+    while load >= below and time.monotonic() < deadline:
+        time.sleep(5)
+        load = float(loadavg()[0])
+    return load
 
 
 def warm(path: Path) -> None:

@@ -131,7 +131,11 @@ def check_targets(figures: list[Figure]) -> list[dict[str, object]]:
                       ("4K randread QD32/fio", "4K randread QD32 (fio; direct = qemu-nbd bridge)")):
         add(f"host path vs direct iSCSI, {what} (>= 0.70x)",
             ratio(figures, key, "host plain", "direct iSCSI"), 0.70, higher=True,
-            how="NBD -> difs host -> difs controller vs the same client straight to the controller")
+            how="NBD/TCP -> difs host -> difs controller vs the same client straight to the "
+                "controller")
+        add(f"host path (NBD over Unix socket) vs direct iSCSI, {what} (>= 0.70x)",
+            ratio(figures, key, "host plain unix", "direct iSCSI"), 0.70, higher=True,
+            how="as above, the application attached over the host's Unix socket")
     return checks
 
 
@@ -182,7 +186,7 @@ def chart(target_figs: list[Figure], host_figs: list[Figure], cells: list[Cell],
         ax.set_title("difs controller vs tgt (IOPS ratio)")
     if host_figs:
         ax = axes.pop(0)
-        _ratio_bars(ax, host_figs, ["host plain", "host digests"], "direct iSCSI")
+        _ratio_bars(ax, host_figs, ["host plain", "host plain unix", "host digests"], "direct iSCSI")
         ax.axhline(0.7, color="red", linewidth=0.8, linestyle="--")
         ax.set_title("through the difs host (NBD) vs direct iSCSI")
     if cells:

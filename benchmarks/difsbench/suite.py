@@ -98,7 +98,7 @@ def _mmss(seconds: float) -> str:
 
 def applicable(workload: Workload, endpoint: Endpoint) -> tuple[str, str] | None:
     """The URL ``workload`` opens on ``endpoint`` and how it gets there, or None."""
-    scheme = endpoint.url.split(":", 1)[0]
+    scheme = endpoint.url.split(":", 1)[0].split("+", 1)[0]
     if workload.needs in ("any", scheme):
         return endpoint.url, ""
     if workload.needs == "nbd" and endpoint.nbd_url:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,11 +138,16 @@ class DifsHost:
     channels (``digests``, ``plain``, ...) that satisfy its policy tier."""
 
     def __init__(self, name: str, apps: list[tuple[str, str, str]], channels: str,
-                 log_dir: Path) -> None:
+                 log_dir: Path, *, unix: bool = False) -> None:
         self.name = name
         self.port = free_port()
         args = [difs_command(), "host", "--nbd", f"127.0.0.1:{self.port}", "--channels", channels,
                 "--log-level", "warning", "--initiator-name", f"iqn.2026-11.io.difs.bench:{name}"]
+        self.unix_path: str | None = None
+        if unix:  # short path: sun_path holds 108 bytes
+            self._sockdir = tempfile.mkdtemp(prefix="difsbench-")
+            self.unix_path = f"{self._sockdir}/nbd.sock"
+            args += ["--nbd-unix", self.unix_path]
         for app, url, tier in apps:
             args += ["--app", f"{app}={url}", "--policy", f"{app}={tier}"]
         self.service = Service(name, args, log_dir)
@@ -149,8 +155,14 @@ class DifsHost:
         lines = self.service.wait_lines("nbd://", len(apps))
         self.urls = {app: next(u for u in lines if u.endswith(f"/{app}")) for app, _, _ in apps}
 
+    def unix_url(self, app: str) -> str:
+        """The libnbd/QEMU URI of ``app``'s export on the host's Unix socket."""
+        return f"nbd+unix:///{app}?socket={self.unix_path}"
+
     def stop(self) -> None:
         self.service.stop()
+        if self.unix_path:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
 
 
 class QemuNbd:
