@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from difs.controller.config import ControllerConfig, VolumeConfig
 from difs.controller.endpoint import ProtocolEndpoint
-from difs.controller.volumes import VolumeDirectory, VolumeMeta
+from difs.controller.volumes import VolumeDirectory, VolumeMeta, volume_provisioning
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
 from difs.iscsi.events import (
@@ -106,11 +106,11 @@ class Controller:
         for vc in self.config.volumes:
             meta = directory.ensure(vc.name, vc.size, read_only=vc.read_only, thin=vc.thin)
             target_name = self.config.target_name(vc.name)
-            store = FileStore.open(directory.data_path(vc.name), size=meta.size)
+            store = directory.open_store(meta)
             identity = LuIdentity.from_uuid(meta.uuid, device_name=target_name)
             lu = LogicalUnit(
                 store=store, identity=identity, block_size=meta.block_size,
-                read_only=meta.read_only, thin=meta.thin,
+                read_only=meta.read_only, provisioning=volume_provisioning(meta),
                 persistent_state=directory.load_reservations(vc.name),
                 on_persistent_change=_reservation_saver(directory, vc.name))
             self.volumes[target_name] = Volume(meta, vc, target_name, store, ScsiTarget({0: lu}))

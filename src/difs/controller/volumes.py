@@ -5,6 +5,7 @@ A volume is two files in the controller's data directory::
     DATA_DIR/volumes/NAME.img    the blocks (sparse file, punched on UNMAP, when thin;
                                  preallocated when thick)
     DATA_DIR/volumes/NAME.json   its metadata: identity, size, flags, policy
+    DATA_DIR/volumes/NAME.atomic one-record journal of WRITE ATOMIC (empty at rest)
     DATA_DIR/volumes/NAME.reservations
                                  persistent reservations registered with APTPL=1 (JSON,
                                  absent otherwise), so they survive a controller restart
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from difs.scsi.filestore import FileStore
 from difs.util.units import format_size
 
 FORMAT_VERSION = 1
@@ -78,6 +80,13 @@ class VolumeMeta:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
+def volume_provisioning(meta: VolumeMeta) -> str:
+    """The SCSI logical block provisioning of a volume: a thin volume is thin (UNMAP gives
+    space back); a thick one is resource provisioned (its space stays reserved, UNMAP
+    zeroes blocks in place)."""
+    return "thin" if meta.thin else "resource"
+
+
 class VolumeDirectory:
     """The volumes of one controller data directory."""
 
@@ -87,6 +96,14 @@ class VolumeDirectory:
 
     def data_path(self, name: str) -> Path:
         return self.root / f"{name}.img"
+
+    def journal_path(self, name: str) -> Path:
+        return self.root / f"{name}.atomic"
+
+    def open_store(self, meta: VolumeMeta) -> FileStore:
+        """The volume's blocks, with the atomic-write journal (replayed if needed)."""
+        return FileStore.open(self.data_path(meta.name), size=meta.size,
+                              journal=self.journal_path(meta.name))
 
     def meta_path(self, name: str) -> Path:
         return self.root / f"{name}.json"

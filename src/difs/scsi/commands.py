@@ -206,7 +206,11 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
         cs(C.READ_DEFECT_DATA_12, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, *LBA4, *LBA4, 0, 0),
            sbc.read_defect_data12, res="R", medium=True),
     ]
-    if lu.thin:
+    if lu.max_atomic_blocks:
+        specs.append(cs(C.WRITE_ATOMIC_16, "WRITE ATOMIC(16)",
+                        _u(0x9C, 0xF8, *LBA8, FF, FF, FF, FF, 0x3F, 0), sbc.write_atomic16,
+                        res="W", medium=True))
+    if lu.lbpme:
         specs.append(cs(C.UNMAP, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x3F, FF, FF, 0),
                         provisioning.unmap, res="W", medium=True))
     # REPORT LUNS is answered by the target when there is one; a lone LU answers itself.
@@ -260,6 +264,8 @@ def data_out_length(lu: LogicalUnit, cdb) -> int:
         if op == C.VERIFY_12:
             return C.U32.unpack_from(cdb, 6)[0] << shift
         return C.U32.unpack_from(cdb, 10)[0] << shift
+    if op == C.WRITE_ATOMIC_16:
+        return C.U16.unpack_from(cdb, 12)[0] << shift
     if op == C.COMPARE_AND_WRITE:
         return 2 * cdb[13] << shift
     if op == C.WRITE_SAME_10:

@@ -81,6 +81,8 @@ class LuIdentity:
         return cls(uuid=u, **kwargs)  # type: ignore[arg-type]
 
 
+PROVISIONING_TYPES = ("full", "resource", "thin")
+
 # unit attention conditions, most important first (reported in this order)
 _UA_PRIORITY = {
     S.ASC_POWER_ON_RESET_OR_BDR: 0,
@@ -103,7 +105,8 @@ class LogicalUnit:
         read_only: bool = False,
         write_cache: bool = True,
         thin: bool = False,
-        physical_block_size: int = 4096,
+        provisioning: str | None = None,
+        physical_block_size: int | None = None,
         max_transfer_bytes: int = 8 << 20,
         persistent_state: dict | None = None,
         on_persistent_change: Callable[[dict], None] | None = None,
@@ -116,10 +119,27 @@ class LogicalUnit:
         self.block_shift = block_size.bit_length() - 1
         self.num_blocks = store.size >> self.block_shift
         self.read_only = read_only
-        self.thin = thin
-        pbs = max(physical_block_size, block_size)
+        # logical block provisioning (SBC-4 4.7): "full" (no LBPME), "resource" (every
+        # block has its space reserved; UNMAP zeroes it in place and leaves it anchored)
+        # or "thin" (UNMAP deallocates)
+        provisioning = provisioning or ("thin" if thin else "full")
+        if provisioning not in PROVISIONING_TYPES:
+            raise ValueError(f"provisioning must be one of {PROVISIONING_TYPES}")
+        self.provisioning = provisioning
+        self.thin = provisioning == "thin"
+        self.lbpme = provisioning != "full"
+        # Physical block = logical block unless told otherwise: the store's allocation
+        # unit is reported as the optimal transfer/unmap granularity (VPD B0h) instead.
+        # (A 4 KiB physical block would also be true of the file system, but libiscsi's
+        # GetLBAStatus.UnmapSingle asks for status at LBA i+1 and expects the first
+        # descriptor to start at i+LBPPB, which SBC-4 forbids unless LBPPB is 1.)
+        pbs = max(physical_block_size or block_size, block_size)
         self.lbppbe = (pbs // block_size).bit_length() - 1
+        self.granularity_blocks = max(1, max(store.granularity, pbs) >> self.block_shift)
         self.max_transfer_blocks = max(1, max_transfer_bytes >> self.block_shift)
+        # WRITE ATOMIC(16): offered when the store can write all-or-nothing
+        self.max_atomic_blocks = min(store.atomic_write_max >> self.block_shift,
+                                     self.max_transfer_blocks, 0xFFFF)
         self.max_write_same_blocks = 0xFFFF
         self.max_unmap_blocks = 0x100000
         self.max_unmap_descriptors = 1024
@@ -297,6 +317,14 @@ class LogicalUnit:
             raise S.write_protected()
         if self.swp:
             raise S.write_protected(software=True)
+
+    def deallocate(self, offset: int, length: int) -> None:
+        """Unmap a byte range: thin LUs give the space back, resource-provisioned LUs
+        keep it reserved (zeroed in place, anchored); both read back zeros (LBPRZ)."""
+        if self.thin:
+            self.store.discard(offset, length)
+        else:
+            self.store.write_zeroes(offset, length)
 
     def check_range(self, lba: int, n: int) -> None:
         if lba >= self.num_blocks or lba + n > self.num_blocks:

@@ -4,6 +4,17 @@ This module does the I/O that :mod:`difs.scsi.device` must not: ``os.pread``,
 ``os.pwrite``, ``os.fdatasync``, ``fallocate(PUNCH_HOLE | KEEP_SIZE)`` for discard,
 ``fallocate(ZERO_RANGE)`` for write-zeroes and ``lseek(SEEK_DATA/SEEK_HOLE)`` for the
 allocation map.  Calls block: the controller runs them where blocking is acceptable.
+
+Atomic writes (WRITE ATOMIC) go through a one-record journal beside the data, so a
+crash leaves either the old or the new data, never a mix:
+
+1. write ``header + data`` to the journal and ``fdatasync`` it (the commit point);
+2. write the data in place and ``fdatasync`` the data file;
+3. truncate the journal and ``fdatasync`` it.
+
+Opening a store with a journal replays a complete record (its CRC32C matches) and drops
+a torn one (that write was never acknowledged).  A store opened without a journal path
+does not offer atomic writes.
 """
 
 from __future__ import annotations
@@ -12,8 +23,17 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import struct
+
+from crc32c import crc32c
 
 from difs.scsi.store import BlockStore
+
+#: journal record header: magic, offset, length, CRC32C of (offset, length, data)
+_JOURNAL = struct.Struct(">8sQII")
+_JOURNAL_MAGIC = b"DIFSATW1"
+_OFFSET_LENGTH = struct.Struct(">QI")
+ATOMIC_WRITE_MAX = 1 << 20
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -33,6 +53,14 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if _fallocate(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 class FileStore(BlockStore):
@@ -55,10 +83,14 @@ class FileStore(BlockStore):
         self.granularity = granularity
         self._punch_ok = True
         self._zero_range_ok = True
+        self._journal_fd = -1
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, size: int | None = None,
-             read_only: bool = False, create: bool = True) -> FileStore:
+             read_only: bool = False, create: bool = True,
+             journal: str | os.PathLike[str] | None = None) -> FileStore:
+        """Open (and create/extend) ``path``; with ``journal``, atomic writes are
+        available and a pending journal record is replayed first."""
         flags = os.O_RDONLY if read_only else os.O_RDWR
         if create and not read_only:
             flags |= os.O_CREAT
@@ -68,10 +100,59 @@ class FileStore(BlockStore):
                 current = os.lseek(fd, 0, os.SEEK_END)
                 if current < size:
                     os.ftruncate(fd, size)
-            return cls(fd, size=size)
+            store = cls(fd, size=size)
         except BaseException:
             os.close(fd)
             raise
+        if journal is not None and not read_only:
+            try:
+                store.attach_journal(journal)
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    # --- atomic writes ------------------------------------------------------------
+
+    def attach_journal(self, path: str | os.PathLike[str]) -> None:
+        """Use ``path`` as the atomic-write journal, replaying what it holds."""
+        jfd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        self._journal_fd = jfd
+        self.atomic_write_max = ATOMIC_WRITE_MAX
+        self.replay_journal()
+
+    def replay_journal(self) -> bool:
+        """Apply a complete journal record (True) or drop a torn one; empty the journal."""
+        jfd = self._journal_fd
+        head = os.pread(jfd, _JOURNAL.size, 0)
+        applied = False
+        if len(head) == _JOURNAL.size:
+            magic, offset, length, crc = _JOURNAL.unpack(head)
+            if magic == _JOURNAL_MAGIC and length <= ATOMIC_WRITE_MAX \
+                    and offset + length <= self.size:
+                data = os.pread(jfd, length, _JOURNAL.size)
+                if len(data) == length and \
+                        crc32c(data, crc32c(_OFFSET_LENGTH.pack(offset, length))) == crc:
+                    self.pwrite(offset, data)
+                    os.fdatasync(self.fd)
+                    applied = True
+        if head:
+            os.ftruncate(jfd, 0)
+            os.fdatasync(jfd)
+        return applied
+
+    def pwrite_atomic(self, offset: int, data: bytes | memoryview) -> None:
+        jfd = self._journal_fd
+        if jfd < 0:
+            super().pwrite_atomic(offset, data)  # raises: no journal, no atomic writes
+        length = len(data)
+        crc = crc32c(data, crc32c(_OFFSET_LENGTH.pack(offset, length)))
+        _pwrite_all(jfd, _JOURNAL.pack(_JOURNAL_MAGIC, offset, length, crc) + bytes(data), 0)
+        os.fdatasync(jfd)                    # committed: replayed after a crash
+        self.pwrite(offset, data)
+        os.fdatasync(self.fd)
+        os.ftruncate(jfd, 0)                 # done: nothing to replay
+        os.fdatasync(jfd)
 
     def pread(self, offset: int, length: int) -> bytes:
         data = os.pread(self.fd, length, offset)
@@ -89,11 +170,7 @@ class FileStore(BlockStore):
         return b"".join(parts)
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        _pwrite_all(self.fd, data, offset)
 
     def flush(self) -> None:
         os.fdatasync(self.fd)
@@ -137,6 +214,9 @@ class FileStore(BlockStore):
         return True, min(max(hole - offset, 1), length)
 
     def close(self) -> None:
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -2,7 +2,7 @@
 
 Supported VPD pages: 00h supported pages, 80h unit serial number, 83h device
 identification, 86h extended INQUIRY, B0h block limits, B1h block device characteristics, B2h logical block
-provisioning (thin LUs).
+provisioning (thin and resource-provisioned LUs).
 
 Device identification (83h) designators, in order: NAA 6 (from the volume uuid), T10
 vendor id (vendor + uuid hex), an optional SCSI name string for the LU, and - because they
@@ -109,18 +109,23 @@ def _page_extended_inquiry(lu: LogicalUnit, nexus: Nexus) -> bytes:
 
 
 def _page_block_limits(lu: LogicalUnit, nexus: Nexus) -> bytes:
+    """Block limits (SBC-4 6.6.4); ``body`` offsets are page offsets minus 4."""
     body = bytearray(60)
-    body[0] = 0x01  # WSNZ: WRITE SAME with 0 blocks is not supported
+    body[0] = 0x00  # WSNZ=0: WRITE SAME with 0 blocks means "to the last LBA"
     body[1] = lu.max_compare_write_blocks
-    U16.pack_into(body, 2, 1 << lu.lbppbe)  # optimal transfer length granularity
+    U16.pack_into(body, 2, lu.granularity_blocks)  # optimal transfer length granularity
     U32.pack_into(body, 4, lu.max_transfer_blocks)
     U32.pack_into(body, 8, lu.max_transfer_blocks)  # optimal transfer length
-    if lu.thin:
+    if lu.lbpme:
         U32.pack_into(body, 16, lu.max_unmap_blocks)
         U32.pack_into(body, 20, lu.max_unmap_descriptors)
-        U32.pack_into(body, 24, 1 << lu.lbppbe)  # optimal unmap granularity
+        U32.pack_into(body, 24, lu.granularity_blocks)  # optimal unmap granularity
         U32.pack_into(body, 28, 0x80000000)  # UGAVALID, alignment 0
     U64.pack_into(body, 32, lu.max_write_same_blocks)
+    if lu.max_atomic_blocks:
+        U32.pack_into(body, 40, lu.max_atomic_blocks)  # maximum atomic transfer length
+        # atomic alignment 0, atomic transfer length granularity 0: no restriction;
+        # atomic boundaries are not supported (both boundary fields 0)
     return bytes(body)
 
 
@@ -132,9 +137,9 @@ def _page_block_device_characteristics(lu: LogicalUnit, nexus: Nexus) -> bytes:
 
 def _page_logical_block_provisioning(lu: LogicalUnit, nexus: Nexus) -> bytes:
     body = bytearray(4)
-    if lu.thin:
+    if lu.lbpme:
         body[1] = 0xE4  # LBPU, LBPWS, LBPWS10, LBPRZ=001b
-        body[2] = 0x02  # provisioning type: thin
+        body[2] = 0x02 if lu.thin else 0x01  # provisioning type: thin / resource
     return bytes(body)
 
 
@@ -155,7 +160,7 @@ PAGES = {
 
 def supported_pages(lu: LogicalUnit) -> list[int]:
     pages = sorted(PAGES)
-    if not lu.thin:
+    if not lu.lbpme:
         pages.remove(0xB2)
     return pages
 

@@ -1,14 +1,17 @@
 """Logical block provisioning (SBC-4 4.7): WRITE SAME(10/16), UNMAP, GET LBA STATUS.
 
-A thin LU (``thin=True``) advertises LBPME/LBPRZ, LBPU, LBPWS and LBPWS10: UNMAP and
-WRITE SAME with the UNMAP bit deallocate through ``store.discard`` and those blocks read
-back as zeros.  On a fully provisioned LU the UNMAP command is not in the command table
-and WRITE SAME with UNMAP=1 is INVALID FIELD IN CDB.  Anchored state is not supported
+Thin and resource-provisioned LUs advertise LBPME/LBPRZ, LBPU, LBPWS and LBPWS10: UNMAP
+and WRITE SAME with the UNMAP bit unmap through ``lu.deallocate`` and those blocks read
+back as zeros.  A thin LU gives the space back (``store.discard``), GET LBA STATUS then
+reports the blocks deallocated; a resource-provisioned ("thick") LU keeps it reserved
+(``store.write_zeroes``), and reports blocks the store no longer holds data for as
+anchored.  On a fully provisioned LU the UNMAP command is not in the command table and
+WRITE SAME with UNMAP=1 is INVALID FIELD IN CDB.  The ANCHOR bit is not supported
 (ANC_SUP=0), so ANCHOR=1 is always INVALID FIELD IN CDB.
 
-WRITE SAME of a zero block without UNMAP uses ``store.write_zeroes`` (keeps the range
-allocated); with UNMAP it deallocates; any other pattern is written block by block in
-chunks of up to 1 MiB.
+WRITE SAME with UNMAP=1 unmaps the range whatever block it carries; without UNMAP a zero
+block uses ``store.write_zeroes`` (keeps the range allocated) and any other pattern is
+written block by block in chunks of up to 1 MiB.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from difs.scsi.nexus import Nexus
 
 _CHUNK = 1 << 20
-PROVISIONING_MAPPED, PROVISIONING_DEALLOCATED = 0, 1
+PROVISIONING_MAPPED, PROVISIONING_DEALLOCATED, PROVISIONING_ANCHORED = 0, 1, 2
 
 
 def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: bool,
@@ -33,7 +36,10 @@ def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: b
     if flags & 0xE0:
         raise S.invalid_field_in_cdb(1, 7)  # WRPROTECT
     if n == 0:
-        raise S.invalid_field_in_cdb(nb_byte)  # WSNZ=1
+        # WSNZ=0: zero blocks means from LBA to the last LBA (SBC-4 5.50)
+        if lba >= lu.num_blocks:
+            raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
+        n = lu.num_blocks - lba
     if n > lu.max_write_same_blocks:
         raise S.invalid_field_in_cdb(nb_byte)
     lu.check_range(lba, n)
@@ -41,7 +47,7 @@ def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: b
     unmap = bool(flags & 0x08)
     if flags & 0x10:
         raise S.invalid_field_in_cdb(1, 4)  # ANCHOR: anchored LBAs are not supported
-    if unmap and not lu.thin:
+    if unmap and not lu.lbpme:
         raise S.invalid_field_in_cdb(1, 3)
     bs = lu.block_size
     if ndob:
@@ -54,11 +60,12 @@ def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: b
         block = bytes(data_out)
     store = lu.store
     offset, length = lba * bs, n * bs
-    if block is None or not any(block):
-        if unmap:
-            store.discard(offset, length)
-        else:
-            store.write_zeroes(offset, length)
+    if unmap:
+        # UNMAP=1 unmaps whatever the data-out holds (LBPRZ: the blocks read back as
+        # zeros), as Linux LIO does and libiscsi's WriteSame*.UnmapUntilEnd expects
+        lu.deallocate(offset, length)
+    elif block is None or not any(block):
+        store.write_zeroes(offset, length)
     else:
         per_chunk = max(1, _CHUNK // bs)
         chunk = block * min(per_chunk, n)
@@ -113,7 +120,7 @@ def unmap(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
         raise S.invalid_field_in_parameter_list(8)
     bs = lu.block_size
     for lba, n in extents:
-        lu.store.discard(lba * bs, n * bs)
+        lu.deallocate(lba * bs, n * bs)
     return ScsiResult(GOOD)
 
 
@@ -127,17 +134,18 @@ def get_lba_status(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
     else:
         max_desc = min((alloc - 8) // 16, 1024)
     bs = lu.block_size
+    unmapped = PROVISIONING_DEALLOCATED if lu.thin else PROVISIONING_ANCHORED
     descs = bytearray()
     pos, end = lba, lu.num_blocks
     while pos < end and len(descs) < max_desc * 16:
-        if lu.thin:
+        if lu.lbpme:
             mapped, run = lu.store.map_status(pos * bs, (end - pos) * bs)
             blocks = max(1, -(-run // bs))
         else:
             mapped, blocks = True, end - pos
         blocks = min(blocks, end - pos, 0xFFFFFFFF)
         descs += U64.pack(pos) + U32.pack(blocks)
-        descs += bytes((PROVISIONING_MAPPED if mapped else PROVISIONING_DEALLOCATED, 0, 0, 0))
+        descs += bytes((PROVISIONING_MAPPED if mapped else unmapped, 0, 0, 0))
         pos += blocks
     data = U32.pack(len(descs) + 4) + bytes(4) + bytes(descs)
     return ScsiResult(GOOD, data[:alloc])

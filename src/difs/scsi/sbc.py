@@ -1,5 +1,5 @@
-"""Block commands (SBC-4): READ, WRITE, VERIFY, WRITE AND VERIFY, READ CAPACITY,
-SYNCHRONIZE CACHE, PRE-FETCH, READ DEFECT DATA.
+"""Block commands (SBC-4): READ, WRITE, WRITE ATOMIC, VERIFY, WRITE AND VERIFY, READ
+CAPACITY, SYNCHRONIZE CACHE, PRE-FETCH, READ DEFECT DATA.
 
 Handlers are plain functions ``handler(lu, cdb, data_out, nexus) -> ScsiResult``; the
 command table in :mod:`difs.scsi.commands` has already rejected reserved bits.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from difs.scsi import sense as S
-from difs.scsi.cdb import RW6, RW10, RW12, RW16, U32, U64
+from difs.scsi.cdb import RW6, RW10, RW12, RW16, U16, U32, U64
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import GOOD
 
@@ -148,6 +148,32 @@ def write16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
     if flags & 0xE0:
         raise S.invalid_field_in_cdb(1, 7)
     return write_blocks(lu, lba, n, data_out, flags & 0x08, 10)
+
+
+def write_atomic16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
+    """WRITE ATOMIC(16) (SBC-4 5.48): all of the blocks are written or none, also across
+    a crash (the store journals the write), and they are stable when GOOD is returned.
+    No alignment or granularity restriction; atomic boundaries are not supported."""
+    flags = cdb[1]
+    if flags & 0xE0:
+        raise S.invalid_field_in_cdb(1, 7)  # WRPROTECT: no protection information
+    lba = U64.unpack_from(cdb, 2)[0]
+    if U16.unpack_from(cdb, 10)[0]:
+        raise S.invalid_field_in_cdb(10)  # ATOMIC BOUNDARY: not supported
+    n = U16.unpack_from(cdb, 12)[0]
+    if n > lu.max_atomic_blocks:
+        raise S.invalid_field_in_cdb(12)
+    nb = lu.num_blocks
+    if lba >= nb or lba + n > nb:
+        raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
+    if lu._write_protect:
+        lu.check_writable()
+    if not n:
+        return ScsiResult(GOOD)
+    data_out, n = data_out_blocks(lu, data_out, n)
+    if n:
+        lu.store.pwrite_atomic(lba << lu.block_shift, data_out)
+    return ScsiResult(GOOD)
 
 
 # --- VERIFY / WRITE AND VERIFY ---------------------------------------------------------
@@ -296,7 +322,7 @@ def read_capacity16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
     U64.pack_into(buf, 0, max(lu.num_blocks - 1, 0))
     U32.pack_into(buf, 8, lu.block_size)
     buf[13] = lu.lbppbe & 0x0F
-    if lu.thin:
+    if lu.lbpme:
         buf[14] = 0xC0  # LBPME, LBPRZ
     return ScsiResult(GOOD, bytes(buf[:alloc]))
 

@@ -11,6 +11,10 @@ bytes; the device only ever asks for ranges inside ``[0, size)``.
 ``discard`` must make later reads of the range return zeros (the device advertises
 LBPRZ=1 for thin logical units).  ``map_status`` reports which ranges are allocated, for
 GET LBA STATUS; a store that cannot tell reports everything as mapped.
+
+``pwrite_atomic`` (WRITE ATOMIC) writes a range all-or-nothing, also across a crash, and
+makes it stable before returning; ``atomic_write_max`` is the largest range it accepts
+(0: the store cannot, and the device does not offer WRITE ATOMIC).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class BlockStore(ABC):
     size: int
     #: allocation unit: ``discard`` frees whole units and zeroes partial ones.
     granularity: int = 4096
+    #: largest ``pwrite_atomic`` in bytes; 0 when atomic writes are not available.
+    atomic_write_max: int = 0
 
     @abstractmethod
     def pread(self, offset: int, length: int) -> bytes | memoryview:
@@ -42,6 +48,11 @@ class BlockStore(ABC):
     @abstractmethod
     def discard(self, offset: int, length: int) -> None:
         """Deallocate the range; reads of it return zeros afterwards."""
+
+    def pwrite_atomic(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` all-or-nothing (even across a crash) and make it
+        stable. Only called with ``0 < len(data) <= atomic_write_max``."""
+        raise OSError(95, "atomic writes are not supported by this store")
 
     def write_zeroes(self, offset: int, length: int) -> None:
         """Make the range read as zeros, keeping it allocated."""
@@ -63,11 +74,13 @@ class BlockStore(ABC):
 class MemoryStore(BlockStore):
     """A store in memory with an allocation map at ``granularity`` resolution."""
 
-    def __init__(self, size: int, *, granularity: int = 4096, allocated: bool = False) -> None:
+    def __init__(self, size: int, *, granularity: int = 4096, allocated: bool = False,
+                 atomic_write_max: int = 1 << 20) -> None:
         if size < 0 or granularity <= 0:
             raise ValueError("size must be >= 0 and granularity > 0")
         self.size = size
         self.granularity = granularity
+        self.atomic_write_max = atomic_write_max
         self._buf = bytearray(size)
         self._view = memoryview(self._buf)
         nchunks = -(-size // granularity)
@@ -89,6 +102,11 @@ class MemoryStore(BlockStore):
 
     def flush(self) -> None:
         self.flushes += 1
+
+    def pwrite_atomic(self, offset: int, data: bytes | memoryview) -> None:
+        # one slice assignment: nothing can observe a partial write in memory
+        self.pwrite(offset, data)
+        self.flush()
 
     def discard(self, offset: int, length: int) -> None:
         if length <= 0:

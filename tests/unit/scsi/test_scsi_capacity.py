@@ -26,10 +26,16 @@ def test_read_capacity16_full_and_truncated(fx):
     d = assert_good(fx.run(read_capacity16(32))).data
     lba, bs = struct.unpack_from(">QI", d)
     assert (lba, bs) == (4095, 512)
-    assert d[13] & 0x0F == 3          # 8 logical blocks per 4 KiB physical block
+    assert d[13] & 0x0F == 0          # physical block = logical block by default
     assert d[14] & 0xC0 == 0          # fully provisioned
     for alloc in range(0, 16):
         assert len(assert_good(fx.run(read_capacity16(alloc))).data) == alloc
+
+
+def test_read_capacity16_reports_a_configured_physical_block(make_fx):
+    f = make_fx(physical_block_size=4096)
+    d = assert_good(f.run(read_capacity16(32))).data
+    assert d[13] & 0x0F == 3          # 8 logical blocks per 4 KiB physical block
 
 
 def test_read_capacity16_thin_sets_lbpme_lbprz(make_fx):

@@ -89,9 +89,14 @@ def test_device_identification_has_stable_naa_from_uuid(fx):
 def test_block_limits(fx):
     d = vpd(fx, 0xB0)
     assert d[3] == 0x3C
-    assert d[4] & 0x01                       # WSNZ
+    assert d[4] & 0x01 == 0                  # WSNZ=0: WRITE SAME 0 blocks is supported
+    assert int.from_bytes(d[6:8], "big") == 8    # 4 KiB optimal transfer granularity
     assert int.from_bytes(d[8:12], "big") == fx.lu.max_transfer_blocks
     assert int.from_bytes(d[20:24], "big") == 0  # no UNMAP when fully provisioned
+    # WRITE ATOMIC: maximum atomic transfer length, no alignment/granularity/boundaries
+    atomic = int.from_bytes(d[44:48], "big")
+    assert 256 <= atomic <= int.from_bytes(d[8:12], "big")
+    assert d[48:64] == bytes(16)
 
 
 def test_block_device_characteristics_non_rotating(fx):

@@ -56,8 +56,26 @@ def test_write_same_zero_without_unmap_keeps_blocks_readable_as_zero(fx):
     assert fx.store.pread(0, 4 * BS) == bytes(4 * BS)
 
 
+def test_write_same_zero_blocks_writes_to_the_last_lba(fx):
+    block = b"\x5A" * BS
+    assert_good(fx.run(ws10(4000, 0), block))
+    assert fx.store.pread(4000 * BS, 96 * BS) == block * 96
+    assert fx.store.pread(3999 * BS, BS) == bytes(BS)
+    assert_good(fx.run(ws16(4090, 0), bytes(BS)))
+    assert fx.store.pread(4090 * BS, 6 * BS) == bytes(6 * BS)
+    assert_check(fx.run(ws10(4096, 0), block), ILLEGAL_REQUEST, 0x21)          # past the end
+    assert_check(fx.run(ws16(2**63, 0), block), ILLEGAL_REQUEST, 0x21)
+
+
+def test_write_same_zero_blocks_beyond_maximum_write_same_length(make_fx):
+    f = make_fx()
+    f.lu.max_write_same_blocks = 100
+    assert_check(f.run(ws10(0, 0), bytes(BS)), ILLEGAL_REQUEST, 0x24)           # 4096 > 100
+    assert_good(f.run(ws10(4096 - 100, 0), bytes(BS)))
+    assert_check(f.run(ws10(4096 - 101, 0), bytes(BS)), ILLEGAL_REQUEST, 0x24)
+
+
 def test_write_same_checks(fx):
-    assert_check(fx.run(ws10(0, 0), bytes(BS)), ILLEGAL_REQUEST, 0x24)          # WSNZ
     assert_check(fx.run(ws10(4096, 1), bytes(BS)), ILLEGAL_REQUEST, 0x21)
     assert_check(fx.run(ws16(2**64 - 1, 1), bytes(BS)), ILLEGAL_REQUEST, 0x21)
     assert_check(fx.run(ws10(0, 1, prot=1), bytes(BS)), ILLEGAL_REQUEST, 0x24)
@@ -137,3 +155,60 @@ def test_unmapped_blocks_read_zero(thin):
     assert_good(thin.run(write10(100, 1), b"\x01" * BS))
     assert_good(thin.run(unmap_cdb(24), unmap_params((100, 1))))
     assert bytes(assert_good(thin.run(read10(100, 1))).data) == bytes(BS)
+
+
+# --- resource provisioning (thick volumes that accept UNMAP) -----------------------------
+
+
+@pytest.fixture
+def resource(make_fx):
+    return make_fx(provisioning="resource")
+
+
+def test_resource_provisioned_lu_advertises_lbpme_and_resource_type(resource):
+    from scsi_cdbs import inquiry, read_capacity16
+
+    rc16 = assert_good(resource.run(read_capacity16())).data
+    assert rc16[14] & 0xC0 == 0xC0                               # LBPME, LBPRZ
+    b2 = assert_good(resource.run(inquiry(evpd=1, page=0xB2))).data
+    assert b2[5] & 0xE0 == 0xE0 and b2[5] & 0x1C == 0x04         # LBPU LBPWS LBPWS10, LBPRZ=1
+    assert b2[6] & 0x07 == 1                                     # resource provisioned
+    b0 = assert_good(resource.run(inquiry(evpd=1, page=0xB0))).data
+    assert int.from_bytes(b0[20:24], "big") > 0                  # UNMAP limits
+
+
+def test_resource_provisioned_unmap_zeroes_in_place_and_reports_anchored(resource):
+    store = resource.store
+    assert_good(resource.run(write10(0, 64), b"\xEE" * (64 * BS)))
+    assert_good(resource.run(unmap_cdb(24), unmap_params((8, 16))))
+    assert_good(resource.run(ws16(32, 8, unmap=1), bytes(BS)))
+    assert store.pread(0, 64 * BS) == (b"\xEE" * (8 * BS) + bytes(16 * BS) + b"\xEE" * (8 * BS)
+                                      + bytes(8 * BS) + b"\xEE" * (24 * BS))
+    # the space stays reserved: the memory store saw zero writes, never a discard
+    assert all(store._alloc[:8])
+    d = assert_good(resource.run(lba_status(0))).data
+    assert all(state in (0, 2) for _, _, state in parse_status(d))   # mapped or anchored
+
+
+def test_resource_provisioned_get_lba_status_says_anchored_not_deallocated(make_fx):
+    from difs.scsi import MemoryStore
+
+    f = make_fx(provisioning="resource")
+    f.lu.store = store = MemoryStore(f.store.size)             # nothing allocated yet
+    f.store = store
+    assert_good(f.run(write10(0, 8), b"\x01" * (8 * BS)))
+    d = assert_good(f.run(lba_status(0))).data
+    assert parse_status(d)[:2] == [(0, 8, 0), (8, 4096 - 8, 2)]
+
+
+def test_unknown_provisioning_is_refused(make_fx):
+    with pytest.raises(ValueError, match="provisioning"):
+        make_fx(provisioning="sparse")
+
+
+@pytest.mark.parametrize("provisioning", ["thin", "resource"])
+def test_write_same_unmap_ignores_the_block_it_carries(make_fx, provisioning):
+    f = make_fx(provisioning=provisioning)
+    assert_good(f.run(write10(4096 - 16, 16), b"\xFF" * (16 * BS)))
+    assert_good(f.run(ws10(4096 - 16, 0, unmap=1), b"\xFF" * BS))   # to the end, 0xFF block
+    assert f.store.pread((4096 - 16) * BS, 16 * BS) == bytes(16 * BS)
