@@ -103,11 +103,13 @@ class SessionTimers:
     def __post_init__(self) -> None:
         for name in ("nop_timeout", "abort_timeout", "login_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be a positive number of seconds")
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a positive "
+                                 "number of seconds")
         for name in ("nop_interval", "command_timeout"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 seconds (0: off)")
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 0 seconds "
+                                 "(0: off)")
 
     @property
     def tick(self) -> float | None:

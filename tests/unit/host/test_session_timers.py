@@ -92,7 +92,7 @@ def test_silent_target_is_declared_down_by_the_keepalive() -> None:
         with pytest.raises(PathFailed, match="NOP-Out ping timeout") as failure:
             await read
         assert not isinstance(failure.value, CommandTimedOut)
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0  # 0.2 s silence + 0.4 s unanswered, on a busy box
         assert session.closed.done() and "NOP-Out" in session.closed.result()
         await target.close()
 
