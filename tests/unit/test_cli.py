@@ -22,3 +22,14 @@ def test_unknown_subcommand_is_a_usage_error() -> None:
     result = run_difs("no-such-command")
     assert result.returncode == 2
     assert "no-such-command" in result.stderr
+
+
+def test_controller_rejects_unknown_volume_flags_and_missing_volumes(tmp_path) -> None:
+    bad = run_difs("controller", "--data-dir", str(tmp_path), "--volume", "v:8M:shiny")
+    assert bad.returncode == 2
+    assert "unknown flag(s) ['shiny']" in bad.stderr and "thick" in bad.stderr
+    none = run_difs("controller", "--data-dir", str(tmp_path))
+    assert none.returncode == 2 and "no volumes to serve" in none.stderr
+    size = run_difs("controller", "--data-dir", str(tmp_path), "--volume", "v:12Q")
+    assert size.returncode == 2 and "invalid size" in size.stderr
+    assert not list(tmp_path.glob("volumes/*"))  # nothing was created by the bad requests

@@ -18,6 +18,9 @@ controller prints one iscsi://HOST:PORT/IQN/LUN line per volume and portal.
 """
 
 
+VOLUME_FLAGS = {"ro", "thick"}
+
+
 def _per_volume(values: list[str], flag: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for value in values:
@@ -35,7 +38,7 @@ def register(app: typer.Typer) -> None:
         portal: Annotated[Optional[list[str]], typer.Option("--portal", "-p", help="HOST:PORT to listen on (repeatable). Default 127.0.0.1:3260.")] = None,
         data_dir: Annotated[Optional[Path], typer.Option("--data-dir", "-d", help="Where volumes live (created if absent).")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Controller name, part of every target IQN.")] = None,
-        volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="NAME[:SIZE[:ro]] to serve (repeatable); created with SIZE if absent, kept if present.")] = None,
+        volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="NAME[:SIZE[:ro][:thick]] to serve (repeatable); created with SIZE if absent (thin unless thick), kept if present.")] = None,
         allow: Annotated[Optional[list[str]], typer.Option("--allow", help="VOLUME=INITIATOR_IQN allowed to log in (repeatable; default: anyone).")] = None,
         chap: Annotated[Optional[list[str]], typer.Option("--chap", help="VOLUME=USER:SECRET the initiator must authenticate with.")] = None,
         mutual_chap: Annotated[Optional[list[str]], typer.Option("--mutual-chap", help="VOLUME=USER:SECRET the target answers with (mutual CHAP).")] = None,
@@ -72,15 +75,16 @@ def register(app: typer.Typer) -> None:
                 vname = check_volume_name(parts[0])
                 size = parse_size(parts[1]) if len(parts) > 1 and parts[1] else None
                 flags = set(parts[2:])
-                if flags - {"ro"}:
-                    raise typer.BadParameter(f"{spec!r}: unknown flag(s) {sorted(flags - {'ro'})}; "
-                                             "the only flag is ro", param_hint="--volume")
+                if flags - VOLUME_FLAGS:
+                    raise typer.BadParameter(
+                        f"{spec!r}: unknown flag(s) {sorted(flags - VOLUME_FLAGS)}; the flags are "
+                        "ro (read-only) and thick (space allocated up front)", param_hint="--volume")
                 digest = (digests.get(vname) or ["none"])[-1]
                 if digest not in ("none", "header", "data", "both"):
                     raise typer.BadParameter(f"{vname}={digest}: use header, data or both",
                                              param_hint="--require-digest")
                 cfg = cfg.with_volume(VolumeConfig(
-                    name=vname, size=size, read_only="ro" in flags,
+                    name=vname, size=size, read_only="ro" in flags, thin="thick" not in flags,
                     allowed_initiators=allows.get(vname),
                     chap=Chap.parse(chaps[vname][-1], flag="--chap") if vname in chaps else None,
                     mutual_chap=Chap.parse(mutuals[vname][-1], flag="--mutual-chap") if vname in mutuals else None,

@@ -20,7 +20,7 @@ from typing import Any
 
 from difs.controller.volumes import VolumeDirectory, VolumeMeta
 from difs.iscsi.config import TargetConfig
-from difs.scsi.device import LogicalUnit, LuIdentity
+from difs.scsi.device import LogicalUnit
 from difs.scsi.filestore import FileStore
 from difs.scsi.target import ScsiTarget
 from difs.util.logs import log_event
@@ -76,10 +76,7 @@ class ProtocolEndpoint:
         """Serve ``meta`` at ``lun`` in ``initiator``'s view (None: in no view)."""
         vol = self.volumes.get(meta.name)
         if vol is None:
-            store = FileStore.open(self.directory.data_path(meta.name), size=meta.size)
-            lu = LogicalUnit(store=store, identity=LuIdentity.from_uuid(
-                meta.uuid, device_name=f"{self.name},lun,{lun}"), block_size=meta.block_size,
-                read_only=meta.read_only, thin=meta.thin)
+            lu, store = self.directory.open_unit(meta, device_name=f"{self.name},lun,{lun}")
             vol = self.volumes[meta.name] = EndpointVolume(meta, lun, lu, store)
             log_event(log, "volume served", volume=meta.name, lun=lun, endpoint=self.name)
         vol.meta = meta

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from difs.controller.config import ControllerConfig, VolumeConfig
 from difs.controller.endpoint import ProtocolEndpoint
-from difs.controller.volumes import VolumeDirectory, VolumeMeta, volume_provisioning
+from difs.controller.volumes import VolumeDirectory, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
 from difs.iscsi.events import (
@@ -52,7 +52,6 @@ from difs.iscsi.events import (
 )
 from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target import TargetConnection
-from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.filestore import FileStore
 from difs.scsi.nexus import Nexus
 from difs.scsi.target import ScsiTarget
@@ -106,13 +105,7 @@ class Controller:
         for vc in self.config.volumes:
             meta = directory.ensure(vc.name, vc.size, read_only=vc.read_only, thin=vc.thin)
             target_name = self.config.target_name(vc.name)
-            store = directory.open_store(meta)
-            identity = LuIdentity.from_uuid(meta.uuid, device_name=target_name)
-            lu = LogicalUnit(
-                store=store, identity=identity, block_size=meta.block_size,
-                read_only=meta.read_only, provisioning=volume_provisioning(meta),
-                persistent_state=directory.load_reservations(vc.name),
-                on_persistent_change=_reservation_saver(directory, vc.name))
+            lu, store = directory.open_unit(meta, device_name=target_name)
             self.volumes[target_name] = Volume(meta, vc, target_name, store, ScsiTarget({0: lu}))
 
     def portal_config(self) -> PortalConfig:
@@ -207,18 +200,6 @@ class Controller:
                        ) -> list[IscsiConnection]:
         return [c for c in self._connections if c.session is session
                 and (connection_ids is None or c.connection_id in connection_ids)]
-
-
-def _reservation_saver(directory: VolumeDirectory, name: str):
-    """``on_persistent_change`` hook: persist the state when APTPL is set, else forget it.
-
-    It runs inside the PERSISTENT RESERVE OUT command, before its status is sent, so a
-    GOOD status means the state is on stable storage (SPC-4 5.13.3, APTPL)."""
-
-    def save(state: dict) -> None:
-        directory.save_reservations(name, state if state.get("aptpl") else None)
-
-    return save
 
 
 class IscsiConnection(asyncio.Protocol):

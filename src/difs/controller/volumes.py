@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.filestore import FileStore
 from difs.util.units import format_size
 
@@ -104,6 +105,24 @@ class VolumeDirectory:
         """The volume's blocks, with the atomic-write journal (replayed if needed)."""
         return FileStore.open(self.data_path(meta.name), size=meta.size,
                               journal=self.journal_path(meta.name))
+
+    def open_unit(self, meta: VolumeMeta, *, device_name: str) -> tuple[LogicalUnit, FileStore]:
+        """The volume as a SCSI logical unit: its store, identity, provisioning, and its
+        persistent reservations (reloaded, and saved again on every change while APTPL
+        is set — before the PERSISTENT RESERVE OUT command's GOOD, SPC-4 5.13.3)."""
+        name = meta.name
+        store = self.open_store(meta)
+
+        def save_reservations(state: dict) -> None:
+            self.save_reservations(name, state if state.get("aptpl") else None)
+
+        lu = LogicalUnit(
+            store=store, identity=LuIdentity.from_uuid(meta.uuid, device_name=device_name),
+            block_size=meta.block_size, read_only=meta.read_only,
+            provisioning=volume_provisioning(meta),
+            persistent_state=self.load_reservations(name),
+            on_persistent_change=save_reservations)
+        return lu, store
 
     def meta_path(self, name: str) -> Path:
         return self.root / f"{name}.json"
