@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from .constants import RESERVED_TAG, RejectReason, ScsiStatus
 from .digest import PADDING, data_digest, header_digest
 from .errors import ConnectionFault, PduRejected
-from .events import ScsiTask
+from .events import ProtocolViolation, ScsiTask
 from .framer import Pdu
 from .pdu import DATA_IN, DATA_OUT, R2T, SCSI_COMMAND, SCSI_RESPONSE, pull_command_ahs
 
@@ -172,14 +172,24 @@ class IoPath:
         n = len(data)
         end = offset + n
         progress = bool(flags & 0x80)
+        # A DataSN out of sequence, with offset and length where they belong, is an
+        # implied data digest error (RFC 7143 7.1.4.1): at ErrorRecoveryLevel 0 the
+        # command fails with ABORTED COMMAND 47h/05h once its data is in, and the
+        # connection carries on. Data at the wrong offset cannot be trusted to be
+        # framed right at all: that still ends the connection.
         if ttt == RESERVED_TAG:
             if (not state.unsolicited_open or offset != state.unsolicited_next
-                    or datasn != state.unsolicited_datasn or end > state.unsolicited_limit):
+                    or end > state.unsolicited_limit):
                 raise ConnectionFault(
                     f"unsolicited Data-Out out of sequence (ITT 0x{itt:x}, offset {offset}, "
                     f"DataSN {datasn})")
+            if datasn != state.unsolicited_datasn:
+                corrupt = True
+                self._events.append(ProtocolViolation(
+                    f"unsolicited Data-Out with DataSN {datasn}, expected "
+                    f"{state.unsolicited_datasn} (ITT 0x{itt:x}): command fails"))
             state.unsolicited_next = end
-            state.unsolicited_datasn = datasn + 1
+            state.unsolicited_datasn += 1
             if progress:
                 state.unsolicited_open = False
                 state.next_r2t_offset = end
@@ -188,11 +198,15 @@ class IoPath:
             if r2t is None:
                 raise ConnectionFault(f"Data-Out with unknown TTT 0x{ttt:x}")
             r2t_offset, r2t_length, r2t_received, r2t_datasn = r2t
-            if (offset != r2t_offset + r2t_received or datasn != r2t_datasn
-                    or r2t_received + n > r2t_length):
+            if offset != r2t_offset + r2t_received or r2t_received + n > r2t_length:
                 raise ConnectionFault(
                     f"solicited Data-Out out of sequence (ITT 0x{itt:x}, offset {offset}, "
                     f"DataSN {datasn})")
+            if datasn != r2t_datasn:
+                corrupt = True
+                self._events.append(ProtocolViolation(
+                    f"Data-Out with DataSN {datasn}, expected {r2t_datasn} "
+                    f"(ITT 0x{itt:x}): command fails"))
             r2t_received += n
             if r2t_received == r2t_length:
                 del state.r2ts[ttt]
@@ -201,7 +215,7 @@ class IoPath:
                 raise ConnectionFault("Data-Out with F bit before the end of its R2T")
             else:
                 r2t[2] = r2t_received
-                r2t[3] = datasn + 1
+                r2t[3] = r2t_datasn + 1
         if n:
             state.buffer[offset:end] = data
         state.received += n
