@@ -158,12 +158,20 @@ class Host:
         disk = AppDisk(app=name, group=group, requirement=requirement, lun=lun,
                        selector=path_selector(self.config.selector),
                        path_wait=self.config.path_wait)
-        await disk.open()
+        try:
+            await disk.open()  # refuses a volume that cannot honour the policy (e.g. no PI)
+        except BaseException:
+            if not any(a.group is group for a in self.apps.values()):
+                self.groups.pop((portal, target), None)
+                await group.close()
+            raise
         app = Application(name, controller, target, lun, policy_name, group, disk, policy_version)
         self.apps[name] = app
         self.nbd.add_export(name, disk)
         log_event(log, "application started", app=name, policy=policy_name, target=target,
                   lun=lun, service_class=requirement.service_class, size=disk.size,
+                  pi=(f"type{disk.protection.pi_type}/app_tag={disk.protection.app_tag:#06x}"
+                      if disk.protection is not None else "none"),
                   paths=" ".join(f"ch{p.channel}:{p.state.value}" for p in group.paths))
         return app
 

@@ -8,18 +8,49 @@ never over one that does not. When the chosen path breaks, the command is sent
 again on another satisfying path; when no satisfying path is available the I/O
 waits (bounded by ``path_wait`` seconds), then fails with EIO and a log line
 naming the unmet requirement. It is never downgraded.
+
+**Protection information.** For an application whose policy asks for T10 PI the disk
+generates PI on every write (WRITE(16) with WRPROTECT=001b, 8 bytes after each 512-byte
+block) and verifies it on every read (READ(16) with RDPROTECT=001b) before the application
+sees a byte; see :mod:`difs.host.protection`. A PI check that fails — found by the host on
+a read, or reported by the controller (ABORTED COMMAND 10h/01h-03h) — is retried once on
+another satisfying path (the same one when it is the only one), then the request fails with
+EIO and a log line naming the application, the LBA and the check. Never silently wrong data.
+
+**Retries.** A command the controller answers with ABORTED COMMAND for another reason (e.g.
+47h/05h: a Data-Out failed its data digest, so nothing was written) is sent again, on another
+path when there is one, up to three times. Unit attentions are reported and the command sent
+again; commands aborted after a timeout too.
+
+Counters per application (read by the metrics collector and the manager link): ``ios``,
+``bytes``, ``resent``, ``failed``, ``per_path``; PI work: ``pi_generated_blocks``,
+``pi_checked_blocks``, ``pi_errors`` (checks that failed at the host), ``pi_rejected`` (PI
+check failures the controller reported); ``aborted_retries`` (ABORTED COMMAND re-sent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import struct
+from collections.abc import Awaitable, Callable
 
 from difs.host.pathgroup import PathGroup
+from difs.host.paths import Path
+from difs.host.protection import (
+    PI_BLOCK,
+    PROTECT_001,
+    Capacity,
+    Protection,
+    parse_read_capacity16,
+    path_requirement,
+    protection_for,
+)
 from difs.host.selection import PathSelector, choose, path_selector
 from difs.host.session import CommandTimedOut, PathFailed
+from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
 from difs.policy.fast import Requirement, describe_flags
@@ -41,12 +72,46 @@ _MAX_WRITE_SAME_BLOCKS = 0xFFFF
 _MAX_UNIT_ATTENTIONS = 8
 #: A command the controller aborted for not answering in time is sent again this many times.
 _MAX_TIMEOUTS = 3
+#: A command answered ABORTED COMMAND (not a PI check) is sent again this many times.
+_MAX_ABORTED = 3
+#: A PI check failure (host or controller) is retried this many times, then EIO.
+_MAX_PI_RETRIES = 1
+#: Concurrent commands when zeroing a range of a PI disk with ordinary writes.
+_ZERO_BATCH = 8
+
+_UNIT_ATTENTION, _ABORTED_COMMAND = 0x06, 0x0B
+_ASC_PI_CHECK = 0x10
+_PI_CHECK_NAMES = {0x01: "guard", 0x02: "app", 0x03: "ref"}
+
+
+def sense_fields(sense: bytes) -> tuple[int, int, int]:
+    """(sense key, ASC, ASCQ) of fixed or descriptor sense data; (0, 0, 0) when absent."""
+    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
+        return sense[2] & 0x0F, sense[12], sense[13]
+    if len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
+        return sense[1] & 0x0F, sense[2], sense[3]
+    if len(sense) >= 3 and sense[0] & 0x7F in (0x70, 0x71):
+        return sense[2] & 0x0F, 0, 0
+    return 0, 0, 0
+
+
+def sense_information(sense: bytes) -> int | None:
+    """The INFORMATION field (e.g. the failing LBA of a PI check), when the sense has one."""
+    if len(sense) >= 7 and sense[0] & 0x7F in (0x70, 0x71):
+        return int.from_bytes(sense[3:7], "big") if sense[0] & 0x80 else None
+    if len(sense) >= 8 and sense[0] & 0x7F in (0x72, 0x73):
+        end = min(len(sense), 8 + sense[7])
+        i = 8
+        while i + 2 <= end:
+            kind, size = sense[i], sense[i + 1]
+            if kind == 0x00 and size >= 0x0A and i + 12 <= end and sense[i + 2] & 0x80:
+                return int.from_bytes(sense[i + 4:i + 12], "big")
+            i += 2 + size
+    return None
 
 
 def is_unit_attention(sense: bytes) -> bool:
-    if len(sense) >= 3 and sense[0] & 0x7F in (0x70, 0x71):
-        return sense[2] & 0x0F == 0x06
-    return len(sense) >= 2 and sense[0] & 0x7F in (0x72, 0x73) and sense[1] & 0x0F == 0x06
+    return sense_fields(sense)[0] == _UNIT_ATTENTION
 
 
 def sense_text(sense: bytes) -> str:
@@ -58,49 +123,95 @@ def sense_text(sense: bytes) -> str:
 
 
 class AppDisk(NbdBackend):
-    """One application's view of its volume, through the host's paths."""
+    """One application's view of its volume, through the host's paths.
+
+    ``app_tag``: the application tag for its PI (default: derived from ``app``, see
+    :func:`difs.host.protection.application_tag`)."""
 
     def __init__(self, *, app: str, group: PathGroup, requirement: Requirement, lun: int = 0,
-                 selector: PathSelector | None = None, path_wait: float = 30.0) -> None:
+                 selector: PathSelector | None = None, path_wait: float = 30.0,
+                 app_tag: int | None = None) -> None:
         self.app = app
         self.group = group
-        self.requirement = requirement
-        self.service_class = requirement.service_class
         self.lun = lun
         self.selector = selector or path_selector("least-outstanding")
         self.path_wait = path_wait
+        self.app_tag = app_tag
         self.size = 0
         self.block_size = 512
         self.preferred_block_size = 4096
         self.description = f"difs application {app}"
         self.can_multi_conn = True
+        #: what READ CAPACITY(16) said (None before open)
+        self.capacity: Capacity | None = None
+        #: the PI this application's policy asks for on this volume (None: no PI)
+        self.protection: Protection | None = None
+        self.requirement = requirement
+        self.service_class = requirement.service_class
+        #: what a path must offer (the requirement without PI: the disk does PI itself)
+        self.path_requirement = path_requirement(requirement)
         self.ios = 0
         self.bytes = 0
         self.resent = 0
         self.failed = 0
+        self.aborted_retries = 0
+        self.pi_generated_blocks = 0
+        self.pi_checked_blocks = 0
+        self.pi_errors = 0
+        self.pi_rejected = 0
         #: channel -> [ios, bytes] carried for this application (reported to the manager)
         self.per_path: dict[int, list[int]] = {}
 
+    @property
+    def volume(self) -> str:
+        return f"{self.group.target} LUN {self.lun}"
+
     def set_requirement(self, requirement: Requirement) -> None:
-        """A policy update: later I/O is tagged and routed by the new requirement."""
+        """A policy update: later I/O is tagged, routed and protected by the new requirement.
+
+        Raises :class:`~difs.host.protection.ProtectionUnavailable` (and changes nothing) when
+        the new policy asks for PI the volume does not have."""
+        protection = self.protection
+        if self.capacity is not None:
+            protection = protection_for(requirement, self.capacity, app=self.app,
+                                        volume=self.volume, app_tag=self.app_tag)
+        self.protection = protection
         self.requirement = requirement
         self.service_class = requirement.service_class
+        self.path_requirement = path_requirement(requirement)
 
     # -- SCSI over the chosen path ------------------------------------------------
 
+    def _choose(self, avoid: Path | None) -> Path | None:
+        paths = self.group.paths
+        if avoid is not None:
+            others = [p for p in paths if p is not avoid]
+            path = choose(self.selector, requirement=self.path_requirement, paths=others)
+            if path is not None:
+                return path
+        return choose(self.selector, requirement=self.path_requirement, paths=paths)
+
     async def _run(self, cdb: bytes, *, data_out: bytes | memoryview | None = None,
-                   expected_in_length: int = 0) -> CommandComplete:
+                   expected_in_length: int = 0,
+                   check: Callable[[CommandComplete], bytes | memoryview] | None = None,
+                   ) -> CommandComplete:
+        """Run ``cdb`` on a satisfying path until it succeeds or must fail (EIO).
+
+        ``check``, given the GOOD result, returns the data the application gets (it replaces
+        ``result.data``) or raises :class:`PiCheckError`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.path_wait
         group = self.group
-        attentions = timeouts = 0
+        attentions = timeouts = aborted = pi_failures = 0
+        avoid: Path | None = None
         while True:
-            path = choose(self.selector, requirement=self.requirement, paths=group.paths)
+            path = self._choose(avoid)
+            avoid = None
             if path is None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     self.failed += 1
-                    need = ", ".join(describe_flags(self.requirement.flags)) or "nothing"
+                    need = ", ".join(describe_flags(self.path_requirement.flags)) or "nothing"
                     down = group.describe_down()
                     log_event(log, "no satisfying path", level=logging.ERROR, app=self.app,
                               target=group.target, requires=need, waited=self.path_wait,
@@ -110,7 +221,7 @@ class AppDisk(NbdBackend):
                         + (f"; {down}" if down else ""))
                 try:
                     await asyncio.wait_for(group.changed(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             path.outstanding += 1
@@ -145,32 +256,120 @@ class AppDisk(NbdBackend):
                 counts = self.per_path[path.spec.channel] = [0, 0]
             counts[0] += 1
             counts[1] += moved
-            if result.status == _CHECK_CONDITION and is_unit_attention(result.sense) \
-                    and attentions < _MAX_UNIT_ATTENTIONS:
-                # A new session's first command reports power-on/reset: the
-                # condition is cleared by reporting it; send the command again.
-                attentions += 1
-                continue
-            if result.status != _GOOD:
-                self.failed += 1
-                log_event(log, "command failed", level=logging.WARNING, app=self.app,
-                          path=path.name(), opcode=f"{cdb[0]:02x}", status=f"{result.status:02x}",
-                          sense=sense_text(result.sense))
-                raise NbdBackendError(errno.EIO, f"{sense_text(result.sense)}")
-            return result
+            status = result.status
+            if status == _GOOD:
+                if check is None:
+                    return result
+                try:
+                    result.data = check(result)
+                    return result
+                except PiCheckError as exc:
+                    self.pi_errors += 1
+                    pi_failures += 1
+                    self._pi_failed(path, cdb, exc.kind, exc.lba, pi_failures, "host",
+                                    detail=str(exc))
+                    avoid = path
+                    continue
+            if status == _CHECK_CONDITION:
+                key, asc, ascq = sense_fields(result.sense)
+                if key == _UNIT_ATTENTION and attentions < _MAX_UNIT_ATTENTIONS:
+                    # A new session's first command reports power-on/reset: the
+                    # condition is cleared by reporting it; send the command again.
+                    attentions += 1
+                    continue
+                if key == _ABORTED_COMMAND and asc == _ASC_PI_CHECK:
+                    self.pi_rejected += 1
+                    pi_failures += 1
+                    lba = sense_information(result.sense)
+                    self._pi_failed(path, cdb, _PI_CHECK_NAMES.get(ascq, f"ascq {ascq:02x}h"),
+                                    lba, pi_failures, "controller",
+                                    detail=sense_text(result.sense))
+                    avoid = path
+                    continue
+                if key == _ABORTED_COMMAND and aborted < _MAX_ABORTED:
+                    # e.g. 47h/05h: a Data-Out failed its digest; nothing was stored
+                    aborted += 1
+                    self.aborted_retries += 1
+                    self.resent += 1
+                    log_event(log, "command aborted by the controller, re-sending",
+                              level=logging.WARNING, app=self.app, path=path.name(),
+                              opcode=f"{cdb[0]:02x}", sense=sense_text(result.sense),
+                              attempt=aborted)
+                    avoid = path
+                    continue
+            self.failed += 1
+            log_event(log, "command failed", level=logging.WARNING, app=self.app,
+                      path=path.name(), opcode=f"{cdb[0]:02x}", status=f"{status:02x}",
+                      sense=sense_text(result.sense))
+            raise NbdBackendError(errno.EIO, f"{sense_text(result.sense)}")
+
+    def _pi_failed(self, path: Path, cdb: bytes, check: str, lba: int | None, failures: int,
+                   found_by: str, *, detail: str) -> None:
+        """Log a PI check failure; raise EIO once it has been retried enough."""
+        final = failures > _MAX_PI_RETRIES
+        log_event(log, "PI check failed", level=logging.ERROR if final else logging.WARNING,
+                  app=self.app, volume=self.volume, lba=lba, check=check, found_by=found_by,
+                  path=path.name(), opcode=f"{cdb[0]:02x}",
+                  action="I/O error to the application" if final else "retrying on another path",
+                  detail=detail)
+        if final:
+            self.failed += 1
+            raise NbdBackendError(
+                errno.EIO, f"{self.app}: T10 PI {check} check failed at LBA {lba} "
+                           f"({found_by}), after {failures} tries")
 
     async def open(self) -> None:
-        """Learn the volume's size and block size (READ CAPACITY 16)."""
+        """Learn the volume's size, block size and protection (READ CAPACITY 16).
+
+        Raises :class:`~difs.host.protection.ProtectionUnavailable` when the application's
+        policy asks for PI and the volume is not formatted with it (the application must
+        not start: its policy cannot be honoured)."""
         cdb = bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)
         result = await self._run(cdb, expected_in_length=32)
-        data = bytes(result.data)
-        last_lba, block = struct.unpack_from(">QI", data)
-        self.block_size = block
-        self.size = (last_lba + 1) * block
+        capacity = parse_read_capacity16(result.data)
+        self.protection = protection_for(self.requirement, capacity, app=self.app,
+                                         volume=self.volume, app_tag=self.app_tag)
+        self.capacity = capacity
+        self.block_size = capacity.block_size
+        self.size = capacity.size
 
     def _cdb(self, opcode: int, flags: int, offset: int, length: int) -> bytes:
         return _RW16.pack(opcode, flags, offset // self.block_size, length // self.block_size,
                           self.service_class, 0)
+
+    # -- one SCSI command's worth -------------------------------------------------------
+
+    def _read_command(self, offset: int, length: int) -> Awaitable[CommandComplete]:
+        protection = self.protection
+        if protection is None:
+            return self._run(self._cdb(_READ16, 0, offset, length), expected_in_length=length)
+        lba = offset // PI_BLOCK
+        wire = protection.wire_length(length)
+        return self._run(self._cdb(_READ16, PROTECT_001, offset, length), expected_in_length=wire,
+                         check=functools.partial(self._verify, protection, lba, wire))
+
+    def _verify(self, protection: Protection, lba: int, wire: int,
+                result: CommandComplete) -> bytes | memoryview:
+        data = result.data
+        if len(data) != wire:
+            self.failed += 1
+            log_event(log, "short protected read", level=logging.ERROR, app=self.app,
+                      volume=self.volume, lba=lba, expected=wire, got=len(data))
+            raise NbdBackendError(errno.EIO, f"{self.app}: read at LBA {lba} returned "
+                                             f"{len(data)} of {wire} bytes")
+        self.pi_checked_blocks += wire // (PI_BLOCK + 8)
+        return protection.unprotect(data, lba)
+
+    def _write_command(self, offset: int, data: bytes | memoryview,
+                       flags: int) -> Awaitable[CommandComplete]:
+        protection = self.protection
+        if protection is None:
+            return self._run(self._cdb(_WRITE16, flags, offset, len(data)), data_out=data)
+        lba = offset // PI_BLOCK
+        wire = protection.protect(data, lba)
+        self.pi_generated_blocks += len(data) // PI_BLOCK
+        return self._run(self._cdb(_WRITE16, flags | PROTECT_001, offset, len(data)),
+                         data_out=wire)
 
     # -- NbdBackend ------------------------------------------------------------------
 
@@ -178,12 +377,9 @@ class AppDisk(NbdBackend):
         self.ios += 1
         self.bytes += length
         if length <= MAX_TRANSFER:
-            result = await self._run(self._cdb(_READ16, 0, offset, length),
-                                     expected_in_length=length)
-            return result.data
+            return (await self._read_command(offset, length)).data
         parts = await asyncio.gather(*(
-            self._run(self._cdb(_READ16, 0, offset + o, min(MAX_TRANSFER, length - o)),
-                      expected_in_length=min(MAX_TRANSFER, length - o))
+            self._read_command(offset + o, min(MAX_TRANSFER, length - o))
             for o in range(0, length, MAX_TRANSFER)))
         return b"".join(bytes(p.data) for p in parts)
 
@@ -193,11 +389,10 @@ class AppDisk(NbdBackend):
         self.bytes += length
         flags = _FUA if fua else 0
         if length <= MAX_TRANSFER:
-            await self._run(self._cdb(_WRITE16, flags, offset, length), data_out=data)
+            await self._write_command(offset, data, flags)
             return
         await asyncio.gather(*(
-            self._run(self._cdb(_WRITE16, flags, offset + o, min(MAX_TRANSFER, length - o)),
-                      data_out=data[o:o + MAX_TRANSFER])
+            self._write_command(offset + o, data[o:o + MAX_TRANSFER], flags)
             for o in range(0, length, MAX_TRANSFER)))
 
     async def flush(self) -> None:
@@ -213,11 +408,30 @@ class AppDisk(NbdBackend):
                       data_out=zero)
             for o in range(0, length, step)))
 
+    async def _write_zero_blocks(self, offset: int, length: int) -> None:
+        """Zero a range of a PI disk with ordinary protected writes.
+
+        WRITE SAME would leave the PI to the controller (WRPROTECT=000b: its own
+        application tag) or to its reading of SBC-4's reference-tag rules; plain WRITEs
+        carry exactly the PI this host verifies on read."""
+        zero = memoryview(bytes(min(length, MAX_TRANSFER)))
+        chunks = [(o, min(MAX_TRANSFER, length - o)) for o in range(0, length, MAX_TRANSFER)]
+        for i in range(0, len(chunks), _ZERO_BATCH):
+            await asyncio.gather(*(self._write_command(offset + o, zero[:n], 0)
+                                   for o, n in chunks[i:i + _ZERO_BATCH]))
+
     async def trim(self, offset: int, length: int) -> None:
+        if self.protection is not None:
+            return  # a hint; unmapping would hand the blocks' PI to the controller
         await self._write_same(offset, length, _WS_UNMAP)
 
     async def write_zeroes(self, offset: int, length: int, *, may_trim: bool, fua: bool,
                            fast: bool = False) -> None:
-        await self._write_same(offset, length, _WS_UNMAP if may_trim else 0)
+        if self.protection is not None:
+            if fast:
+                raise NbdBackendError(errno.ENOTSUP, "no fast zeroing with PI")
+            await self._write_zero_blocks(offset, length)
+        else:
+            await self._write_same(offset, length, _WS_UNMAP if may_trim else 0)
         if fua:
             await self.flush()
