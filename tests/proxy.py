@@ -37,6 +37,8 @@ class _Link:
         self.server = server
         self.frozen = False
         self.dead = False
+        #: the first 48 bytes the client sent (already forwarded when the pipes start)
+        self.first = b""
 
     def sockets(self) -> list[socket.socket]:
         return [s for s in (self.client, self.server) if s is not None]
@@ -103,6 +105,7 @@ class IscsiProxy:
             client.close()
             return
         link = _Link(channel, client, server)
+        link.first = first
         with self._lock:
             self.links.append(link)
         threading.Thread(target=self._pipe, args=(link, server, client), daemon=True).start()

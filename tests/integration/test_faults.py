@@ -1,0 +1,168 @@
+"""Fault injection end to end: bits flipped in flight between a real host and a real controller.
+
+Topology of every test: ``difs controller`` <- :class:`faults.FaultProxy` <- ``difs host``
+(channel 0 with CRC32C header and data digests, channel 1 plain) <- ``qemu-io`` over NBD as
+the application. The proxy flips bits in iSCSI PDUs after the sender computed its digests,
+as faulty hardware on the path would. What each policy promises, and what is asserted:
+
+* **digests** (silver: header + data digest, so channel 0 only) — a flipped data bit in a
+  Data-Out is caught by the controller's data digest check: that command ends with ABORTED
+  COMMAND 47h/05h and nothing of it is stored; the host sends it again and the data reads back
+  intact. A flipped header bit (either direction) is caught by the header digest: the
+  connection is dropped, the host reconnects and re-sends; data intact.
+* **neither digests nor PI** (bronze, plain channel 1) — nothing on the path can notice: the
+  flipped bit is stored, or returned, silently, and the host reports success. The tests assert
+  that the corruption is *not* detected: that is the risk an application accepts by choosing
+  a policy without integrity services, and exactly what the digest and PI policies are for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faults import DATA_IN, DATA_OUT, SCSI_COMMAND, TO_HOST, TO_TARGET, BitFlip, FaultProxy
+from support import controller, free_port, need_tool, run, start_difs
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """``cluster(policy)`` -> (controller, proxy, host, NBD URL of application "app").
+
+    controller(volume "vol", 16 MiB) <- fault proxy <- host(app with ``policy``)."""
+    with contextlib.ExitStack() as stack:
+
+        def start(policy: str, volume: str = "vol:16M"):
+            ctl = stack.enter_context(controller(tmp_path / "ctl", "--volume", volume))
+            proxy = FaultProxy((ctl.host, ctl.port))
+            stack.callback(proxy.close)
+            name = volume.split(":")[0]
+            host = start_difs("host", "--nbd", f"127.0.0.1:{free_port()}",
+                              "--app", f"app=iscsi://{proxy.portal}/{ctl.iqn(name)}/0",
+                              "--policy", f"app={policy}", "--channels", "digests,plain",
+                              "--path-wait", "5", "--nop-interval", "0")
+
+            def stop_host() -> None:
+                assert host.stop() == 0, host.log_text()[-3000:]
+
+            stack.callback(stop_host)
+            [url] = host.wait_for_lines(1, "nbd://")
+            return ctl, proxy, host, url
+
+        yield start
+
+
+def qemu_io(url: str, *commands: str, check: bool = True):
+    args = ["qemu-io", "-f", "raw"]
+    for c in commands:
+        args += ["-c", c]
+    result = run([*args, url], check=check, timeout=60)
+    return result, result.stdout + result.stderr
+
+
+def read_volume(url: str, tmp_path: Path) -> bytes:
+    """Every byte of the application's disk, as the application reads it (through the host)."""
+    out = tmp_path / "read.raw"
+    run(["qemu-img", "convert", "-f", "raw", "-O", "raw", url, str(out)])
+    return out.read_bytes()
+
+
+def differing_bits(a: bytes, b: bytes) -> list[int]:
+    """Bit positions (byte * 8 + bit) where ``a`` and ``b`` differ."""
+    assert len(a) == len(b)
+    x = np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)
+    return [int(i) * 8 + bit for i in np.flatnonzero(x) for bit in range(8) if x[i] >> bit & 1]
+
+
+def test_digest_catches_a_flipped_data_out_bit_and_the_host_resends(cluster) -> None:
+    need_tool("qemu-io")
+    ctl, proxy, host, url = cluster("silver")
+    flip = proxy.add(BitFlip(TO_TARGET, where="data", channel=0, opcodes={DATA_OUT}))
+    _, out = qemu_io(url, "write -P 0x5a 0 1M", "read -P 0x5a 0 1M")
+    assert "Pattern verification failed" not in out and "error" not in out.lower(), out
+    assert flip.fired == 1 and proxy.flips[0].opcode == DATA_OUT
+    # the controller saw the digest fail and answered that command ABORTED COMMAND 47h/05h;
+    # the host sent it again (on the only satisfying path: silver needs channel 0)
+    assert "digest error" in ctl.proc.log_text() and "kind=data" in ctl.proc.log_text()
+    log = host.log_text()
+    assert "command aborted by the controller, re-sending" in log, log[-3000:]
+    assert "47h/05h" in log
+    assert proxy.count(channel=1, direction=TO_TARGET, opcode=SCSI_COMMAND) == 0
+
+
+def test_corrupt_data_is_never_stored(cluster) -> None:
+    """Every attempt of one write is corrupted: the host gives up (EIO) and the volume still
+    holds the old data — not one byte of the corrupt write was stored."""
+    need_tool("qemu-io")
+    _ctl, proxy, _host, url = cluster("silver")
+    qemu_io(url, "write -P 0x11 0 1M")
+    flip = proxy.add(BitFlip(TO_TARGET, where="data", channel=0, opcodes={DATA_OUT},
+                             limit=None))
+    _bad, out = qemu_io(url, "write -P 0x22 0 1M", check=False)
+    assert "Input/output error" in out, out
+    # the first try and three re-sends (each a new task), every one caught and refused
+    assert flip.fired >= 4 and len({f.itt for f in proxy.flips}) == 4
+    proxy.clear()
+    _, out = qemu_io(url, "read -P 0x11 0 1M")
+    assert "Pattern verification failed" not in out, out
+
+
+def test_header_digest_catches_flipped_header_bits_both_ways(cluster) -> None:
+    need_tool("qemu-io")
+    ctl, proxy, host, url = cluster("silver")
+    to_target = proxy.add(BitFlip(TO_TARGET, where="header", channel=0,
+                                  opcodes={SCSI_COMMAND}, nth=2))
+    _, out = qemu_io(url, "write -P 0x3c 0 256k", "read -P 0x3c 0 256k")
+    assert "Pattern verification failed" not in out and "error" not in out.lower(), out
+    assert to_target.fired == 1
+    assert "kind=header" in ctl.proc.log_text()
+    proxy.clear()
+    to_host = proxy.add(BitFlip(TO_HOST, where="header", channel=0, opcodes={DATA_IN}))
+    _, out = qemu_io(url, "read -P 0x3c 0 256k")
+    assert "Pattern verification failed" not in out and "error" not in out.lower(), out
+    assert to_host.fired == 1
+    log = host.log_text()
+    # each time the connection was dropped, re-established, and the command sent again
+    assert log.count("path failed, re-sending") >= 2, log[-3000:]
+    assert "header digest" in log.lower()
+
+
+def test_without_digests_or_pi_a_flipped_bit_is_stored_silently(cluster, tmp_path) -> None:
+    """Bronze asks for no integrity service: a bit flipped in a Data-Out on the plain channel
+    is stored and read back, and nobody notices (asserted: the write and the read succeed,
+    and the data read differs from the data written in exactly that bit)."""
+    need_tool("qemu-io", "qemu-img")
+    ctl, proxy, host, url = cluster("bronze")
+    flip = proxy.add(BitFlip(TO_TARGET, where="data", channel=1,
+                             opcodes={SCSI_COMMAND, DATA_OUT}))
+    _, out = qemu_io(url, "write -P 0x77 0 1M")
+    assert "error" not in out.lower(), out
+    assert flip.fired == 1
+    [flipped] = proxy.flips
+    back = read_volume(url, tmp_path)
+    assert differing_bits(back, b"\x77" * MiB + bytes(15 * MiB)) == \
+        [flipped.volume_offset * 8 + flipped.bit]
+    log = host.log_text() + ctl.proc.log_text()
+    assert "re-sending" not in log and "digest error" not in log and "PI check" not in log
+
+
+def test_without_digests_or_pi_a_flipped_data_in_bit_is_returned_silently(cluster,
+                                                                          tmp_path) -> None:
+    need_tool("qemu-io", "qemu-img")
+    _ctl, proxy, _host, url = cluster("bronze")
+    qemu_io(url, "write -P 0x0f 0 1M")
+    flip = proxy.add(BitFlip(TO_HOST, where="data", channel=1, opcodes={DATA_IN}))
+    back = read_volume(url, tmp_path)
+    assert flip.fired == 1
+    [flipped] = proxy.flips
+    written = b"\x0f" * MiB + bytes(15 * MiB)
+    assert differing_bits(back, written) == [flipped.volume_offset * 8 + flipped.bit]
+    proxy.clear()
+    # the volume itself is fine: the corruption happened on the wire, and was not caught
+    assert read_volume(url, tmp_path) == written
