@@ -121,5 +121,25 @@ def run_perapp(work: Path, image: Path, log_dir: Path, stack: Stack, *, repeat: 
     return list(cells.values())
 
 
+def crc32c_cost() -> float | None:
+    """CPU seconds to CRC32C one GiB on this machine (the ``crc32c`` package difs uses):
+    the floor of what data digests can cost, once on each side of a channel."""
+    try:
+        import crc32c
+    except ImportError:
+        return None
+    import os
+    import time
+
+    buf = os.urandom(1 << 20)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        for _ in range(256):
+            crc32c.crc32c(buf)
+        best = min(best, (time.process_time() - t0) * 4)
+    return round(best, 4)
+
+
 def count_perapp(repeat: int) -> int:
     return len(SHAPES) * repeat * len(MODES) * (1 + len(APPS))

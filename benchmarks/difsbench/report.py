@@ -101,6 +101,23 @@ def perapp_claims(cells: list[Cell]) -> list[dict[str, object]]:
     return out
 
 
+def claims_table(claims: list[dict[str, object]]) -> str:
+    """host-wide / per-application, per shape: below 1.00 means host-wide loses."""
+    a, b = list(APPS)
+    cols = [(f"{b} ({APPS[b]}) throughput", f"{b}_throughput_host_wide_vs_per_app"),
+            (f"{a} ({APPS[a]}) throughput", f"{a}_throughput_host_wide_vs_per_app"),
+            (f"{b} CPU per GiB (alone)", f"{b}_cpu_per_gib_host_wide_vs_per_app"),
+            ("host+controller CPU per GiB (together)", "total_cpu_per_gib_host_wide_vs_per_app")]
+    lines = ["| shape | " + " | ".join(t for t, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for c in claims:
+        cells = [str(c["shape"])]
+        for _, k in cols:
+            v = c.get(k)
+            cells.append("—" if v is None else f"{v:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def check_targets(figures: list[Figure]) -> list[dict[str, object]]:
     """Issue 7's targets, each with the measured value and whether it is met."""
     checks = []
