@@ -24,6 +24,10 @@ FFFEh. Taking it from the name rather than from the policy keeps data written un
 policy version readable under the next (a policy update must not make stored blocks fail
 their application-tag check), and it is stable across hosts and restarts, so an application
 that moves to another host still reads its own blocks. A caller may pass an explicit tag.
+A controller that checks application tags (a volume configured with an expected ``app_tag``)
+must expect ``application_tag(NAME)`` for the application's volume. Blocks written by another
+application client (e.g. QEMU with WRPROTECT=000b: the controller generates their PI with the
+volume's tag, or 0) carry another tag, and fail this host's application-tag check on read.
 
 **Reference tag**: type 1 — the low 32 bits of each block's LBA (a block written to or read
 from the wrong place fails); type 3 — the application owns it and difs writes 0 and does not
