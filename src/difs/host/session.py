@@ -140,6 +140,7 @@ class IscsiSession(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._login: asyncio.Future[InitiatorSession] = self._loop.create_future()
         self._waiters: dict[int, asyncio.Future] = {}
+        self._flush_scheduled = False
         self._issued: dict[int, float] = {}  # command ITT -> when submitted (submit order)
         self._aborting: dict[int, tuple[int, float]] = {}  # command ITT -> (TMF ITT, deadline)
         self._tmf_for: dict[int, int] = {}  # TMF ITT -> command ITT
@@ -236,7 +237,11 @@ class IscsiSession(asyncio.Protocol):
         waiters[itt] = fut
         self._issued[itt] = self._loop.time()
         self.peak_outstanding = max(self.peak_outstanding, len(waiters))
-        self._flush()
+        if not self._flush_scheduled:
+            # One send per loop iteration: the commands a client queued together
+            # (a QD32 burst of NBD requests) leave in one writev, not one write each.
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
         return await fut
 
     async def ping(self, timeout: float = 5.0) -> None:
@@ -247,6 +252,10 @@ class IscsiSession(asyncio.Protocol):
         await fut
 
     # -- plumbing ----------------------------------------------------------------------
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
 
     def _flush(self) -> None:
         out = self.core.data_to_send()
