@@ -170,7 +170,7 @@ class Host:
         self.nbd.add_export(name, disk)
         log_event(log, "application started", app=name, policy=policy_name, target=target,
                   lun=lun, service_class=requirement.service_class, size=disk.size,
-                  pi=(f"type{disk.protection.pi_type}/app_tag={disk.protection.app_tag:#06x}"
+                  pi=(f"type{disk.protection.pi_type}/tag:{disk.protection.app_tag:04x}"
                       if disk.protection is not None else "none"),
                   paths=" ".join(f"ch{p.channel}:{p.state.value}" for p in group.paths))
         return app
