@@ -85,10 +85,31 @@ def test_up_serves_both_applications_and_stops_cleanly(up) -> None:
     mine = run(["iscsi-ls", "-s", "-i", "iqn.2026-11.io.difs:host1",
                 f"iscsi://127.0.0.1:{ports['portal']}"]).stdout
     assert "Lun:0" in mine and "Lun:1" in mine
+    # stop and start an application through the manager: the host follows its bindings
+    difs = [sys.executable, "-m", "difs.cli.main"]
+    run([*difs, "app", "stop", "app2"], env=env)
+    assert wait_until(lambda: run(["qemu-io", "-f", "raw", "-c", "read 0 4k",
+                                   f"nbd://127.0.0.1:{ports['nbd']}/app2"], check=False)
+                      .returncode != 0), "app2's export is still there after stop"
+    run([*difs, "app", "start", "app2", "--host", "host1"], env=env)
+    assert wait_until(lambda: "Pattern verification failed" not in run(
+        ["qemu-io", "-f", "raw", "-c", "read -P 0x2b 0 1M", f"nbd://127.0.0.1:{ports['nbd']}/app2"],
+        check=False).stdout and run(["qemu-io", "-f", "raw", "-c", "read 0 4k",
+                                     f"nbd://127.0.0.1:{ports['nbd']}/app2"], check=False)
+        .returncode == 0), "app2 did not come back with its data after start"
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, rest
     assert "difs up: stopped" in rest
+
+
+def wait_until(check, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return False
 
 
 def test_demo_shows_the_overhead_is_paid_only_by_the_integrity_application(tmp_path: Path) -> None:

@@ -229,6 +229,35 @@ def unbind(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None)
     console.print(f"application {name} unbound")
 
 
+@app_app.command("start")
+def start(
+    name: str,
+    host: Annotated[str, typer.Option("--host", help="The host node to run the application on.")],
+    manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Start an application on a host: bind its volumes to the host's initiator (the IQN the
+    host advertises); the host opens its NBD export within one advertisement interval."""
+    with client(manager, token) as c:
+        node = c.request("GET", f"/nodes/{host}")
+        if node.get("kind") != "host":
+            fail(f"{host} is a {node.get('kind')} node, not a host", "give a host's node name: `difs node list`")
+        if not node.get("iqn"):
+            fail(f"host {host} has not advertised its initiator name yet",
+                 "start it with `difs host --manager ... --name " + host + "` and try again")
+        data = c.bind(name, initiator_iqn=node["iqn"], host=host)
+    emit(data, as_json, lambda b: console.print(
+        f"application {name} started on {b['host']}: " + ", ".join(
+            f"{v['target_iqn']} LUN {v['lun']}" for v in b["volumes"])))
+
+
+@app_app.command("stop")
+def stop(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
+    """Stop an application: unbind it; its host closes the NBD export and forgets its paths."""
+    with client(manager, token) as c:
+        c.unbind(name)
+    console.print(f"application {name} stopped")
+
+
 @app_app.command("compliance")
 def compliance(name: Annotated[str | None, typer.Argument()] = None, manager: ManagerOpt = DEFAULT_URL,
                token: TokenOpt = None, as_json: JsonOpt = False) -> None:
