@@ -53,3 +53,7 @@ def test_metrics_show_per_application_paths_and_digest_work(tmp_path: Path) -> N
     assert metric(text, "difs_host_path_digests_total", target=b, channel="1") == 0
     assert metric(text, "difs_host_path_digests_total", target=a, channel="1") == 0
     assert metric(text, "difs_host_path_up", target=a, channel="0") == 1
+    # neither application asked for PI: no tuples generated or checked, no PI errors
+    assert metric(text, "difs_host_app_pi_generated_blocks_total") == 0
+    assert metric(text, "difs_host_app_pi_checked_blocks_total") == 0
+    assert 'difs_host_app_pi_errors_total{app="app1",found_by="host"} 0.0' in text

@@ -9,6 +9,9 @@ Families (all counters unless noted):
 - ``difs_host_app_ios_total{app,controller,channel}`` / ``difs_host_app_bytes_total`` —
   which path carried each application's I/O;
 - ``difs_host_app_resent_total{app}``, ``difs_host_app_failed_total{app}``;
+- ``difs_host_app_pi_generated_blocks_total{app}`` / ``..._pi_checked_blocks_total`` — T10 PI
+  tuples the host generated on writes and verified on reads; ``..._pi_errors_total{app,found_by}``
+  — PI check failures found by the host or reported by the controller;
 - ``difs_host_path_digests_total{controller,target,channel}`` and
   ``difs_host_path_digest_bytes_total`` — CRC32C digests computed or verified;
 - ``difs_host_path_up{controller,target,channel,services}`` (gauge).
@@ -42,6 +45,13 @@ class HostCollector(Collector):
                                      labels=["app"])
         failed = CounterMetricFamily("difs_host_app_failed", "I/Os failed to the application",
                                      labels=["app"])
+        pi_generated = CounterMetricFamily("difs_host_app_pi_generated_blocks",
+                                           "T10 PI tuples generated for written blocks",
+                                           labels=["app"])
+        pi_checked = CounterMetricFamily("difs_host_app_pi_checked_blocks",
+                                         "T10 PI tuples verified on read", labels=["app"])
+        pi_errors = CounterMetricFamily("difs_host_app_pi_errors", "T10 PI check failures",
+                                        labels=["app", "found_by"])
         for app in list(self.host.apps.values()):
             disk = app.disk
             for channel, (count, moved) in list(disk.per_path.items()):
@@ -50,6 +60,10 @@ class HostCollector(Collector):
                 nbytes.add_metric(labels, moved)
             resent.add_metric([app.name], disk.resent)
             failed.add_metric([app.name], disk.failed)
+            pi_generated.add_metric([app.name], disk.pi_generated_blocks)
+            pi_checked.add_metric([app.name], disk.pi_checked_blocks)
+            pi_errors.add_metric([app.name, "host"], disk.pi_errors)
+            pi_errors.add_metric([app.name, "controller"], disk.pi_rejected)
         digests = CounterMetricFamily("difs_host_path_digests",
                                       "CRC32C digests computed or verified on a path",
                                       labels=["controller", "target", "channel"])
@@ -67,7 +81,8 @@ class HostCollector(Collector):
                 services = ",".join(describe_flags(path.negotiated.flags)) \
                     if path.negotiated is not None else ""
                 up.add_metric([*labels, services or "none"], 1 if path.is_available() else 0)
-        yield from (ios, nbytes, resent, failed, digests, digest_bytes, up)
+        yield from (ios, nbytes, resent, failed, pi_generated, pi_checked, pi_errors, digests,
+                    digest_bytes, up)
 
 
 def path_digest_work(path) -> tuple[int, int]:
