@@ -2,7 +2,7 @@
 """Side-by-side benchmarks: difs against tgt, same machine, same clients, one run.
 
     .venv/bin/python benchmarks/run.py              # full run, ~12 minutes on 2 cores
-    .venv/bin/python benchmarks/run.py --quick      # one short run per figure, ~3 minutes
+    .venv/bin/python benchmarks/run.py --quick      # one short run per figure, ~4 minutes
     .venv/bin/python benchmarks/run.py --sections targets --only randread
 
 Sections (all by default):
@@ -44,7 +44,7 @@ from difsbench.procs import (  # noqa: E402
     wait_idle,
     warm,
 )
-from difsbench.suite import Progress, count_runs, run_suite  # noqa: E402
+from difsbench.suite import Figure, Progress, count_runs, run_suite  # noqa: E402
 from difsbench.targets import (  # noqa: E402
     DifsController,
     DifsHost,
@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     ap.add_argument("--quick", action="store_true",
-                    help="1 run of 2 s per figure, 256M images, no profiles (~3 min)")
+                    help="1 run of 2 s per figure, 256M images, no profiles (~4 min)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     ap.add_argument("--size", default="512M", help="backing image size (M or G)")
@@ -99,6 +99,8 @@ def parse_args() -> argparse.Namespace:
                     help="first wait up to SECONDS for the load average to fall below 0.5")
     ap.add_argument("--no-chart", action="store_true", help="do not draw (or install matplotlib)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--render", type=Path, metavar="RESULTS_DIR",
+                    help="only rebuild results.md (and chart.png) from RESULTS_DIR/results.json")
     args = ap.parse_args()
     if args.quick:
         args.repeat, args.duration = 1, 2.0
@@ -124,8 +126,28 @@ def selected(workloads, only: list[str]):
     return [w for w in workloads if any(o.lower() in w.describe().lower() for o in only)]
 
 
+def render_only(outdir: Path, *, no_chart: bool) -> int:
+    doc = json.loads((outdir / "results.json").read_text())
+    target_figs = [Figure.from_summary(d) for d in doc["targets"]]
+    host_figs = [Figure.from_summary(d) for d in doc["host"]]
+    cells = [perapp.Cell.from_summary(d) for d in doc["apps"]]
+    profiles = [profiling.Profile.from_summary(d) for d in doc["profiles"]]
+    checks = report.check_targets(target_figs + host_figs)
+    doc["checks"] = checks
+    doc["apps_claims"] = report.perapp_claims(cells)
+    md = render_markdown(doc, target_figs, host_figs, cells, checks, profiles)
+    (outdir / "results.md").write_text(md)
+    (outdir / "results.json").write_text(json.dumps(doc, indent=2))
+    if not no_chart:
+        report.chart(target_figs, host_figs, cells, outdir / "chart.png")
+    print(md)
+    return 0
+
+
 def main() -> int:
     args = parse_args()
+    if args.render:
+        return render_only(args.render, no_chart=args.no_chart)
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         print(f"benchmarks: missing {', '.join(missing)}: run ./scripts/setup.sh (Debian "
@@ -335,7 +357,7 @@ def render_markdown(doc, target_figs, host_figs, cells, checks, profiles) -> str
                       ("host plain/direct", "host plain", "direct iSCSI"),
                       ("host plain unix/direct", "host plain unix", "direct iSCSI"),
                       ("host digests/direct", "host digests", "direct iSCSI"),
-                      ("digests/plain", "host digests", "host plain")])]
+                      ("digests/plain", "host digests", "host plain")], fields=("iops", "cpu"))]
     if cells:
         parts += ["", "## Two applications on one host: per-application vs host-wide services", "",
                   "app-a is silver (digests), app-b is bronze (nothing). per-application: host "

@@ -48,6 +48,17 @@ class Cell:
     alone_cpu_s_per_gib: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_summary(cls, d: dict) -> Cell:
+        """Rebuild from :meth:`summary` (CPU figures are kept only as their medians)."""
+        one = lambda v: [] if v is None else [v]  # noqa: E731
+        return cls(d["shape"], d["mode"],
+                   together_mb_s={a: list(v) for a, v in d["together_mb_s_runs"].items()},
+                   together_cpu_s_per_gib=one(d["together_cpu_s_per_gib"]),
+                   alone_mb_s={a: one(v) for a, v in d["alone_mb_s"].items()},
+                   alone_cpu_s_per_gib={a: one(v) for a, v in d["alone_cpu_s_per_gib"].items()},
+                   errors=list(d["errors"]))
+
     def summary(self) -> dict[str, object]:
         med = lambda xs: round(statistics.median(xs), 3) if xs else None  # noqa: E731
         return {

@@ -86,6 +86,12 @@ class Profile:
     raw_path: str
     idle: int = 0  # samples waiting in epoll, left out of the shares
 
+    @classmethod
+    def from_summary(cls, d: dict) -> Profile:
+        pairs = lambda xs: [tuple(x) for x in xs]  # noqa: E731
+        return cls(d["label"], d["process"], d["samples"], pairs(d["self"]), pairs(d["python"]),
+                   pairs(d["total"]), d["raw"], d.get("idle_samples", 0))
+
     def summary(self) -> dict[str, object]:
         return {"label": self.label, "process": self.process, "samples": self.samples,
                 "idle_samples": self.idle,

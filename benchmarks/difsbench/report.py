@@ -29,14 +29,23 @@ def ratio(figures: list[Figure], key: str, num: str, den: str) -> float:
     return a.median / b.median
 
 
+_FIELDS = {
+    "iops": ("IOPS (min–max)", lambda f: f"{f.median:,.0f} ({min(f.iops):,.0f}–{max(f.iops):,.0f})"),
+    "mb": ("MB/s", lambda f: _num(f.mb_s)),
+    "lat": ("lat µs", lambda f: _num(f.latency)),
+    "cpu": ("CPU µs/IO", lambda f: _num(f.cpu, 1)),
+}
+
+
 def comparison_table(figures: list[Figure], endpoints: list[str],
-                     ratios: list[tuple[str, str, str]]) -> str:
-    """One row per workload: per endpoint IOPS (min–max), MB/s, latency, CPU/IO; then ratios
-    given as (column title, numerator endpoint, denominator endpoint)."""
+                     ratios: list[tuple[str, str, str]],
+                     fields: tuple[str, ...] = ("iops", "mb", "lat", "cpu")) -> str:
+    """One row per workload: per endpoint IOPS (min–max), MB/s, latency, CPU/IO (``fields``);
+    then ratios given as (column title, numerator endpoint, denominator endpoint)."""
     by, rows = _index(figures)
     head = ["workload", "tool"]
     for e in endpoints:
-        head += [f"{e} IOPS (min–max)", f"{e} MB/s", f"{e} lat µs", f"{e} CPU µs/IO"]
+        head += [f"{e} {_FIELDS[k][0]}" for k in fields]
     head += [title for title, _, _ in ratios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for key, label, tool in rows:
@@ -44,12 +53,11 @@ def comparison_table(figures: list[Figure], endpoints: list[str],
         for e in endpoints:
             f = by.get((key, e))
             if f is None:
-                cells += ["n/a"] * 4
+                cells += ["n/a"] * len(fields)
             elif not f.ok:
-                cells += ["failed"] + ["—"] * 3
+                cells += ["failed"] + ["—"] * (len(fields) - 1)
             else:
-                cells += [f"{f.median:,.0f} ({min(f.iops):,.0f}–{max(f.iops):,.0f})",
-                          _num(f.mb_s), _num(f.latency), _num(f.cpu, 1)]
+                cells += [_FIELDS[k][1](f) for k in fields]
         for _, num, den in ratios:
             r = ratio(figures, key, num, den)
             cells.append("—" if math.isnan(r) else f"{r:.2f}x")

@@ -55,6 +55,14 @@ class Figure:
     def cpu(self) -> float:
         return statistics.median(self.cpu_us_per_io) if self.cpu_us_per_io else float("nan")
 
+    @classmethod
+    def from_summary(cls, d: dict) -> Figure:
+        """Rebuild from :meth:`summary` (per-run latencies are kept only as their median)."""
+        return cls(d["section"], d["workload"], d["label"], d["tool"], d["endpoint"], d["block"],
+                   d["depth"], via=d.get("via", ""), iops=list(d["runs_iops"]),
+                   latency_us=[] if d["latency_us_median"] is None else [d["latency_us_median"]],
+                   cpu_us_per_io=list(d["runs_cpu_us_per_io"]), errors=list(d["errors"]))
+
     def summary(self) -> dict[str, object]:
         return {
             "section": self.section, "workload": self.key, "label": self.label, "tool": self.tool,
