@@ -86,9 +86,9 @@ _unpack_response = SCSI_RESPONSE.unpack_from
 class _Command:
     """An outstanding SCSI command on the initiator side."""
 
-    __slots__ = ("itt", "lun_field", "cmdsn", "data_out", "read_length", "buffer", "received",
-                 "next_datasn", "single", "header", "ahs", "immediate_length", "immediate",
-                 "unsolicited")
+    __slots__ = ("itt", "lun_field", "cmdsn", "data_out", "read_length", "buffer", "parts",
+                 "received", "next_datasn", "single", "header", "ahs", "immediate_length",
+                 "immediate", "unsolicited")
 
     def __init__(self, itt: int, lun_field: int, data_out: memoryview | None,
                  read_length: int) -> None:
@@ -97,7 +97,8 @@ class _Command:
         self.cmdsn = 0
         self.data_out = data_out
         self.read_length = read_length
-        self.buffer: bytearray | None = None
+        self.buffer: bytearray | None = None  # Data-In that arrived out of offset order
+        self.parts: list[memoryview] | None = None  # Data-In segments in offset order
         self.received = 0
         self.next_datasn = 0
         self.single: memoryview | None = None  # the only Data-In segment (no copy)
@@ -349,10 +350,21 @@ class InitiatorConnection(InitiatorLogin):
         command.next_datasn = datasn + 1
         if offset == 0 and command.received == 0 and flags & 0x01:
             command.single = data  # the whole read in one PDU: no copy
+        elif offset == command.received and command.buffer is None:
+            # in offset order (DataPDUInOrder): keep the segments, join them once at the end
+            # (no zero-filled buffer of the whole length, one copy instead of two)
+            if command.parts is None:
+                command.parts = [data]
+            else:
+                command.parts.append(data)
         else:
             buffer = command.buffer
             if buffer is None:
                 buffer = command.buffer = bytearray(command.read_length)
+                if command.parts:
+                    joined = b"".join(command.parts)
+                    buffer[:len(joined)] = joined
+                    command.parts = None
             buffer[offset:offset + n] = data
         command.received += n
         if flags & 0x01:
@@ -382,6 +394,8 @@ class InitiatorConnection(InitiatorLogin):
         del self._commands[command.itt]
         if command.single is not None:
             data: bytes | memoryview = command.single
+        elif command.parts is not None:
+            data = b"".join(command.parts)
         elif command.buffer is not None:
             length = command.read_length - residual if underflow else command.read_length
             data = memoryview(command.buffer)[:max(0, min(length, command.received))]
