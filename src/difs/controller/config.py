@@ -15,6 +15,9 @@ Example file (every key optional except a volume's name)::
     mutual_chap = { user = "ctl1", secret = "other-16-chars!!" }
     require_header_digest = true
     require_data_digest = false
+    pi_type = 1                       # formatted with T10 PI type 1 (or 3) when created
+    app_tag = 0x0d1f                  # expected PI application tag (optional)
+    policy = "silver"                 # a tier, or a policy document FILE.json
 
 Flags given on the command line are added to (volumes) or override (portals,
 data dir, name) what the file says. Validation errors name the offending key.
@@ -22,9 +25,11 @@ data dir, name) what the file says. Validation errors name the offending key.
 
 from __future__ import annotations
 
+import json
 import socket
 import tomllib
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -63,6 +68,11 @@ class VolumeConfig(_Strict):
     mutual_chap: Chap | None = None
     require_header_digest: bool = False
     require_data_digest: bool = False
+    #: T10 PI type to format the volume with when it is created (None: as it is / none)
+    pi_type: Literal[1, 3] | None = None
+    app_tag: int | None = Field(None, ge=0, le=0xFFFE)
+    #: a tier name or the path of a policy document (JSON), stored in the volume's metadata
+    policy: str | None = None
 
     @field_validator("size", mode="before")
     @classmethod
@@ -77,6 +87,8 @@ class ControllerConfig(_Strict):
     iqn_prefix: str = IQN_PREFIX
     volumes: list[VolumeConfig] = []
     nop_interval: float | None = 30.0
+    #: HOST:PORT of the Prometheus metrics endpoint (None: no metrics server)
+    metrics: str | None = None
 
     @field_validator("portals")
     @classmethod
@@ -123,3 +135,30 @@ def format_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+def resolve_policy(spec: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tier name (gold, silver, bronze) or a policy document FILE.json -> (the
+    ``PolicyServices`` document as stored in ``VolumeMeta.policy``, its name and version)."""
+    from difs.policy.document import PolicyValidationError, validate_policy
+    from difs.policy.tiers import DEFAULT_TIERS
+
+    if spec in DEFAULT_TIERS:
+        doc = DEFAULT_TIERS[spec]
+    elif spec.endswith(".json"):
+        try:
+            doc = validate_policy(json.loads(Path(spec).read_text()))
+        except (OSError, ValueError) as exc:  # PolicyValidationError is a ValueError
+            detail = exc if isinstance(exc, (OSError, PolicyValidationError)) else f"not JSON: {exc}"
+            raise ConfigError(f"policy file {spec}: {detail}") from None
+    else:
+        raise ConfigError(f"unknown tier {spec!r}; known: {', '.join(DEFAULT_TIERS)} "
+                          "(or a policy document FILE.json)")
+    services = doc.services.normalized().model_dump(mode="json", exclude_none=True)
+    return services, {"policy_name": doc.name, "policy_version": doc.version}
+
+
+def policy_pi_type(services: dict[str, Any] | None) -> int:
+    """The PI type a policy (``PolicyServices`` document) requires, 0 for none."""
+    integrity = (services or {}).get("integrity") or {}
+    return int(integrity.get("protection_information") or 0)

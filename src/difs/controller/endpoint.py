@@ -14,14 +14,17 @@ Disk work (creating a volume's sparse file, rewriting its metadata) happens in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from difs.controller.config import policy_pi_type
+from difs.controller.enforcement import Enforcement
 from difs.controller.volumes import VolumeDirectory, VolumeMeta
 from difs.iscsi.config import TargetConfig
 from difs.scsi.device import LogicalUnit
-from difs.scsi.filestore import FileStore
+from difs.scsi.store import BlockStore
 from difs.scsi.target import ScsiTarget
 from difs.util.logs import log_event
 
@@ -33,14 +36,24 @@ class EndpointVolume:
     meta: VolumeMeta
     lun: int
     lu: LogicalUnit
-    store: FileStore
+    store: BlockStore
     initiator: str | None = None  # the view it is in
 
 
+def application_tag(name: str) -> int:
+    """The PI application tag difs hosts put in application ``name``'s blocks (the contract
+    of :func:`difs.host.protection.application_tag`: the first 16 bits of BLAKE2s(name),
+    FFFFh mapped to FFFEh). A manager-placed volume expects its application's tag."""
+    tag = int.from_bytes(hashlib.blake2s(name.encode(), digest_size=2).digest(), "big")
+    return 0xFFFE if tag == 0xFFFF else tag
+
+
 class ProtocolEndpoint:
-    def __init__(self, *, name: str, directory: VolumeDirectory) -> None:
+    def __init__(self, *, name: str, directory: VolumeDirectory,
+                 enforcement: Enforcement | None = None) -> None:
         self.name = name
         self.directory = directory
+        self.enforcement = enforcement
         self.views: dict[str, ScsiTarget] = {}
         self.volumes: dict[str, EndpointVolume] = {}
 
@@ -57,17 +70,33 @@ class ProtocolEndpoint:
     # -- volumes --------------------------------------------------------------------
 
     def prepare(self, *, name: str, size: int, policy: dict[str, Any] | None,
-                policy_version: int, allowed_initiators: list[str]) -> VolumeMeta:
-        """Make sure the volume exists on disk with its policy mirrored (worker thread)."""
-        meta = self.directory.ensure(name, None if self.directory.meta_path(name).exists()
-                                     else size)
+                policy_version: int, allowed_initiators: list[str],
+                application: str | None = None, app_tag: int | None = None) -> VolumeMeta:
+        """Make sure the volume exists on disk with its policy mirrored (worker thread).
+
+        The volume expects its application's PI application tag (``app_tag`` if the
+        manager mirrors one, else :func:`application_tag` of ``application``).
+
+        A new volume whose policy requires protection information is created formatted
+        with that PI type; an existing volume keeps its format (enforcement refuses its
+        I/O with reason ``pi_format`` if the policy now asks for another)."""
+        exists = self.directory.meta_path(name).exists()
+        meta = self.directory.ensure(name, None if exists else size,
+                                     pi_type=None if exists else policy_pi_type(policy))
         if meta.size != size:
             log_event(log, "volume resize pending", level=logging.WARNING, volume=name,
                       size=meta.size, wanted=size,
                       hint="online resize is not supported yet; restart the controller after "
                            "growing the file")
+        extra = {**meta.extra, "policy_version": policy_version}
+        if application:
+            extra["application"] = application
         updated = replace(meta, policy=policy, allowed_initiators=list(allowed_initiators),
-                          extra={**meta.extra, "policy_version": policy_version})
+                          extra=extra)
+        if app_tag is None and application:
+            app_tag = application_tag(application)
+        if app_tag is not None and 0 <= app_tag < 0xFFFF:
+            updated = replace(updated, app_tag=app_tag)
         if updated != meta:
             self.directory.save(updated)
         return updated
@@ -78,8 +107,11 @@ class ProtocolEndpoint:
         if vol is None:
             lu, store = self.directory.open_unit(meta, device_name=f"{self.name},lun,{lun}")
             vol = self.volumes[meta.name] = EndpointVolume(meta, lun, lu, store)
-            log_event(log, "volume served", volume=meta.name, lun=lun, endpoint=self.name)
+            log_event(log, "volume served", volume=meta.name, lun=lun, endpoint=self.name,
+                      pi_type=meta.pi_type or "none")
         vol.meta = meta
+        if self.enforcement is not None:
+            self.enforcement.register(vol.lu, meta)
         if vol.initiator == initiator and vol.lun == lun:
             return
         if vol.initiator is not None:
@@ -98,6 +130,8 @@ class ProtocolEndpoint:
         vol = self.volumes.pop(name)
         if vol.initiator is not None:
             self.views[vol.initiator].remove_lun(vol.lun)
+        if self.enforcement is not None:
+            self.enforcement.unregister(vol.lu)
         vol.store.flush()
         vol.store.close()
         log_event(log, "volume retired", volume=name)

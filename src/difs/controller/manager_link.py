@@ -60,11 +60,13 @@ class ControllerManagerLink(NodeLink):
             portals.append({"address": host, "port": port})
         return Advertisement.model_validate({
             "kind": "controller", "iqn": self.endpoint.name,
-            "services": {"integrity": {"header_digest": True, "data_digest": True},
+            "services": {"integrity": {"header_digest": True, "data_digest": True,
+                                       "pi_types": [1, 3]},
                          "security": {"authentication": ["chap", "mutual_chap"]},
                          "isolation": {"exclusive": True}},
             "portals": portals,
-            "containers": [{"name": CONTAINER, "capacity_bytes": usage.free + self._allocated()}],
+            "containers": [{"name": CONTAINER, "capacity_bytes": usage.free + self._allocated(),
+                            "pi_types": [1, 3]}],
             "lease_seconds": self.lease,
         })
 
@@ -85,7 +87,8 @@ class ControllerManagerLink(NodeLink):
             try:
                 meta = await asyncio.to_thread(
                     endpoint.prepare, name=name, size=v["size_bytes"], policy=v.get("policy"),
-                    policy_version=v.get("policy_version", 0), allowed_initiators=initiators)
+                    policy_version=v.get("policy_version", 0), allowed_initiators=initiators,
+                    application=v.get("application"), app_tag=v.get("app_tag"))
                 if len(initiators) > 1:
                     log_event(log, "volume bound to several initiators; serving the first",
                               level=logging.WARNING, volume=name, initiators=initiators)

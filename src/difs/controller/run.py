@@ -37,6 +37,13 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
         link = ControllerManagerLink(controller, ManagerClient(manager, token=token),
                                      node=config.name, interval=interval)
     await controller.start()
+    if config.metrics:
+        from difs.controller.metrics import serve_metrics
+
+        addr, port = serve_metrics(controller, config.metrics)
+        url = f"http://{format_portal(addr, port)}/metrics"
+        log_event(log, "metrics", url=url)
+        print(f"metrics {url}", flush=True)
     for url in controller.urls():
         print(url, flush=True)
     if link is not None:

@@ -25,6 +25,14 @@ What the SCSI core learns from the transport, and when:
   11.5.1). Tasks of other sessions waiting for data are aborted too;
 * write residuals: the SCSI transfer length of the CDB is handed to
   ``complete_command`` so the core reports overflow/underflow against EDTL.
+
+Before a command reaches its logical unit it is judged against the volume's
+policy and the session's negotiated services (:mod:`difs.controller.enforcement`:
+one precomputed :class:`~difs.controller.enforcement.Guard` per session and
+LUN); a refused command is answered CHECK CONDITION, DATA PROTECT 74h/71h,
+counted and logged. Per session x volume counters (commands, bytes, PI work,
+refusals) and per connection CRC32C digest work are what ``difs controller
+--metrics`` serves (:mod:`difs.controller.metrics`).
 """
 
 from __future__ import annotations
@@ -33,9 +41,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from difs.controller.config import ControllerConfig, VolumeConfig
+from difs.controller.config import (
+    ConfigError,
+    ControllerConfig,
+    VolumeConfig,
+    policy_pi_type,
+    resolve_policy,
+)
 from difs.controller.endpoint import ProtocolEndpoint
-from difs.controller.volumes import VolumeDirectory, VolumeMeta
+from difs.controller.enforcement import Enforcement, Guard, session_flags
+from difs.controller.volumes import VolumeDirectory, VolumeError, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
 from difs.iscsi.events import (
@@ -52,8 +67,10 @@ from difs.iscsi.events import (
 )
 from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target import TargetConnection
-from difs.scsi.filestore import FileStore
+from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
+from difs.scsi.sense import ABORTED_COMMAND, CHECK_CONDITION, GOOD
+from difs.scsi.store import BlockStore
 from difs.scsi.target import ScsiTarget
 from difs.util.logs import log_event
 from difs.util.units import format_portal, parse_portal
@@ -69,8 +86,12 @@ class Volume:
     meta: VolumeMeta
     config: VolumeConfig
     target_name: str
-    store: FileStore
+    store: BlockStore
     scsi: ScsiTarget
+
+    @property
+    def lu(self) -> LogicalUnit:
+        return self.scsi.luns[0]
 
 
 @dataclass
@@ -97,16 +118,35 @@ class Controller:
         self.endpoint: ProtocolEndpoint | None = None
         # Normal sessions the SCSI layer knows, with their nexus and target
         self._nexuses: dict[Session, tuple[Nexus, ScsiTarget]] = {}
+        self.enforcement = Enforcement()
+        #: CRC32C work of closed connections, by (target, initiator, channel, hd, dd)
+        self.digest_history: dict[tuple, list[int]] = {}
 
     # -- setup ---------------------------------------------------------------
 
     def open_volumes(self) -> None:
         directory = VolumeDirectory(self.config.data_dir)
         for vc in self.config.volumes:
-            meta = directory.ensure(vc.name, vc.size, read_only=vc.read_only, thin=vc.thin)
+            policy = info = None
+            if vc.policy is not None:
+                try:
+                    policy, info = resolve_policy(vc.policy)
+                except ConfigError as exc:
+                    raise VolumeError(f"volume {vc.name!r}: {exc}") from None
+            pi_type = vc.pi_type
+            needed = policy_pi_type(policy)
+            if pi_type is not None and needed and pi_type != needed:
+                raise VolumeError(f"volume {vc.name!r}: its policy requires PI type {needed}, "
+                                  f"not pi{pi_type}")
+            if pi_type is None and needed and not directory.meta_path(vc.name).exists():
+                pi_type = needed  # created PI-formatted as its policy asks
+            meta = directory.ensure(vc.name, vc.size, read_only=vc.read_only, thin=vc.thin,
+                                    pi_type=pi_type, app_tag=vc.app_tag, policy=policy,
+                                    policy_info=info)
             target_name = self.config.target_name(vc.name)
             lu, store = directory.open_unit(meta, device_name=target_name)
             self.volumes[target_name] = Volume(meta, vc, target_name, store, ScsiTarget({0: lu}))
+            self.enforcement.register(lu, meta)
 
     def portal_config(self) -> PortalConfig:
         targets = {}
@@ -131,7 +171,8 @@ class Controller:
     def enable_endpoint(self) -> ProtocolEndpoint:
         """Manager mode: also serve the protocol endpoint target (see endpoint.py)."""
         self.endpoint = ProtocolEndpoint(name=f"{self.config.iqn_prefix}:{self.config.name}",
-                                         directory=VolumeDirectory(self.config.data_dir))
+                                         directory=VolumeDirectory(self.config.data_dir),
+                                         enforcement=self.enforcement)
         return self.endpoint
 
     def scsi_target_for(self, session: Session) -> ScsiTarget:
@@ -196,6 +237,17 @@ class Controller:
         log_event(log, "nexus lost", initiator_port=nexus.initiator_port,
                   target=session.target_name, reason=why)
 
+    def retire_digest_work(self, conn: IscsiConnection) -> None:
+        """Keep a closing connection's CRC32C work in the totals (metrics stay monotonic)."""
+        if conn.core is None or conn.session is None:
+            return
+        count, covered = conn.core.digest_work
+        if not count:
+            return
+        totals = self.digest_history.setdefault(conn.digest_key(), [0, 0])
+        totals[0] += count
+        totals[1] += covered
+
     def connections_of(self, session: object, connection_ids: tuple[int, ...] | None = None
                        ) -> list[IscsiConnection]:
         return [c for c in self._connections if c.session is session
@@ -213,6 +265,8 @@ class IscsiConnection(asyncio.Protocol):
         self.connection_id: int | None = None
         self.nexus: Nexus | None = None
         self.scsi: ScsiTarget | None = None
+        self.session_flags = 0
+        self._guards: dict[int, Guard] = {}
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -243,6 +297,7 @@ class IscsiConnection(asyncio.Protocol):
         if self.core is not None:
             self.core.close()
             self._drain_events()
+            self.controller.retire_digest_work(self)
         log_event(log, "connection closed", peer=self.peer,
                   initiator=getattr(self.session, "initiator_name", None),
                   reason=str(exc) if exc else "peer closed")
@@ -276,12 +331,77 @@ class IscsiConnection(asyncio.Protocol):
             else:
                 self._handle(event)
 
+    def digest_key(self) -> tuple[str, str, int, bool, bool]:
+        s = self.session
+        return (s.target_name or "", s.initiator_name, s.isid & 0xFFFF,
+                bool(s.header_digest), bool(s.data_digest))
+
     def _execute(self, task: ScsiTask) -> None:
         scsi = self.scsi
-        result = scsi.execute(task.lun, task.cdb, task.data_out, self.nexus)
-        self.core.complete_command(
-            task, status=result.status, data_in=result.data, sense=result.sense,
-            transfer_length=scsi.transfer_length_bytes(task.lun, task.cdb) if task.write else None)
+        lun = task.lun
+        lu = scsi.luns.get(lun)
+        guard = self._guards.get(lun)
+        if lu is not None and (guard is None or guard.lu is not lu
+                               or guard.policy is not self.controller.enforcement.policies.get(lu)):
+            guard = self._new_guard(lun, lu)
+        if guard is None:  # no such LUN (or a logical unit without a policy record)
+            result = scsi.execute(lun, task.cdb, task.data_out, self.nexus)
+            self.core.complete_command(
+                task, status=result.status, data_in=result.data, sense=result.sense,
+                transfer_length=scsi.transfer_length_bytes(lun, task.cdb) if task.write else None)
+            return
+        cdb = task.cdb
+        stats = guard.stats
+        stats.commands += 1
+        reason = guard.check(cdb)
+        if reason is not None:
+            self.controller.enforcement.rejected(guard, reason, cdb)
+            self.core.complete_command(
+                task, status=CHECK_CONDITION, data_in=b"", sense=guard.sense[lu.d_sense],
+                transfer_length=lu.transfer_length_bytes(cdb) if task.write else None)
+            return
+        if lu.pi_type:
+            store = lu.store
+            checked, generated = store.checked_blocks, store.generated_blocks
+            result = lu.execute(cdb, task.data_out, self.nexus)
+            stats.pi_checked += store.checked_blocks - checked
+            stats.pi_generated += store.generated_blocks - generated
+        else:
+            result = lu.execute(cdb, task.data_out, self.nexus)
+        if task.write:
+            stats.write_bytes += len(task.data_out)
+            transfer_length = lu.transfer_length_bytes(cdb)
+        else:
+            transfer_length = None
+        if result.data:
+            stats.read_bytes += len(result.data)
+        if result.status != GOOD and result.sense:
+            self._command_failed(guard, result.sense, cdb)
+        self.core.complete_command(task, status=result.status, data_in=result.data,
+                                   sense=result.sense, transfer_length=transfer_length)
+
+    def _new_guard(self, lun: int, lu: LogicalUnit) -> Guard | None:
+        guard = self.controller.enforcement.guard(lu, self.session, self.session_flags)
+        if guard is None:
+            self._guards.pop(lun, None)
+        else:
+            self._guards[lun] = guard
+        return guard
+
+    def _command_failed(self, guard: Guard, sense, cdb) -> None:
+        """Count PI check failures (ABORTED COMMAND 10h/01h-03h) of a session x volume; a
+        wrong application tag is a policy violation too (reason ``app_tag``)."""
+        sense = bytes(sense)
+        if sense[0] & 0x7F in (0x72, 0x73):
+            key, asc, ascq = sense[1] & 0x0F, sense[2], sense[3]
+        else:
+            key, asc, ascq = sense[2] & 0x0F, sense[12], sense[13]
+        if key != ABORTED_COMMAND or asc != 0x10 or not 1 <= ascq <= 3:
+            return
+        kind = ("guard", "app", "ref")[ascq - 1]
+        guard.stats.pi_failed[kind] += 1
+        if kind == "app":
+            self.controller.enforcement.rejected(guard, "app_tag", cdb)
 
     def _handle(self, event: object) -> None:
         if isinstance(event, LoginComplete):
@@ -335,8 +455,12 @@ class IscsiConnection(asyncio.Protocol):
             self.scsi = self.controller.scsi_target_for(session)
             self.nexus = self.controller.new_nexus(session.initiator_port, session.target_name)
             self.controller.session_started(session, self.nexus, self.scsi)
-            fields.update(target=session.target_name, header_digest=session.header_digest,
-                          data_digest=session.data_digest, auth=session.auth_method)
+            self.session_flags = session_flags(session)
+            self._guards.clear()
+            fields.update(target=session.target_name, channel=session.isid & 0xFFFF,
+                          header_digest=session.header_digest,
+                          data_digest=session.data_digest, auth=session.auth_method,
+                          mutual=session.mutual)
         log_event(log, "login", **fields)
 
     # task management -------------------------------------------------------------

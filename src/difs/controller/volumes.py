@@ -1,14 +1,22 @@
 """Volumes on the controller's local disk.
 
-A volume is two files in the controller's data directory::
+A volume is a few files in the controller's data directory::
 
     DATA_DIR/volumes/NAME.img    the blocks (sparse file, punched on UNMAP, when thin;
-                                 preallocated when thick)
-    DATA_DIR/volumes/NAME.json   its metadata: identity, size, flags, policy
+                                 preallocated when thick) - a raw image either way
+    DATA_DIR/volumes/NAME.json   its metadata: identity, size, flags, PI format, policy
     DATA_DIR/volumes/NAME.atomic one-record journal of WRITE ATOMIC (empty at rest)
     DATA_DIR/volumes/NAME.reservations
                                  persistent reservations registered with APTPL=1 (JSON,
                                  absent otherwise), so they survive a controller restart
+
+and, for a volume formatted with T10 protection information (``pi_type`` 1 or 3, fixed
+when the volume is created; see :mod:`difs.scsi.pistore` for the crash-consistent
+layout)::
+
+    DATA_DIR/volumes/NAME.pi     8 bytes of PI per block, complemented (holes = escape PI)
+    DATA_DIR/volumes/NAME.pilog  intent log of PI writes (empty after a flush); replayed
+                                 when the volume is opened after a crash
 
 The metadata is the volume's own record of what it is — its stable identity
 (the UUID its SCSI designators derive from) and the data-in-flight policy that
@@ -19,6 +27,7 @@ still knows both. Both JSON files are replaced atomically (write, fsync, rename,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
@@ -28,7 +37,13 @@ from typing import Any
 
 from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.filestore import FileStore
+from difs.scsi.pistore import FileIntentLog, PiStore
+from difs.scsi.store import BlockStore
+from difs.util.logs import log_event
 from difs.util.units import format_size
+
+log = logging.getLogger("difs.controller")
+PI_TYPES = (0, 1, 3)
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
@@ -57,6 +72,10 @@ class VolumeMeta:
     thin: bool = True
     policy: dict[str, Any] | None = None
     allowed_initiators: list[str] | None = None
+    #: T10 protection type the volume is formatted with (0: none, 1 or 3)
+    pi_type: int = 0
+    #: expected application tag in PI (checked when set; generated PI carries it, or 0)
+    app_tag: int | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,12 +120,39 @@ class VolumeDirectory:
     def journal_path(self, name: str) -> Path:
         return self.root / f"{name}.atomic"
 
-    def open_store(self, meta: VolumeMeta) -> FileStore:
-        """The volume's blocks, with the atomic-write journal (replayed if needed)."""
-        return FileStore.open(self.data_path(meta.name), size=meta.size,
-                              journal=self.journal_path(meta.name))
+    def pi_path(self, name: str) -> Path:
+        return self.root / f"{name}.pi"
 
-    def open_unit(self, meta: VolumeMeta, *, device_name: str) -> tuple[LogicalUnit, FileStore]:
+    def pi_log_path(self, name: str) -> Path:
+        return self.root / f"{name}.pilog"
+
+    def open_store(self, meta: VolumeMeta) -> BlockStore:
+        """The volume's blocks, with the atomic-write journal (replayed if needed); for a
+        PI-formatted volume also its PI and intent log, replayed before the first I/O."""
+        data = FileStore.open(self.data_path(meta.name), size=meta.size,
+                              journal=self.journal_path(meta.name))
+        if not meta.pi_type:
+            return data
+        try:
+            pi = FileStore.open(self.pi_path(meta.name), size=meta.num_blocks * 8)
+            store = PiStore(data, pi, pi_type=meta.pi_type, app_tag=meta.app_tag,
+                            log=FileIntentLog(self.pi_log_path(meta.name)),
+                            block_size=meta.block_size)
+        except BaseException:
+            data.close()
+            raise
+        recovery = store.recover()
+        if recovery.records:
+            log_event(log, "PI intent log replayed", volume=meta.name,
+                      records=recovery.records, rolled_forward=recovery.rolled_forward,
+                      kept=recovery.kept, poisoned=len(recovery.poisoned))
+        if recovery.poisoned:
+            log_event(log, "torn blocks after a crash", level=logging.WARNING,
+                      volume=meta.name, lbas=list(recovery.poisoned[:16]),
+                      hint="they fail the guard check (ABORTED COMMAND 10h/01h) until rewritten")
+        return store
+
+    def open_unit(self, meta: VolumeMeta, *, device_name: str) -> tuple[LogicalUnit, BlockStore]:
         """The volume as a SCSI logical unit: its store, identity, provisioning, and its
         persistent reservations (reloaded, and saved again on every change while APTPL
         is set — before the PERSISTENT RESERVE OUT command's GOOD, SPC-4 5.13.3)."""
@@ -139,14 +185,22 @@ class VolumeDirectory:
 
     def ensure(
         self, name: str, size: int | None, *, block_size: int = 512, read_only: bool = False,
-        thin: bool = True,
+        thin: bool = True, pi_type: int | None = None, app_tag: int | None = None,
+        policy: dict[str, Any] | None = None, policy_info: dict[str, Any] | None = None,
     ) -> VolumeMeta:
         """Return volume ``name``, creating it with ``size`` bytes if absent.
 
-        An existing volume is kept as it is; asking for a different size is an
-        error rather than a silent resize.
+        An existing volume is kept as it is; asking for a different size, or for a PI
+        format it was not created with (``pi_type`` None: as it is), is an error rather
+        than a silent resize or reformat.  ``policy`` (a ``PolicyServices`` document) and
+        ``app_tag``, when given, replace what the metadata holds; ``policy_info`` goes to
+        ``extra`` (e.g. ``policy_name``, ``policy_version``).
         """
         check_volume_name(name)
+        if pi_type not in (None, *PI_TYPES):
+            raise VolumeError(f"volume {name!r}: PI type must be 1 or 3, not {pi_type}")
+        if app_tag is not None and not 0 <= app_tag < 0xFFFF:
+            raise VolumeError(f"volume {name!r}: application tag must be 0..0xfffe")
         if self.meta_path(name).exists():
             meta = self.load(name)
             if size is not None and size != meta.size:
@@ -154,8 +208,19 @@ class VolumeDirectory:
                     f"volume {name!r} exists with size {format_size(meta.size)}, not "
                     f"{format_size(size)}: omit the size to serve it as it is, or use a new name"
                 )
-            if read_only != meta.read_only:
-                meta = replace(meta, read_only=read_only)
+            if pi_type is not None and pi_type != meta.pi_type:
+                have = f"PI type {meta.pi_type}" if meta.pi_type else "no protection information"
+                raise VolumeError(
+                    f"volume {name!r} exists with {have}: the PI format is fixed when a volume "
+                    "is created; omit the pi flag to serve it as it is, or use a new name")
+            updated = replace(meta, read_only=read_only)
+            if policy is not None:
+                updated = replace(updated, policy=policy,
+                                  extra={**updated.extra, **(policy_info or {})})
+            if app_tag is not None:
+                updated = replace(updated, app_tag=app_tag)
+            if updated != meta:
+                meta = updated
                 self.save(meta)
             return meta
         if size is None:
@@ -166,17 +231,22 @@ class VolumeDirectory:
                 f"{block_size}-byte block size"
             )
         meta = VolumeMeta(name=name, uuid=str(uuid.uuid4()), size=size, block_size=block_size,
-                          read_only=read_only, thin=thin)
-        with open(self.data_path(name), "ab") as f:
-            f.truncate(size)
-            if not thin:
-                try:
-                    os.posix_fallocate(f.fileno(), 0, size)
-                except OSError as exc:
-                    raise VolumeError(f"volume {name!r}: cannot allocate {format_size(size)} "
-                                      f"for a thick volume ({exc}); free space or make it "
-                                      "thin") from None
-            os.fsync(f.fileno())
+                          read_only=read_only, thin=thin, pi_type=pi_type or 0, app_tag=app_tag,
+                          policy=policy, extra=dict(policy_info or {}))
+        files = [(self.data_path(name), size)]
+        if meta.pi_type:
+            files.append((self.pi_path(name), meta.num_blocks * 8))
+        for path, length in files:
+            with open(path, "ab") as f:
+                f.truncate(length)
+                if not thin:
+                    try:
+                        os.posix_fallocate(f.fileno(), 0, length)
+                    except OSError as exc:
+                        raise VolumeError(f"volume {name!r}: cannot allocate "
+                                          f"{format_size(length)} for a thick volume ({exc}); "
+                                          "free space or make it thin") from None
+                os.fsync(f.fileno())
         self.save(meta)
         return meta
 

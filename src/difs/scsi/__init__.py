@@ -8,11 +8,16 @@ Public API::
     target = ScsiTarget({0: lu})
     result = target.execute(0, cdb, data_out, nexus)   # -> ScsiResult(status, data, sense)
 
-``FileStore`` (``difs.scsi.filestore``) is the store that does real I/O.
+``FileStore`` (``difs.scsi.filestore``) is the store that does real I/O.  A logical unit
+over a ``PiStore`` (``difs.scsi.pistore``) is formatted with T10 protection information
+(``difs.scsi.protection``)::
+
+    lu = LogicalUnit(store=PiStore.in_memory(1 << 30, pi_type=1), identity=...)
 """
 
 from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.nexus import Nexus
+from difs.scsi.pistore import PiStore
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ReservationConflict, ScsiError
 from difs.scsi.store import BlockStore, MemoryStore
@@ -24,6 +29,7 @@ __all__ = [
     "LuIdentity",
     "MemoryStore",
     "Nexus",
+    "PiStore",
     "ReservationConflict",
     "ScsiError",
     "ScsiResult",

@@ -225,6 +225,12 @@ def build_command_table(lu: LogicalUnit) -> list[CommandSpec | None]:
     table: list[CommandSpec | None] = [None] * 256
     for spec in _base_specs(lu):
         table[spec.opcode] = spec
+    if lu.pi_type:
+        # PI-formatted: the protect field of these commands means something
+        from difs.scsi.protection import HANDLERS
+
+        for opcode, handler in HANDLERS.items():
+            table[opcode].handler = handler  # type: ignore[union-attr]
     return table
 
 
@@ -242,7 +248,14 @@ def supported(table: list[CommandSpec | None]) -> list[CommandSpec]:
 
 
 def data_out_length(lu: LogicalUnit, cdb) -> int:
-    """Bytes of data-out ``cdb`` describes on ``lu`` (0 for commands without data-out)."""
+    """Bytes of data-out ``cdb`` describes on ``lu`` (0 for commands without data-out).
+
+    On a PI-formatted unit a non-zero WRPROTECT / VRPROTECT (with BYTCHK=01b) means each
+    block travels with its 8 bytes of PI (see :mod:`difs.scsi.protection`)."""
+    if lu.pi_type:
+        n = _protected_data_out_length(lu, cdb)
+        if n is not None:
+            return n
     op = cdb[0]
     shift = lu.block_shift
     if op == C.WRITE_6:
@@ -281,3 +294,27 @@ def data_out_length(lu: LogicalUnit, cdb) -> int:
     if op == C.EXTENDED_COPY:
         return C.U32.unpack_from(cdb, 10)[0]
     return 0
+
+
+_PROTECTED_LENGTH = {
+    C.WRITE_10: (C.U16, 7), C.WRITE_AND_VERIFY_10: (C.U16, 7), C.VERIFY_10: (C.U16, 7),
+    C.WRITE_12: (C.U32, 6), C.WRITE_AND_VERIFY_12: (C.U32, 6), C.VERIFY_12: (C.U32, 6),
+    C.WRITE_16: (C.U32, 10), C.WRITE_AND_VERIFY_16: (C.U32, 10), C.VERIFY_16: (C.U32, 10),
+}
+
+
+def _protected_data_out_length(lu: LogicalUnit, cdb) -> int | None:
+    """Data-out length of a command carrying PI (None: no PI travels, use the plain rule)."""
+    op = cdb[0]
+    protect = cdb[1] >> 5
+    if not 0 < protect < 6:
+        return None
+    unit = lu.block_size + 8
+    if op in (C.WRITE_SAME_10, C.WRITE_SAME_16):
+        return 0 if op == C.WRITE_SAME_16 and cdb[1] & 0x01 else unit
+    field = _PROTECTED_LENGTH.get(op)
+    if field is None:
+        return None
+    if op in (C.VERIFY_10, C.VERIFY_12, C.VERIFY_16) and (cdb[1] >> 1) & 0x03 != 1:
+        return None
+    return field[0].unpack_from(cdb, field[1])[0] * unit

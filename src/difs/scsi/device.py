@@ -38,6 +38,7 @@ import uuid as uuid_mod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from difs.integrity.errors import PiCheckError, PiError
 from difs.scsi import sense as S
 from difs.scsi.commands import CommandSpec, build_command_table
 from difs.scsi.nexus import Nexus
@@ -158,6 +159,13 @@ class LogicalUnit:
         self._lost: set[Nexus] = set()
         self._ua: dict[Nexus, list[tuple[int, int]]] = {}
         self.reservations = Reservations(self, persistent_state, on_persistent_change)
+        # protection information (SBC-4 4.22): formatted with PI when the store keeps it
+        self.pi_type = store.pi_type
+        self.pi_rules = None
+        if self.pi_type:
+            from difs.scsi.protection import PiRules
+
+            self.pi_rules = PiRules(self.pi_type)
         self.target = None  # set by ScsiTarget.add_lun (for EXTENDED COPY, REPORT LUNS)
         self.copy_results: dict = {}
         self.xcopy_supported = True
@@ -191,6 +199,9 @@ class LogicalUnit:
             return spec.handler(self, cdb, data_out, nexus)
         except ScsiError as err:
             return ScsiResult.from_error(err, descriptor=self.d_sense)
+        except PiError as err:
+            # a PI check failed (ABORTED COMMAND 10h/01h-03h, INFORMATION = LBA)
+            return ScsiResult.from_error(pi_error(err), descriptor=self.d_sense)
         except IndexError:
             return ScsiResult.from_error(S.invalid_opcode(), descriptor=self.d_sense)
         except OSError as exc:
@@ -309,6 +320,11 @@ class LogicalUnit:
     # --- helpers for handlers ---------------------------------------------------------
 
     @property
+    def app_tag_checked(self) -> bool:
+        """APP_CHK: the application tag is checked (the volume has an expected tag)."""
+        return bool(self.pi_type) and getattr(self.store, "app_tag", None) is not None
+
+    @property
     def write_protected(self) -> bool:
         return self.read_only or self.swp
 
@@ -357,3 +373,12 @@ class LogicalUnit:
     def __repr__(self) -> str:
         return (f"LogicalUnit(serial={self.identity.serial!r}, blocks={self.num_blocks}, "
                 f"block_size={self.block_size})")
+
+
+def pi_error(err: PiError) -> ScsiError:
+    """The CHECK CONDITION for an error of the PI library (wire codes carried over)."""
+    if isinstance(err, PiCheckError):
+        return ScsiError(err.sense_key, err.asc, err.ascq, information=err.lba,
+                         message=str(err))
+    return ScsiError(err.sense_key, err.asc, err.ascq, field_byte=1, field_bit=7,
+                     message=str(err))

@@ -47,6 +47,8 @@ def standard_inquiry(lu: LogicalUnit | None, *, present: bool = True) -> bytes:
     buf[4] = len(buf) - 5
     if lu is not None and lu.xcopy_supported:
         buf[5] = 0x08  # 3PC
+    if lu is not None and lu.pi_type:
+        buf[5] |= 0x01  # PROTECT: formatted with protection information
     buf[7] = 0x02  # CMDQUE
     vendor, product, rev = ("DIFS", "difs volume", "0001")
     if lu is not None:
@@ -103,6 +105,12 @@ def _page_serial(lu: LogicalUnit, nexus: Nexus) -> bytes:
 
 def _page_extended_inquiry(lu: LogicalUnit, nexus: Nexus) -> bytes:
     body = bytearray(60)
+    if lu.pi_type:
+        # SPT: the formatted type (000b type 1, 100b type 3; FORMAT UNIT is not offered),
+        # GRD_CHK, APP_CHK (when the volume has an expected tag), REF_CHK (type 1)
+        spt = 0 if lu.pi_type == 1 else 4
+        body[0] = (spt << 3) | 0x04 | (0x02 if lu.app_tag_checked else 0) \
+            | (0x01 if lu.pi_type == 1 else 0)
     body[1] = 0x07  # HEADSUP, ORDSUP, SIMPSUP
     body[2] = 0x01 if lu.write_cache else 0x00  # V_SUP: volatile cache present
     return bytes(body)

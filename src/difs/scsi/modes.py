@@ -1,6 +1,7 @@
 """MODE SENSE(6/10) and MODE SELECT(6/10) (SPC-4 6.11-6.14, SBC-4 6.5).
 
-Mode pages: caching (08h, WCE changeable), control (0Ah, D_SENSE and SWP changeable),
+Mode pages: caching (08h, WCE changeable), control (0Ah, D_SENSE and SWP changeable;
+ATO=1, not changeable, on a PI-formatted unit),
 informational exceptions control (1Ch, fixed).  Parameters are shared by all I_T
 nexuses; a change made through one nexus queues MODE PARAMETERS CHANGED (2Ah/01h) for
 the others.  Saved values are not implemented: page control 11b and SP=1 are rejected
@@ -48,6 +49,8 @@ def _control(lu: LogicalUnit, pc: int) -> bytearray:
     if pc == PC_CURRENT:
         page[2] |= 0x04 if lu.d_sense else 0
         page[4] = 0x08 if lu.swp else 0
+    if lu.pi_type:
+        page[5] = 0x80  # ATO: the application tag belongs to the application client
     U16.pack_into(page, 8, 0xFFFF)  # busy timeout period: unlimited
     return page
 

@@ -321,6 +321,8 @@ def read_capacity16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
     buf = bytearray(32)
     U64.pack_into(buf, 0, max(lu.num_blocks - 1, 0))
     U32.pack_into(buf, 8, lu.block_size)
+    if lu.pi_type:
+        buf[12] = ((lu.pi_type - 1) << 1) | 0x01  # P_TYPE, PROT_EN (P_I_EXPONENT 0)
     buf[13] = lu.lbppbe & 0x0F
     if lu.lbpme:
         buf[14] = 0xC0  # LBPME, LBPRZ

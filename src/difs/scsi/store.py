@@ -7,6 +7,8 @@ bytes; the device only ever asks for ranges inside ``[0, size)``.
 * :class:`MemoryStore` keeps everything in a ``bytearray`` (tests, benchmarks).
 * :class:`difs.scsi.filestore.FileStore` uses ``pread``/``pwrite``/``fdatasync`` and hole
   punching on a file descriptor.
+* :class:`difs.scsi.pistore.PiStore` keeps T10 protection information with the data (two
+  stores and an intent log); a logical unit over it is PI-formatted.
 
 ``discard`` must make later reads of the range return zeros (the device advertises
 LBPRZ=1 for thin logical units).  ``map_status`` reports which ranges are allocated, for
@@ -32,6 +34,8 @@ class BlockStore(ABC):
     granularity: int = 4096
     #: largest ``pwrite_atomic`` in bytes; 0 when atomic writes are not available.
     atomic_write_max: int = 0
+    #: T10 protection type the store keeps PI for (0: none; see :mod:`difs.scsi.pistore`)
+    pi_type: int = 0
 
     @abstractmethod
     def pread(self, offset: int, length: int) -> bytes | memoryview:

@@ -9,21 +9,13 @@ initiator core (``InitiatorConnection``) plays the initiator.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import struct
-from pathlib import Path
 
-from difs.controller.config import ControllerConfig, VolumeConfig
-from difs.controller.server import Controller, IscsiConnection
-from difs.iscsi.config import InitiatorConfig
+from adapter_client import Client, lu_of, make_controller, run, sense_code, settle
+
 from difs.iscsi.constants import TmfFunction, TmfResponse
-from difs.iscsi.initiator import InitiatorConnection
-from difs.iscsi.initiator_events import (
-    CommandComplete,
-    LoginSucceeded,
-    TaskManagementComplete,
-)
+from difs.iscsi.initiator_events import CommandComplete, TaskManagementComplete
 
 INIT1 = "iqn.2024-01.test:one"
 INIT2 = "iqn.2024-01.test:two"
@@ -48,124 +40,6 @@ def pr_out(sa: int, key: int = 0, sark: int = 0, *, aptpl: bool = False, pr_type
 
 
 PR_IN_READ_KEYS = struct.pack(">BBxxxxxHB", 0x5E, 0, 1024, 0)
-
-
-def sense_code(done: CommandComplete) -> tuple[int, int, int]:
-    s = bytes(done.sense)
-    return s[2] & 0x0F, s[12], s[13]
-
-
-class FakeTransport:
-    """Collects what the adapter writes; close/abort end the connection soon after."""
-
-    def __init__(self, peer: tuple[str, int]) -> None:
-        self.peer = peer
-        self.out: list[bytes] = []
-        self.closing = False
-        self.protocol: IscsiConnection | None = None
-
-    def get_extra_info(self, name: str, default=None):
-        return self.peer if name == "peername" else default
-
-    def writelines(self, chunks) -> None:
-        self.out.extend(bytes(c) for c in chunks)
-
-    def write(self, data) -> None:
-        self.out.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
-
-    abort = close
-
-
-class Client:
-    """One initiator connection driven by difs' initiator core."""
-
-    _ports = iter(range(40000, 50000))
-
-    def __init__(self, ctl: Controller, name: str, *, isid: int = 0x400000000001,
-                 volume: str = "vol") -> None:
-        self.ctl = ctl
-        self.core = InitiatorConnection(
-            config=InitiatorConfig(initiator_name=name, isid=isid,
-                                   target_name=ctl.config.target_name(volume)), now=0.0)
-        self.transport = FakeTransport(("127.0.0.1", next(self._ports)))
-        self.conn = IscsiConnection(ctl)
-        self.transport.protocol = self.conn
-        self.conn.connection_made(self.transport)
-        self.events: list[object] = []
-        self.pump()
-        assert any(isinstance(e, LoginSucceeded) for e in self.events), self.events
-
-    def pump(self) -> None:
-        moved = True
-        while moved:
-            moved = False
-            out = self.core.data_to_send()
-            if out and not self.transport.closing:
-                self.conn.data_received(b"".join(bytes(c) for c in out))
-                moved = True
-            if self.transport.out:
-                data, self.transport.out = b"".join(self.transport.out), []
-                self.core.receive_data(data)
-                moved = True
-            while (event := self.core.next_event()) is not None:
-                self.events.append(event)
-
-    def _wait(self, kind, itt):
-        self.pump()
-        for event in self.events:
-            if isinstance(event, kind) and event.itt == itt:
-                self.events.remove(event)
-                return event
-        raise AssertionError(f"no {kind.__name__} for ITT {itt:#x}: {self.events}")
-
-    def command(self, cdb: bytes, data_out: bytes | None = None, expected_in: int = 0
-                ) -> CommandComplete:
-        itt = self.core.submit_command(0, cdb, data_out=data_out, expected_in_length=expected_in)
-        return self._wait(CommandComplete, itt)
-
-    def tmf(self, function: int, *, referenced_itt: int | None = None) -> int:
-        kwargs = {} if referenced_itt is None else {"referenced_itt": referenced_itt}
-        itt = self.core.task_management(function, lun=0, **kwargs)
-        return self._wait(TaskManagementComplete, itt).response
-
-    def logout(self) -> None:
-        self.core.logout()
-        self.pump()
-
-    def drop(self) -> None:
-        """The TCP connection breaks (no logout)."""
-        self.transport.close()
-
-
-def make_controller(data_dir: Path, **volume) -> Controller:
-    config = ControllerConfig(name="t", portals=["127.0.0.1:3260", "127.0.0.2:3260"],
-                              data_dir=data_dir, nop_interval=None,
-                              volumes=[VolumeConfig(name="vol", size=4 << 20, **volume)])
-    ctl = Controller(config)
-    ctl.open_volumes()
-    ctl._portal = ctl.portal_config()
-    return ctl
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def settle() -> None:
-    for _ in range(3):
-        await asyncio.sleep(0)
-
-
-def lu_of(ctl: Controller):
-    return next(iter(ctl.volumes.values())).scsi.luns[0]
 
 
 # --- I_T nexus loss ----------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Prometheus metrics of a controller, read from its live counters at scrape time.
+
+Nothing is added to the per-I/O path: the adapter already keeps plain integer counters
+per session x volume (:class:`~difs.controller.enforcement.IoStats`), the PI stores count
+their checks, and the iSCSI cores count their CRC32C work; this collector turns them into
+metric families when scraped.
+
+Families (counters unless noted); ``PATH`` is ``volume, initiator, channel,
+header_digest, data_digest`` (channel = ISID & FFFFh, the host's channel number):
+
+- ``difs_controller_commands_total{PATH}`` - SCSI commands addressed to the volume;
+- ``difs_controller_bytes_total{PATH,direction}`` - data moved (``read`` / ``write``,
+  PI bytes included when PI travels);
+- ``difs_controller_rejections_total{PATH,reason}`` - commands refused by the volume's
+  policy (reasons in :mod:`difs.controller.enforcement`);
+- ``difs_controller_pi_checked_blocks_total{PATH}`` /
+  ``difs_controller_pi_generated_blocks_total{PATH}`` - blocks whose PI the controller
+  checked / generated; ``difs_controller_pi_check_failures_total{PATH,check}`` - commands
+  failed by a guard / app / ref check;
+- ``difs_controller_volume_rejections_total{volume,reason}``,
+  ``difs_controller_volume_pi_checked_blocks_total{volume}``,
+  ``difs_controller_volume_pi_check_failures_total{volume,check}`` - per volume, all
+  sessions (and the controller's own reads, e.g. EXTENDED COPY);
+- ``difs_controller_volume_info{volume,application,pi_type,requires}`` (gauge, 1);
+- ``difs_controller_digests_total{target,initiator,channel,header_digest,data_digest}`` and
+  ``difs_controller_digest_bytes_total`` - CRC32C digests computed or verified (closed
+  connections included).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from difs.util.units import parse_portal
+
+if TYPE_CHECKING:
+    from difs.controller.server import Controller
+
+PATH = ["volume", "initiator", "channel", "header_digest", "data_digest"]
+LINK = ["target", "initiator", "channel", "header_digest", "data_digest"]
+
+
+class ControllerCollector(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def collect(self):
+        enforcement = self.controller.enforcement
+        commands = CounterMetricFamily("difs_controller_commands",
+                                       "SCSI commands addressed to a volume, by path", labels=PATH)
+        nbytes = CounterMetricFamily("difs_controller_bytes", "bytes moved, by path",
+                                     labels=[*PATH, "direction"])
+        rejections = CounterMetricFamily("difs_controller_rejections",
+                                         "commands refused by the volume's policy, by path",
+                                         labels=[*PATH, "reason"])
+        checked = CounterMetricFamily("difs_controller_pi_checked_blocks",
+                                      "blocks whose protection information was checked",
+                                      labels=PATH)
+        generated = CounterMetricFamily("difs_controller_pi_generated_blocks",
+                                        "blocks whose protection information the controller "
+                                        "generated", labels=PATH)
+        failures = CounterMetricFamily("difs_controller_pi_check_failures",
+                                       "commands failed by a PI check", labels=[*PATH, "check"])
+        for stats in list(enforcement.stats.values()):
+            labels = list(stats.labels)
+            commands.add_metric(labels, stats.commands)
+            nbytes.add_metric([*labels, "read"], stats.read_bytes)
+            nbytes.add_metric([*labels, "write"], stats.write_bytes)
+            for reason, count in list(stats.rejected.items()):
+                rejections.add_metric([*labels, reason], count)
+            checked.add_metric(labels, stats.pi_checked)
+            generated.add_metric(labels, stats.pi_generated)
+            for kind, count in stats.pi_failed.items():
+                failures.add_metric([*labels, kind], count)
+        yield from (commands, nbytes, rejections, checked, generated, failures)
+        yield from self._volumes()
+        yield from self._digests()
+
+    def _volumes(self):
+        enforcement = self.controller.enforcement
+        rejections = CounterMetricFamily("difs_controller_volume_rejections",
+                                         "commands refused by the volume's policy",
+                                         labels=["volume", "reason"])
+        checked = CounterMetricFamily("difs_controller_volume_pi_checked_blocks",
+                                      "blocks of the volume whose PI was checked",
+                                      labels=["volume"])
+        failures = CounterMetricFamily("difs_controller_volume_pi_check_failures",
+                                       "PI check failures on the volume",
+                                       labels=["volume", "check"])
+        info = GaugeMetricFamily("difs_controller_volume_info", "a served volume and its policy",
+                                 labels=["volume", "application", "pi_type", "requires"])
+        for lu, policy in list(enforcement.policies.items()):
+            name = policy.volume
+            for reason, count in list(enforcement.volume_rejections.get(name, {}).items()):
+                rejections.add_metric([name, reason], count)
+            info.add_metric([name, policy.application, str(policy.pi_type), policy.describe()], 1)
+            if lu.pi_type:
+                checked.add_metric([name], lu.store.checked_blocks)
+                for kind, count in lu.store.failed.items():
+                    failures.add_metric([name, kind], count)
+        yield from (rejections, checked, failures, info)
+
+    def _digests(self):
+        controller = self.controller
+        totals: dict[tuple, list[int]] = {k: list(v) for k, v in
+                                          controller.digest_history.items()}
+        for conn in list(controller._connections):
+            if conn.core is None or conn.session is None:
+                continue
+            count, covered = conn.core.digest_work
+            entry = totals.setdefault(conn.digest_key(), [0, 0])
+            entry[0] += count
+            entry[1] += covered
+        digests = CounterMetricFamily("difs_controller_digests",
+                                      "CRC32C digests computed or verified", labels=LINK)
+        digest_bytes = CounterMetricFamily("difs_controller_digest_bytes",
+                                           "bytes covered by CRC32C digests", labels=LINK)
+        for (target, initiator, channel, hd, dd), (count, covered) in totals.items():
+            labels = [target, initiator, str(channel), str(hd).lower(), str(dd).lower()]
+            digests.add_metric(labels, count)
+            digest_bytes.add_metric(labels, covered)
+        yield from (digests, digest_bytes)
+
+
+def serve_metrics(controller: Controller, listen: str) -> tuple[str, int]:
+    """Serve the metrics on ``listen`` (HOST:PORT, port 0 = any); returns where."""
+    registry = CollectorRegistry()
+    registry.register(ControllerCollector(controller))
+    address, port = parse_portal(listen, default_port=9102)
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    return address, server.server_port
