@@ -29,6 +29,7 @@ pi_required       the policy requires PI end to end and a READ/WRITE(6/10/12/16)
                   data nobody protected nor strips it before the host could check it
                   (VERIFY, WRITE SAME, UNMAP, COMPARE AND WRITE with 000b stay allowed: the
                   controller generates / checks PI for them)
+policy_unreadable the volume's stored policy does not validate (fail closed; the log says why)
 service_class     the CDB's GROUP NUMBER (a difs host's service class) is not 0 and does not
                   cover the volume's class (:func:`difs.policy.fast.class_covers`); a tag of 0
                   (standard initiators) is judged by the session's negotiated services only
@@ -93,7 +94,7 @@ _SESSION_REASONS = (
 SESSION_BITS = HEADER_DIGEST | DATA_DIGEST | AUTH | MUTUAL_AUTH | TLS
 
 REASONS = ("header_digest", "data_digest", "chap", "mutual_chap", "tls", "pi_format",
-           "pi_required", "service_class", "app_tag")
+           "policy_unreadable", "pi_required", "service_class", "app_tag")
 
 #: commands answered whatever the session: they only describe the logical unit
 DESCRIBE = frozenset({C.INQUIRY, C.REPORT_LUNS, C.REQUEST_SENSE, C.TEST_UNIT_READY,
@@ -135,6 +136,7 @@ EXPLAIN = {
                  "formatted with",
     "pi_required": "the volume's policy requires protection information end to end and "
                    "this command's RDPROTECT/WRPROTECT is 000b (no PI sent or received)",
+    "policy_unreadable": "the volume's stored policy is not a valid policy document",
     "service_class": "the I/O's service class (CDB GROUP NUMBER) does not cover the "
                      "volume's class",
     "app_tag": "the protection information carried a wrong application tag",
@@ -172,16 +174,22 @@ class VolumePolicy:
     version: int
     requirement: Requirement
     pi_type: int  #: how the volume is formatted (0: no PI)
+    #: why the stored policy could not be read (then every command is refused)
+    unreadable: str | None = None
 
     @classmethod
     def from_meta(cls, meta: Any) -> VolumePolicy:
-        services = None
-        if meta.policy:
-            services = PolicyServices.model_validate(meta.policy)
         extra = meta.extra or {}
+        services = problem = None
+        if meta.policy:
+            try:
+                services = PolicyServices.model_validate(meta.policy)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                problem = " ".join(str(exc).split())
         return cls(volume=meta.name, application=str(extra.get("application") or meta.name),
-                   version=int(extra.get("policy_version", 0)),
-                   requirement=Requirement.from_policy(services), pi_type=meta.pi_type)
+                   version=int(extra.get("policy_version", 0) or 0),
+                   requirement=Requirement.from_policy(services), pi_type=meta.pi_type,
+                   unreadable=problem)
 
     @property
     def flags(self) -> int:
@@ -205,6 +213,8 @@ class VolumePolicy:
 
     def session_verdict(self, flags: int) -> str | None:
         """The reason every command of a session with ``flags`` is refused, or None."""
+        if self.unreadable is not None:
+            return "policy_unreadable"
         missing = self.requirement.flags & SESSION_BITS & ~flags
         for bit, reason in _SESSION_REASONS:
             if missing & bit:
@@ -315,6 +325,10 @@ class Enforcement:
         log_event(log, "volume policy", volume=meta.name, application=policy.application,
                   version=policy.version, requires=policy.describe(),
                   pi_type=meta.pi_type or "none")
+        if policy.unreadable is not None:
+            log_event(log, "volume policy unreadable", level=logging.ERROR, volume=meta.name,
+                      problem=policy.unreadable,
+                      hint="every command to the volume is refused until its policy is fixed")
         if not policy.pi_format_ok:
             log_event(log, "volume not formatted for its policy", level=logging.WARNING,
                       volume=meta.name, pi_type=meta.pi_type or "none",

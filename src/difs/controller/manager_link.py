@@ -12,10 +12,15 @@ Every ``interval`` seconds the controller:
 1. **advertises** its capabilities, portals and storage container (capacity
    from the data directory's file system), renewing its lease;
 2. **syncs its volumes** from ``GET /controllers/{name}/volumes``: creates the
-   volumes it does not have yet (sparse files), grows resized ones, mirrors each
-   volume's policy, version and allowed initiators into the volume's own
+   volumes it does not have yet (sparse files; formatted with T10 PI of the type
+   the policy's ``integrity.protection_information`` names), grows resized ones,
+   mirrors each volume's policy, version, application (whose PI application tag
+   the volume then expects) and allowed initiators into the volume's own
    metadata (so the controller can enforce without the manager), and moves each
    LUN into the view of the initiator it is bound to.
+
+It advertises CRC32C digests, PI types 1 and 3 (service and container), CHAP /
+mutual CHAP and exclusive access.
 
 The manager's client is synchronous, so calls run in a worker thread; I/O never
 waits for the manager. Without the manager the controller keeps serving what it
