@@ -116,16 +116,20 @@ class Volume:
         self._pwrite(self.pi, lba * 8, to_stored(pi))
 
     def recover(self) -> list[int]:
-        poisoned = []
+        """Replay the log in order; a block's verdict is that of the last record naming it
+        (a later record that reconciles a block heals an earlier poisoning)."""
+        poisoned: set[int] = set()
         records, _ = decode_intents(bytes(self.log))
         for rec in records:
             a, b = rec.lba * BS, (rec.lba + rec.nblocks) * BS
             stored = from_stored(bytes(self.pi[rec.lba * 8 : rec.lba * 8 + len(rec.pi)]))
             r = reconcile(bytes(self.data[a:b]), stored, rec.pi, pi_type=1)
             self.pi[rec.lba * 8 : rec.lba * 8 + len(rec.pi)] = to_stored(r.pi)
-            poisoned += [rec.lba + i for i in r.poisoned]
+            bad = {rec.lba + i for i in r.poisoned}
+            poisoned -= set(range(rec.lba, rec.lba + rec.nblocks)) - bad
+            poisoned |= bad
         self.log.clear()
-        return poisoned
+        return sorted(poisoned)
 
 
 writes = st.lists(st.tuples(st.integers(0, 56), st.integers(1, 8), st.integers(0, 2**31)),
