@@ -10,6 +10,11 @@ as faulty hardware on the path would. What each policy promises, and what is ass
   COMMAND 47h/05h and nothing of it is stored; the host sends it again and the data reads back
   intact. A flipped header bit (either direction) is caught by the header digest: the
   connection is dropped, the host reconnects and re-sends; data intact.
+* **PI** (a policy asking for T10 PI type 1 only, on a PI-formatted volume; the host picks
+  the plain channel) — a bit flipped in a write's data passes iSCSI unnoticed but fails the
+  controller's PI check (ABORTED COMMAND 10h/01h): nothing is stored, the host retries on
+  another path. A bit flipped in a Data-In fails the host's PI verify before the
+  application sees a byte; the host reads again on another path.
 * **neither digests nor PI** (bronze, plain channel 1) — nothing on the path can notice: the
   flipped bit is stored, or returned, silently, and the host reports success. The tests assert
   that the corruption is *not* detected: that is the risk an application accepts by choosing
@@ -19,6 +24,8 @@ as faulty hardware on the path would. What each policy promises, and what is ass
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +173,86 @@ def test_without_digests_or_pi_a_flipped_data_in_bit_is_returned_silently(cluste
     proxy.clear()
     # the volume itself is fine: the corruption happened on the wire, and was not caught
     assert read_volume(url, tmp_path) == written
+
+
+def pi_policy(tmp_path: Path) -> str:
+    """A policy asking for T10 PI type 1 and nothing else (so any channel satisfies it)."""
+    path = tmp_path / "pi1.json"
+    path.write_text(json.dumps({"name": "pi1", "services": {
+        "integrity": {"protection_information": 1}}}))
+    return str(path)
+
+
+def test_pi_catches_a_flipped_data_out_bit_without_digests(cluster, tmp_path) -> None:
+    """PI without digests: the host sends on the plain channel 1. A bit flipped in the data of
+    a write passes iSCSI unnoticed (no data digest), but the controller's PI check refuses
+    the command (ABORTED COMMAND 10h/01h); the host retries on another path; data intact."""
+    need_tool("qemu-io")
+    ctl, proxy, host, url = cluster(pi_policy(tmp_path), "vol:16M:pi1")
+    # byte 1000 of the segment: data of the second block (the PI of block 0 is bytes 512-519)
+    flip = proxy.add(BitFlip(TO_TARGET, where="data", channel=1, byte=1000,
+                             opcodes={SCSI_COMMAND, DATA_OUT}))
+    _, out = qemu_io(url, "write -P 0x5a 0 1M", "read -P 0x5a 0 1M")
+    assert "Pattern verification failed" not in out and "error" not in out.lower(), out
+    assert flip.fired == 1
+    log = host.log_text()
+    assert "PI check failed" in log and "found_by=controller" in log and "check=guard" in log
+    assert "digest error" not in ctl.proc.log_text()
+
+
+def test_pi_catches_a_flipped_data_in_bit_and_the_host_rereads(cluster, tmp_path) -> None:
+    """A bit flipped in a Data-In on the plain channel: the host's PI verify catches it before
+    the application sees a byte, and reads again on another path; data correct."""
+    need_tool("qemu-io")
+    _ctl, proxy, host, url = cluster(pi_policy(tmp_path), "vol:16M:pi1")
+    qemu_io(url, "write -P 0x6b 0 1M")
+    flip = proxy.add(BitFlip(TO_HOST, where="data", channel=1, byte=1000, opcodes={DATA_IN}))
+    _, out = qemu_io(url, "read -P 0x6b 0 1M")
+    assert "Pattern verification failed" not in out and "error" not in out.lower(), out
+    assert flip.fired == 1
+    log = host.log_text()
+    assert "PI check failed" in log and "found_by=host" in log
+    assert "retrying on another path" in log
+
+
+def flip_at_rest(ctl, volume: str, offset: int, *, pi: bool = False, bit: int = 0) -> str:
+    """The controller engineer's tool: flip one stored bit of a volume (data, or PI)."""
+    args = [sys.executable, "-m", "difs.controller.tools", "flip", "--data-dir",
+            str(ctl.data_dir), "--volume", volume, "--offset", str(offset), "--bit", str(bit)]
+    return run([*args, "--pi"] if pi else args).stdout
+
+
+def test_pi_catches_corruption_at_rest_never_wrong_data(cluster, tmp_path) -> None:
+    """A stored data bit flipped (LBA 9): the read fails with EIO, the application never gets
+    the wrong byte; blocks around it still read. A flipped application-tag bit in the
+    stored PI (LBA 20; the controller has no expected tag to check) is caught by the host."""
+    need_tool("qemu-io")
+    ctl, _proxy, host, url = cluster(pi_policy(tmp_path), "vol:16M:pi1")
+    qemu_io(url, "write -P 0x42 0 64k")
+    assert "LBA 9" in flip_at_rest(ctl, "vol", 9 * 512 + 77, bit=3)
+    _, out = qemu_io(url, "read -P 0x42 4k 4k", check=False)  # LBA 8..15
+    assert "Input/output error" in out and "Pattern verification failed" not in out, out
+    _, out = qemu_io(url, "read -P 0x42 0 4k", "read -P 0x42 8k 56k")
+    assert "error" not in out.lower() and "Pattern verification failed" not in out, out
+    log = host.log_text()
+    assert "PI check failed" in log and "lba=9 " in log and "check=guard" in log, log[-3000:]
+    assert "action=\"I/O error to the application\"" in log
+
+    assert "LBA 20" in flip_at_rest(ctl, "vol", 20 * 8 + 2, pi=True)  # application tag
+    _bad, out = qemu_io(url, "read -P 0x42 8k 4k", check=False)  # LBA 16..23
+    assert "Input/output error" in out, out
+    log = host.log_text()
+    assert "lba=20 " in log and "check=app" in log and "found_by=host" in log, log[-3000:]
+
+
+def test_without_pi_corruption_at_rest_is_returned_silently(cluster, tmp_path) -> None:
+    """Bronze, plain volume: a stored bit flipped is returned as data, and nothing notices
+    (asserted: the read succeeds and differs from what was written in exactly that bit)."""
+    need_tool("qemu-io", "qemu-img")
+    ctl, _proxy, host, url = cluster("bronze")
+    qemu_io(url, "write -P 0x42 0 64k")
+    flip_at_rest(ctl, "vol", 9 * 512 + 77, bit=3)
+    back = read_volume(url, tmp_path)
+    assert differing_bits(back, b"\x42" * 65536 + bytes(16 * MiB - 65536)) == \
+        [(9 * 512 + 77) * 8 + 3]
+    assert "PI check" not in host.log_text() and "failed" not in host.log_text()
