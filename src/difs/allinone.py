@@ -7,8 +7,9 @@ It starts, each as its own ``difs`` process:
 * a **host** ``host1`` with two channels to the controller (channel 0 with CRC32C
   header + data digests, channel 1 plain) and its NBD server on ``127.0.0.1:10809``;
 
-registers the nodes, creates two applications — ``app1`` with an integrity
-policy (tier silver: digests) and ``app2`` with none (tier bronze) — binds them to
+registers the nodes, creates two applications — ``app1`` with the integrity
+policy ``integrity`` (CRC32C header and data digests + T10 PI type 1) and ``app2``
+with none (tier bronze) — binds them to
 the host, and waits until both disks are served over NBD. Then it keeps running
 for the user's own clients until Ctrl-C, and stops everything cleanly.
 
@@ -32,7 +33,15 @@ import httpx
 
 from difs.manager.client import ManagerClient, ManagerError
 
-DEMO_APPS = (("app1", "silver"), ("app2", "bronze"))
+DEMO_APPS = (("app1", "integrity"), ("app2", "bronze"))
+
+#: app1's policy: integrity end to end — digests on the path, PI from host to disk.
+INTEGRITY_POLICY = {
+    "name": "integrity",
+    "description": "CRC32C header and data digests on the path, T10 PI type 1 end to end",
+    "services": {"integrity": {"header_digest": True, "data_digest": True,
+                               "protection_information": 1}},
+}
 
 
 class UpError(Exception):
@@ -169,10 +178,13 @@ def bring_up(config: UpConfig, say: Callable[[str], None]) -> Cluster:
 
         cluster.wait_for("the controller to advertise", lambda: alive("ctl1"))
         cluster.wait_for("the host to advertise", lambda: alive("host1"))
+        policies = {p["name"] for p in client.request("GET", "/policies")}
+        if INTEGRITY_POLICY["name"] not in policies:
+            client.request("POST", "/policies", json=INTEGRITY_POLICY)
         existing = {a["name"] for a in client.request("GET", "/apps")}
         for app, tier in DEMO_APPS:
             if app not in existing:
-                say(f"creating application {app} (tier {tier}, {config.app_size})")
+                say(f"creating application {app} (policy {tier}, {config.app_size})")
                 client.request("POST", "/apps", json={
                     "name": app, "size_bytes": parse_size(config.app_size), "policy": tier,
                     "host": "host1"})
@@ -182,6 +194,9 @@ def bring_up(config: UpConfig, say: Callable[[str], None]) -> Cluster:
         for app, _ in DEMO_APPS:
             cluster.wait_for(f"{app}'s disk on the host", lambda app=app: _nbd_ready(
                 config.nbd, app), timeout=60)
+    except ManagerError as exc:
+        cluster.stop()
+        raise UpError(f"the manager refused a set-up step: {exc}") from None
     except BaseException:
         cluster.stop()
         raise
@@ -213,7 +228,7 @@ def summary(cluster: Cluster) -> str:
         "applications (any NBD client is the application):",
     ]
     for app, tier in DEMO_APPS:
-        lines.append(f"  {app}  tier {tier:<7} {cluster.nbd_url(app)}")
+        lines.append(f"  {app}  policy {tier:<10} {cluster.nbd_url(app)}")
     lines += [
         "",
         "try:",
@@ -240,6 +255,7 @@ class AppFigures:
     channels: dict[int, int]  # channel -> bytes
     digests: int
     digest_bytes: int
+    pi_blocks: int = 0  # PI tuples generated (writes) and verified (reads) at the host
 
     @property
     def cpu_per_gib(self) -> float:
@@ -315,17 +331,21 @@ def _figures(app: str, tier: str, before, after, seconds: float, cpu: float) -> 
     for key, value in delta("difs_host_path_digest_bytes_total").items():
         if int(dict(key)["channel"]) in channels:
             digest_bytes += int(value)
+    pi_blocks = sum(int(v) for name in ("difs_host_app_pi_generated_blocks_total",
+                                         "difs_host_app_pi_checked_blocks_total")
+                    for v in delta(name, app=app).values())
     return AppFigures(app, tier, sum(channels.values()), seconds, cpu, channels, digests,
-                      digest_bytes)
+                      digest_bytes, pi_blocks)
 
 
 def demo_table(figures: list[AppFigures]) -> str:
     lines = ["", "per application (host + controller processes):",
-             f"  {'app':<6}{'tier':<8}{'channels used':<22}{'MiB':>8}{'CRC32C digests':>16}"
-             f"{'digested MiB':>14}{'PI checks':>11}{'CPU s/GiB':>11}"]
+             f"  {'app':<6}{'policy':<11}{'channels used':<22}{'MiB':>8}{'CRC32C digests':>16}"
+             f"{'digested MiB':>14}{'PI tuples':>11}{'CPU s/GiB':>11}"]
     for f in figures:
         used = ", ".join(f"ch{c} ({'digests' if c == 0 else 'plain'})" for c in sorted(f.channels))
-        lines.append(f"  {f.app:<6}{f.tier:<8}{used:<22}{f.bytes / 2**20:>8.0f}{f.digests:>16,}"
-                     f"{f.digest_bytes / 2**20:>14.0f}{'n/a':>11}{f.cpu_per_gib:>11.2f}")
-    lines.append("  (PI: the demo volumes are not PI-formatted yet.)")
+        lines.append(f"  {f.app:<6}{f.tier:<11}{used:<22}{f.bytes / 2**20:>8.0f}{f.digests:>16,}"
+                     f"{f.digest_bytes / 2**20:>14.0f}{f.pi_blocks:>11,}{f.cpu_per_gib:>11.2f}")
+    lines.append("  PI tuples: 8-byte T10 PI tuples the host generated on writes and verified on "
+                 "reads\n  (the controller checks each again and stores it with the data).")
     return "\n".join(lines)

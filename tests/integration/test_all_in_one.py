@@ -77,7 +77,7 @@ def test_up_serves_both_applications_and_stops_cleanly(up) -> None:
                           env=env).stdout)
     by_name = {a["name"]: a for a in apps}
     assert set(by_name) == {"app1", "app2"}
-    assert by_name["app1"]["policy"]["source"] == "silver"
+    assert by_name["app1"]["policy"]["source"] == "integrity"
     # the protocol endpoint shows a stranger no LUNs at all (LUN masking per initiator)
     listing = run(["iscsi-ls", "-s", "-i", "iqn.2026-11.io.difs.test:stranger",
                    f"iscsi://127.0.0.1:{ports['portal']}"]).stdout
@@ -122,16 +122,19 @@ def test_demo_shows_the_overhead_is_paid_only_by_the_integrity_application(tmp_p
         for line in lines:
             parts = line.split()
             if parts and parts[0] in ("app1", "app2") and len(parts) >= 9 and parts[1] in (
-                    "silver", "bronze"):
+                    "integrity", "bronze"):
                 rows[parts[0]] = parts
         assert set(rows) == {"app1", "app2"}, text
         # app1 (silver): only the digest channel, digests computed over all its data
         assert rows["app1"][2] == "ch0" and "ch1" not in rows["app1"]
         app1_digests = int(rows["app1"][5].replace(",", ""))
         assert app1_digests > 0 and int(rows["app1"][6]) >= 16
+        # and PI end to end: a tuple generated per block written, verified per block read
+        assert int(rows["app1"][7].replace(",", "")) == 2 * (8 << 20) // 512
         # app2 (bronze): only the plain channel, and zero digests
         assert rows["app2"][2] == "ch1" and "ch0" not in rows["app2"]
         assert int(rows["app2"][5].replace(",", "")) == 0 and int(rows["app2"][6]) == 0
+        assert int(rows["app2"][7].replace(",", "")) == 0
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]

@@ -63,7 +63,8 @@ class HostManagerLink(NodeLink):
                 })
         return Advertisement.model_validate({
             "kind": "host", "iqn": self.host.config.initiator_name,
-            "services": {"integrity": {"header_digest": True, "data_digest": True},
+            "services": {"integrity": {"header_digest": True, "data_digest": True,
+                                       "pi_types": [1, 3]},
                          "security": {"authentication": ["chap", "mutual_chap"]},
                          "qos": {"limit": False}},
             "paths": paths, "lease_seconds": self.lease,
