@@ -28,7 +28,7 @@ from .constants import (
     TmfFunction,
     TmfResponse,
 )
-from .digest import data_digest, header_digest
+from .endpoint import PduEndpoint
 from .errors import (
     ConnectionFault,
     DataDigestError,
@@ -109,7 +109,7 @@ class _Command:
         self.unsolicited = 0
 
 
-class InitiatorConnection(InitiatorLogin):
+class InitiatorConnection(InitiatorLogin, PduEndpoint):
     """One TCP connection of an iSCSI initiator."""
 
     DISPATCH: dict[int, tuple[str, frozenset[State]]] = {
@@ -207,23 +207,6 @@ class InitiatorConnection(InitiatorLogin):
                     self._login_failed(exc, pdu)
                 else:
                     self._fault(exc)
-
-    def next_event(self):
-        events = self._events
-        return events.popleft() if events else None
-
-    @property
-    def digest_work(self) -> tuple[int, int]:
-        """(CRC32C digests computed or verified, bytes they covered) on this connection."""
-        f = self._framer
-        return (self.digests_sent + f.digests_checked,
-                self.digest_bytes_sent + f.digest_bytes_checked)
-
-    def data_to_send(self) -> list[bytes | memoryview]:
-        out = self._out
-        if out:
-            self._out = []
-        return out
 
     def get_timer(self) -> float | None:
         if self._closed:
@@ -635,23 +618,6 @@ class InitiatorConnection(InitiatorLogin):
                 command = waiting.popleft()
                 if command.itt in self._commands:
                     self._send_command(command)
-
-    def _push(self, header: bytes, data: bytes | memoryview = b"") -> None:
-        out = self._out
-        if self.header_digest:
-            self.digests_sent += 1
-            self.digest_bytes_sent += len(header)
-            header += header_digest(header)
-        out.append(header)
-        if data:
-            out.append(data)
-            pad = len(data) & 3
-            if pad:
-                out.append(b"\x00" * (4 - pad))
-            if self.data_digest:
-                out.append(data_digest(data))
-                self.digests_sent += 1
-                self.digest_bytes_sent += (len(data) + 3) & ~3
 
     def _fault(self, exc: RemoteProtocolError) -> None:
         self._events.append(ProtocolViolation(str(exc), int(exc.reject_reason)))

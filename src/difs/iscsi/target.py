@@ -36,7 +36,7 @@ from .constants import (
     Opcode,
     RejectReason,
 )
-from .digest import data_digest, header_digest
+from .endpoint import PduEndpoint
 from .errors import (
     ConnectionFault,
     DataDigestError,
@@ -69,7 +69,7 @@ def _skip(_arg: Any) -> None:
     """Sequencer placeholder for a CmdSN consumed without a command (rejected / aborted)."""
 
 
-class TargetConnection(LoginPhase, IoPath, ControlPath):
+class TargetConnection(LoginPhase, IoPath, ControlPath, PduEndpoint):
     """One TCP connection of an iSCSI target."""
 
     # opcode -> (handler method name, states in which the opcode is allowed)
@@ -155,23 +155,6 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
                 self._fault(exc, None)
             except RemoteProtocolError as exc:
                 self._fault(exc, pdu)
-
-    def next_event(self) -> Event | None:
-        events = self._events
-        return events.popleft() if events else None
-
-    @property
-    def digest_work(self) -> tuple[int, int]:
-        """(CRC32C digests computed or verified, bytes they covered) on this connection."""
-        f = self._framer
-        return (self.digests_sent + f.digests_checked,
-                self.digest_bytes_sent + f.digest_bytes_checked)
-
-    def data_to_send(self) -> list[bytes | memoryview]:
-        out = self._out
-        if out:
-            self._out = []
-        return out
 
     def get_timer(self) -> float | None:
         if self._closed:
@@ -306,24 +289,6 @@ class TargetConnection(LoginPhase, IoPath, ControlPath):
             self._sequence(cmdsn, False, _skip, None)
 
     # ------------------------------------------------------------------ output helpers
-
-    def _push(self, header: bytes, data: bytes | memoryview = b"") -> None:
-        """Queue one PDU (already packed BHS) with digests as negotiated."""
-        out = self._out
-        if self.header_digest:
-            self.digests_sent += 1
-            self.digest_bytes_sent += len(header)
-            header += header_digest(header)
-        out.append(header)
-        if data:
-            out.append(data)
-            pad = len(data) & 3
-            if pad:
-                out.append(b"\x00" * (4 - pad))
-            if self.data_digest:
-                out.append(data_digest(data))
-                self.digests_sent += 1
-                self.digest_bytes_sent += (len(data) + 3) & ~3
 
     def _window(self) -> tuple[int, int]:
         session = self.session
