@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Callable
 
 from difs.integrity.errors import PiCheckError, PiError
 from difs.scsi import sense as S
-from difs.scsi.commands import CommandSpec, build_command_table
+from difs.scsi.commands import CommandSpec, build_command_table, data_out_length, supported
 from difs.scsi.nexus import Nexus
 from difs.scsi.reservations import Reservations
 from difs.scsi.result import ScsiResult
@@ -212,8 +212,6 @@ class LogicalUnit:
 
     def transfer_length_bytes(self, cdb: bytes | memoryview) -> int:
         """Bytes of data-out the CDB asks the initiator to send (0 if none)."""
-        from difs.scsi.commands import data_out_length
-
         try:
             return data_out_length(self, cdb)
         except (IndexError, ValueError, struct.error):
@@ -221,8 +219,6 @@ class LogicalUnit:
 
     def supported_commands(self) -> list[CommandSpec]:
         """Every supported command (service actions expanded), sorted."""
-        from difs.scsi.commands import supported
-
         return supported(self._table)
 
     def command_group(self, opcode: int) -> CommandSpec | None:
