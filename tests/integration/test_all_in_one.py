@@ -135,6 +135,16 @@ def test_demo_shows_the_overhead_is_paid_only_by_the_integrity_application(tmp_p
         assert rows["app2"][2] == "ch1" and "ch0" not in rows["app2"]
         assert int(rows["app2"][5].replace(",", "")) == 0 and int(rows["app2"][6]) == 0
         assert int(rows["app2"][7].replace(",", "")) == 0
+        # the manager judges both applications compliant from what the host reported
+        env = {**os.environ, "DIFS_MANAGER": f"http://127.0.0.1:{_ports['manager']}",
+               "DIFS_TOKEN": (tmp_path / "up" / "admin-token").read_text().strip()}
+
+        def states() -> dict[str, str]:
+            listed = json.loads(run([sys.executable, "-m", "difs.cli.main", "app", "list",
+                                     "--json"], env=env).stdout)
+            return {a["name"]: a["compliance"]["state"] for a in listed}
+
+        assert wait_until(lambda: states() == {"app1": "compliant", "app2": "compliant"}), states()
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]

@@ -32,6 +32,10 @@ from difs.util.units import format_portal
 log = logging.getLogger("difs.host")
 
 
+#: the T10 PI types this host generates and verifies (difs.host.protection)
+HOST_PI_TYPES = (1, 3)
+
+
 class HostManagerLink(NodeLink):
     offline_behaviour = "serving the applications already running"
 
@@ -59,12 +63,15 @@ class HostManagerLink(NodeLink):
                         "data_digest": bool(flags & DATA_DIGEST),
                         "authentication": "mutual_chap" if flags & MUTUAL_AUTH
                         else "chap" if flags & AUTH else "none",
+                        # PI is end to end, not negotiated: this host generates and verifies
+                        # it for the applications that need it, on any of its paths
+                        "pi_types": list(HOST_PI_TYPES),
                     },
                 })
         return Advertisement.model_validate({
             "kind": "host", "iqn": self.host.config.initiator_name,
             "services": {"integrity": {"header_digest": True, "data_digest": True,
-                                       "pi_types": [1, 3]},
+                                       "pi_types": list(HOST_PI_TYPES)},
                          "security": {"authentication": ["chap", "mutual_chap"]},
                          "qos": {"limit": False}},
             "paths": paths, "lease_seconds": self.lease,
