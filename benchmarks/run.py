@@ -70,11 +70,9 @@ DIFS_VARIANTS: list[tuple[str, list[str]]] = [
 ]
 
 # >>> PI slot (issue 7: "PI-formatted volume"; target: PI costs <= 20% at 1 MiB) >>>
-# When PI-formatted volumes land, put the controller flag that formats volume `bench`
-# with T10 PI here, e.g. ["--volume-pi", "bench=type1"]; the runner then adds a
-# "difs+pi" column to the targets section and report.check_targets should compare it
-# with "difs" at 1M (like the header-digest row).
-PI_VOLUME: list[str] | None = None
+# The `--volume` suffix that formats volume `bench` with T10 PI type 1; the runner adds a
+# "difs+pi" column (image written through the controller, so every block is checked).
+PI_VOLUME: str | None = ":pi1"
 # <<< PI slot <<<
 
 TOOLS = ("tgtd", "tgtadm", "iscsi-perf", "qemu-img", "qemu-nbd", "fio")
@@ -182,15 +180,16 @@ def main() -> int:
             tgt = stack.add(Tgt("tgt", tgt_copy, logs))
             warm(tgt_copy)
             tgt_end.append(tgt.endpoint())
-        variants = list(DIFS_VARIANTS)
+        variants = [(name, extra, "") for name, extra in DIFS_VARIANTS]
         if PI_VOLUME is not None:
-            variants.append(("difs+pi", PI_VOLUME))
-        for name, extra in variants:
+            variants.append(("difs+pi", [], PI_VOLUME))
+        for name, extra, flags in variants:
             if name != "difs" and "targets" not in args.sections:
                 continue
             if name == "difs" and not ({"targets", "host", "profile"} & set(args.sections)):
                 continue
-            c = stack.add(DifsController(name, work, {"bench": image}, logs, extra))
+            c = stack.add(DifsController(name, work, {"bench": image}, logs, extra,
+                                         volume_flags=flags))
             warm(c.files["bench"])
             if name == "difs":
                 controller = c

@@ -107,7 +107,12 @@ class DifsController:
     """
 
     def __init__(self, name: str, work: Path, volumes: dict[str, Path], log_dir: Path,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, *, volume_flags: str = "") -> None:
+        """``volume_flags`` is appended to each ``--volume NAME:SIZE`` (e.g. ``:pi1``). A
+        PI-formatted volume is created empty and the image written *through* the controller
+        (qemu-img convert, protect 0), so every block has PI the controller generated and
+        checks on read — a copied file would read back with "unwritten" escape PI, unchecked.
+        """
         self.name = name
         self.port = free_port()
         data = work / name
@@ -115,16 +120,23 @@ class DifsController:
         args = [difs_command(), "controller", "--portal", f"127.0.0.1:{self.port}",
                 "--data-dir", str(data), "--name", "bench", "--log-level", "warning"]
         self.files: dict[str, Path] = {}
+        through = "pi" in volume_flags
         for vol, image in volumes.items():
             target = data / "volumes" / f"{vol}.img"
-            shutil.copyfile(image, target)
+            if not through:
+                shutil.copyfile(image, target)
             self.files[vol] = target
-            args += ["--volume", f"{vol}:{image.stat().st_size}"]
+            args += ["--volume", f"{vol}:{image.stat().st_size}{volume_flags}"]
         args += extra or []
         self.service = Service(name, args, log_dir)
         self.pid = self.service.pid
         lines = self.service.wait_lines("iscsi://", len(volumes))
         self.urls = {vol: next(u for u in lines if f".{vol}/" in u) for vol in volumes}
+        if through:
+            for vol, image in volumes.items():
+                subprocess.run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw",
+                                str(image), self.urls[vol]], check=True, capture_output=True,
+                               timeout=600)
 
     def stop(self) -> None:
         self.service.stop()
