@@ -66,6 +66,7 @@ from difs.scsi import cdb as C
 from difs.scsi import sense as S
 from difs.scsi.cdb import RW10, RW12, RW16
 from difs.scsi.pistore import repeated_pi
+from difs.scsi.provisioning import write_same_range
 from difs.scsi.result import ScsiResult
 from difs.scsi.sbc import data_out_blocks, first_difference
 from difs.scsi.sense import GOOD
@@ -319,20 +320,7 @@ def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: b
     rule = lu.pi_rules.write[wr]
     if rule is None or (ndob and wr):
         raise S.invalid_field_in_cdb(1, 7)
-    if n == 0:
-        # WSNZ=0: zero blocks means from LBA to the last LBA (SBC-4 5.50)
-        if lba >= lu.num_blocks:
-            raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
-        n = lu.num_blocks - lba
-    if n > lu.max_write_same_blocks:
-        raise S.invalid_field_in_cdb(nb_byte)
-    lu.check_range(lba, n)
-    lu.check_writable()
-    unmap = bool(flags & 0x08)
-    if flags & 0x10:
-        raise S.invalid_field_in_cdb(1, 4)  # ANCHOR: anchored LBAs are not supported
-    if unmap and not lu.lbpme:
-        raise S.invalid_field_in_cdb(1, 3)
+    n, unmap = write_same_range(lu, flags, lba, n, nb_byte)
     store: PiStore = lu.store
     bs = lu.block_size
     unit = bs + PI_SIZE if rule.transfers_pi else bs

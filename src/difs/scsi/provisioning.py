@@ -31,12 +31,13 @@ _CHUNK = 1 << 20
 PROVISIONING_MAPPED, PROVISIONING_DEALLOCATED, PROVISIONING_ANCHORED = 0, 1, 2
 
 
-def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: bool,
-                nb_byte: int) -> ScsiResult:
-    if flags & 0xE0:
-        raise S.invalid_field_in_cdb(1, 7)  # WRPROTECT
+def write_same_range(lu: LogicalUnit, flags: int, lba: int, n: int, nb_byte: int
+                     ) -> tuple[int, bool]:
+    """The checks every WRITE SAME shares (plain and PI units): returns (blocks, unmap).
+
+    Zero blocks means from LBA to the last LBA (WSNZ=0, SBC-4 5.50); ANCHOR is refused
+    (anchored LBAs are not supported); UNMAP needs logical block provisioning."""
     if n == 0:
-        # WSNZ=0: zero blocks means from LBA to the last LBA (SBC-4 5.50)
         if lba >= lu.num_blocks:
             raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
         n = lu.num_blocks - lba
@@ -46,9 +47,17 @@ def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: b
     lu.check_writable()
     unmap = bool(flags & 0x08)
     if flags & 0x10:
-        raise S.invalid_field_in_cdb(1, 4)  # ANCHOR: anchored LBAs are not supported
+        raise S.invalid_field_in_cdb(1, 4)
     if unmap and not lu.lbpme:
         raise S.invalid_field_in_cdb(1, 3)
+    return n, unmap
+
+
+def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: bool,
+                nb_byte: int) -> ScsiResult:
+    if flags & 0xE0:
+        raise S.invalid_field_in_cdb(1, 7)  # WRPROTECT
+    n, unmap = write_same_range(lu, flags, lba, n, nb_byte)
     bs = lu.block_size
     if ndob:
         if data_out:
