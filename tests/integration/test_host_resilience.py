@@ -179,8 +179,8 @@ def test_pipelining_immediate_data_and_r2t_end_to_end(tmp_path: Path) -> None:
             [path] = group.paths
             session = path.session
             params = session.session.params
-            first_burst = params["FirstBurstLength"]
-            assert params["ImmediateData"] and not params["InitialR2T"]
+            first_burst = params.first_burst_length
+            assert params.immediate_data and not params.initial_r2t
             assert first_burst < 1 << 20
             # count what the controller asks for with R2Ts
             core = session.core

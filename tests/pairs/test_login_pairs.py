@@ -47,7 +47,8 @@ def test_plain_login_then_io(chunk):
     [done] = pair.events_of("target", LoginComplete)
     session = done.session
     assert session.initiator_port == f"{INITIATOR},i,0x400001370000"
-    assert session.tsih == 1 and session.auth_method == "None" and not session.header_digest
+    assert session.tsih == 1 and session.params.auth_method == "None" \
+        and not session.params.header_digest
     [ok] = pair.events_of("initiator", LoginSucceeded)
     assert ok.session.tsih == 1 and ok.session.target_portal_group_tag == 1
     assert ok.session.target_alias == "disk1"
@@ -77,8 +78,8 @@ def test_negotiated_values_follow_rfc_rules():
     assert session.max_outstanding_r2t == 2  # min
     assert pair.target.send_limit == 4096  # declarative, per direction
     isession = pair.events_of("initiator", LoginSucceeded)[0].session
-    assert isession.params["MaxBurstLength"] == 65536
-    assert isession.target_max_recv_data_segment_length == 262144
+    assert isession.params.max_burst_length == 65536
+    assert isession.params.target_max_recv_data_segment_length == 262144
 
 
 @pytest.mark.parametrize("algorithms", [(5,), (7, 5), (8,), (6,)])
@@ -87,9 +88,9 @@ def test_chap_one_way(algorithms):
                           initiator=initiator_config(chap=CHAP, chap_algorithms=algorithms))
     pair.pump()
     session = pair.events_of("target", LoginComplete)[0].session
-    assert session.auth_method == "CHAP" and not session.mutual
-    assert session.chap_algorithm == algorithms[0]
-    assert session.chap_user == "host1"
+    assert session.params.auth_method == "CHAP" and not session.params.mutual_chap
+    assert session.params.chap_algorithm == algorithms[0]
+    assert session.params.chap_user == "host1"
     assert not pair.sessions.issued_challenges  # nothing left outstanding
 
 
@@ -102,10 +103,12 @@ def test_mutual_chap_with_both_digests():
         chunk=5)
     pair.pump()
     session = pair.events_of("target", LoginComplete)[0].session
-    assert session.mutual and session.header_digest and session.data_digest
-    assert session.chap_algorithm == 7
+    assert session.params.mutual_chap and session.params.header_digest \
+        and session.params.data_digest
+    assert session.params.chap_algorithm == 7
     isession = pair.events_of("initiator", LoginSucceeded)[0].session
-    assert isession.mutual and isession.header_digest and isession.data_digest
+    assert isession.params.mutual_chap and isession.params.header_digest \
+        and isession.params.data_digest
     pair.initiator.submit_command(0, write10(0, 16), data_out=bytes(range(256)) * 32)
     pair.pump()
     pair.initiator.submit_command(0, read10(0, 16), expected_in_length=8192)
@@ -223,7 +226,7 @@ def test_discovery_with_chap():
     assert pair.events_of("initiator", LoginFailed)
     pair = ConnectionPair(portal=portal, initiator=initiator_config(target_name=None, chap=CHAP))
     pair.pump()
-    assert pair.events_of("target", LoginComplete)[0].session.auth_method == "CHAP"
+    assert pair.events_of("target", LoginComplete)[0].session.params.auth_method == "CHAP"
 
 
 def test_logout_closes_session():

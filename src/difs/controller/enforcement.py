@@ -70,6 +70,7 @@ from difs.policy.fast import (
     PI_TYPE1,
     PI_TYPE3,
     TLS,
+    NegotiatedServices,
     Requirement,
     describe_flags,
 )
@@ -145,17 +146,9 @@ EXPLAIN = {
 
 def session_flags(session: Any) -> int:
     """The services an iSCSI target :class:`~difs.iscsi.session.Session` negotiated, as
-    :mod:`difs.policy.fast` flag bits (built once per login)."""
-    flags = 0
-    if session.header_digest:
-        flags |= HEADER_DIGEST
-    if session.data_digest:
-        flags |= DATA_DIGEST
-    if session.auth_method == "CHAP":
-        flags |= AUTH
-        if session.mutual:
-            flags |= MUTUAL_AUTH
-    return flags
+    :mod:`difs.policy.fast` flag bits (once per login; the host derives its paths' services
+    with the same :meth:`NegotiatedServices.from_login`)."""
+    return NegotiatedServices.from_login(session.params).flags
 
 
 def reject_sense(*, descriptor: bool) -> bytes:
@@ -344,8 +337,9 @@ class Enforcement:
             del self.luns[policy.volume]
 
     def stats_for(self, volume: str, session: Any) -> IoStats:
+        params = session.params
         key = (volume, session.initiator_name, session.isid & 0xFFFF,
-               bool(session.header_digest), bool(session.data_digest))
+               params.header_digest, params.data_digest)
         stats = self.stats.get(key)
         if stats is None:
             stats = self.stats[key] = IoStats(*key)

@@ -334,7 +334,7 @@ class IscsiConnection(asyncio.Protocol):
     def digest_key(self) -> tuple[str, str, int, bool, bool]:
         s = self.session
         return (s.target_name or "", s.initiator_name, s.isid & 0xFFFF,
-                bool(s.header_digest), bool(s.data_digest))
+                s.params.header_digest, s.params.data_digest)
 
     def _execute(self, task: ScsiTask) -> None:
         scsi = self.scsi
@@ -457,10 +457,10 @@ class IscsiConnection(asyncio.Protocol):
             self.controller.session_started(session, self.nexus, self.scsi)
             self.session_flags = session_flags(session)
             self._guards.clear()
+            params = session.params
             fields.update(target=session.target_name, channel=session.isid & 0xFFFF,
-                          header_digest=session.header_digest,
-                          data_digest=session.data_digest, auth=session.auth_method,
-                          mutual=session.mutual)
+                          header_digest=params.header_digest, data_digest=params.data_digest,
+                          auth=params.auth_method, mutual=params.mutual_chap)
         log_event(log, "login", **fields)
 
     # task management -------------------------------------------------------------

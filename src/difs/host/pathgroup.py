@@ -59,15 +59,6 @@ class CredentialBook:
         return self.per_target.get(target) or self.per_target.get(portal) or self.default
 
 
-def negotiated_services(session: IscsiSession) -> NegotiatedServices:
-    s = session.session
-    auth = "none"
-    if s.auth_method == "CHAP":
-        auth = "mutual_chap" if s.mutual else "chap"
-    return NegotiatedServices(header_digest=s.header_digest, data_digest=s.data_digest,
-                              authentication=auth)
-
-
 def _login_problem(exc: Exception, chap: ChapCredentials | None) -> str:
     """The reason a login failed, with what to check when it is authentication."""
     text = str(exc)
@@ -150,7 +141,7 @@ class PathGroup:
             self.last_error.pop(path.channel, None)
             session.on_drain = lambda why, path=path: self._drain(path, why)
             path.session = session
-            path.negotiated = negotiated_services(session)
+            path.negotiated = NegotiatedServices.from_login(session.session.params)
             path.state = PathState.UP
             self._notify()
             log_event(log, "path up", path=path.name(), target=self.target,

@@ -5,7 +5,8 @@ Layout (read in this order):
 * ``constants`` opcodes, flags, status/reason codes; ``errors`` the exception tree;
 * ``pdu`` BHS structs and typed PDUs (``encode_pdu`` / ``pull_pdu``), ``framer`` bytes -> PDUs,
   ``digest`` CRC32C, ``serial`` RFC 1982 arithmetic;
-* ``text`` key=value codec, ``negotiation`` every key's rule, ``chap`` CHAP both roles;
+* ``text`` key=value codec, ``negotiation`` every key's rule, ``params`` what a login settled
+  (``NegotiatedParams``, both roles), ``chap`` CHAP both roles;
 * ``state`` the connection state tables (Rule 1: all transitions live there);
 * ``config`` PortalConfig / TargetConfig / InitiatorConfig / ChapCredentials;
 * target side: ``target`` (TargetConnection) with ``target_login``, ``target_io``,
@@ -54,6 +55,7 @@ from .initiator_events import (
     TaskManagementComplete,
     TextResult,
 )
+from .params import NegotiatedParams
 from .session import Session, SessionTable
 from .state import State
 from .target import TargetConnection
@@ -64,9 +66,9 @@ __all__ = [
     "DiscoveryResult", "Event", "InitiatorConfig", "InitiatorConnection", "InitiatorSession",
     "IscsiError", "LocalProtocolError", "LoginComplete", "LoginFailed", "LoginFailure",
     "LoginRejected", "LoginStatus", "LoginSucceeded", "LogoutComplete", "LogoutReason",
-    "PingComplete", "PortalConfig", "ProtocolViolation", "RejectReason", "RejectReceived",
-    "RemoteProtocolError", "ScsiStatus", "ScsiTask", "Session", "SessionReinstated",
-    "SessionTable", "State", "TargetConfig", "TargetConnection", "TaskAttribute",
-    "TaskManagementComplete", "TaskManagementRequest", "TextResult", "TmfFunction",
-    "TmfResponse",
+    "NegotiatedParams", "PingComplete", "PortalConfig", "ProtocolViolation", "RejectReason",
+    "RejectReceived", "RemoteProtocolError", "ScsiStatus", "ScsiTask", "Session",
+    "SessionReinstated", "SessionTable", "State", "TargetConfig", "TargetConnection",
+    "TaskAttribute", "TaskManagementComplete", "TaskManagementRequest", "TextResult",
+    "TmfFunction", "TmfResponse",
 ]

@@ -117,6 +117,8 @@ class InitiatorConfig:
     initial_r2t: bool = False
     max_outstanding_r2t: int = 8
     max_connections: int = 1
+    default_time2wait: int = 2
+    default_time2retain: int = 0  # nothing to retain: difs re-sends on another path
     initial_cmdsn: int = 1
     nop_timeout: float = 30.0
     login_timeout: float = 30.0

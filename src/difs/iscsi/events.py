@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .params import NegotiatedParams
     from .session import Session
 
 
@@ -62,10 +63,12 @@ class ScsiTask:
 
 @dataclass(slots=True, eq=False)
 class LoginComplete:
-    """Login succeeded; the connection is in Full Feature Phase."""
+    """Login succeeded; the connection is in Full Feature Phase. ``params`` is what this
+    connection's login settled (``session.params`` unless it joined an existing session)."""
 
     session: Session
     connection_id: int
+    params: NegotiatedParams
 
 
 @dataclass(slots=True)

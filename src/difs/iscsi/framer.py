@@ -13,18 +13,23 @@ than ``max_data_segment_length`` raises ``FramingError``. Digests are checked wh
 only apply in Full Feature Phase; the connection switches them on after login): a header digest
 mismatch raises ``HeaderDigestError`` (the stream cannot be trusted any more), a data digest
 mismatch raises ``DataDigestError`` with the framed PDU attached as ``.pdu`` — the stream stays in
-sync and the PDU can be answered with a Reject.
+sync and the PDU can be answered with a Reject. ``start_full_feature(params, role=...)`` takes
+the login's ``NegotiatedParams``: its digests and this side's declared receive limit.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
 from .constants import BHS_LENGTH, IMMEDIATE_BIT, OPCODE_MASK
 from .digest import unpack_digest_from
 from .errors import DataDigestError, FramingError, HeaderDigestError
+
+if TYPE_CHECKING:
+    from .params import NegotiatedParams
 
 
 _EMPTY = memoryview(b"")
@@ -66,6 +71,13 @@ class PduFramer:
         #: CRC32C digests verified on receive, and the bytes they covered
         self.digests_checked = 0
         self.digest_bytes_checked = 0
+
+    def start_full_feature(self, params: NegotiatedParams, *, role: str) -> None:
+        """Frame as the login settled: digests on or off, at most ``role``'s own declared
+        MaxRecvDataSegmentLength per data segment (from the next PDU on)."""
+        self.header_digest = params.header_digest
+        self.data_digest = params.data_digest
+        self.max_data_segment_length = params.receive_limit(role)
 
     @property
     def buffered(self) -> int:

@@ -595,15 +595,15 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
                           for opcode, (name, states) in self.DISPATCH.items() if state in states}
 
     def _apply_session(self, session: InitiatorSession) -> None:
-        values = session.params
-        self.header_digest = self._framer.header_digest = session.header_digest
-        self.data_digest = self._framer.data_digest = session.data_digest
-        self._framer.max_data_segment_length = self.config.max_recv_data_segment_length
-        self.send_limit = session.target_max_recv_data_segment_length
-        self.first_burst_length = values["FirstBurstLength"]
-        self.max_burst_length = values["MaxBurstLength"]
-        self.immediate_data = values["ImmediateData"]
-        self.initial_r2t = values["InitialR2T"]
+        params = session.params
+        self._framer.start_full_feature(params, role="initiator")
+        self.header_digest = params.header_digest
+        self.data_digest = params.data_digest
+        self.send_limit = params.send_limit("initiator")
+        self.first_burst_length = params.first_burst_length
+        self.max_burst_length = params.max_burst_length
+        self.immediate_data = params.immediate_data
+        self.initial_r2t = params.initial_r2t
 
     def _update_window(self, expcmdsn: int, maxcmdsn: int) -> None:
         """RFC 7143 4.2.2.1: take the target's window only when it moves forward."""

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .params import NegotiatedParams
 
 
 @dataclass(slots=True)
 class InitiatorSession:
-    """What the login established, as seen by the initiator."""
+    """What the login established, as seen by the initiator: the wire identity of the session
+    (ISID, TSIH, the target's portal group tag and alias) and ``params``, the
+    ``NegotiatedParams`` the target holds too."""
 
-    initiator_name: str
+    params: NegotiatedParams
     isid: int
     tsih: int
-    target_name: str | None
-    session_type: str
     target_portal_group_tag: int | None = None
     target_alias: str | None = None
-    auth_method: str = "None"
-    mutual: bool = False
-    chap_algorithm: int | None = None
-    header_digest: bool = False
-    data_digest: bool = False
-    target_max_recv_data_segment_length: int = 8192
-    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def initiator_port(self) -> str:
-        return f"{self.initiator_name},i,0x{self.isid:012x}"
+        return f"{self.params.initiator_name},i,0x{self.isid:012x}"
 
 
 @dataclass(slots=True, eq=False)

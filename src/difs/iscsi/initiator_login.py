@@ -21,7 +21,8 @@ from .constants import LoginStatus, Stage
 from .errors import AuthenticationFailure, LoginFailure, TextError
 from .framer import Pdu
 from .initiator_events import InitiatorSession, LoginFailed, LoginSucceeded
-from .negotiation import OPERATIONAL_KEYS, Negotiator
+from .negotiation import OPERATIONAL_KEYS, Negotiator, proposals
+from .params import NegotiatedParams
 from .pdu import LOGIN_RESPONSE, LoginRequest, encode_pdu_segments
 from .state import Input, State
 from .text import TextAccumulator, encode_text
@@ -70,29 +71,12 @@ class InitiatorLogin:
             keys.append(("AuthMethod", "CHAP" if mutual is not None else "CHAP,None"))
         else:
             keys.append(("AuthMethod", "None"))
-        ctx.negotiator = Negotiator(role="initiator", local=self._local_keys(),
+        local = proposals(config, header_digest=tuple(config.header_digest),
+                          data_digest=tuple(config.data_digest))
+        ctx.negotiator = Negotiator(role="initiator", local=local,
                                     discovery=config.target_name is None)
         self._send_login_request(Stage.SECURITY_NEGOTIATION, Stage.OPERATIONAL_NEGOTIATION,
                                  True, keys)
-
-    def _local_keys(self: InitiatorConnection) -> dict:
-        config = self.config
-        return {
-            "HeaderDigest": tuple(config.header_digest),
-            "DataDigest": tuple(config.data_digest),
-            "MaxConnections": config.max_connections,
-            "InitialR2T": config.initial_r2t,
-            "ImmediateData": config.immediate_data,
-            "MaxRecvDataSegmentLength": config.max_recv_data_segment_length,
-            "MaxBurstLength": config.max_burst_length,
-            "FirstBurstLength": config.first_burst_length,
-            "DefaultTime2Wait": 2,
-            "DefaultTime2Retain": 0,
-            "MaxOutstandingR2T": config.max_outstanding_r2t,
-            "DataPDUInOrder": True,
-            "DataSequenceInOrder": True,
-            "ErrorRecoveryLevel": 0,
-        }
 
     def _send_login_request(self: InitiatorConnection, csg: int, nsg: int, transit: bool,
                             keys: list[tuple[str, str]], *, cont: bool = False) -> None:
@@ -209,27 +193,18 @@ class InitiatorLogin:
         config = self.config
         negotiator = ctx.negotiator
         negotiator.finish()
-        values = negotiator.values
         if config.target_name is not None and ctx.tsih == 0:
             raise LoginFailure("target did not assign a TSIH")
-        hd = values["HeaderDigest"] == "CRC32C"
-        dd = values["DataDigest"] == "CRC32C"
-        if "None" not in config.header_digest and not hd:
-            raise LoginFailure("target refused HeaderDigest=CRC32C")
-        if "None" not in config.data_digest and not dd:
-            raise LoginFailure("target refused DataDigest=CRC32C")
-        chap = ctx.chap
-        session = InitiatorSession(
-            initiator_name=config.initiator_name, isid=config.isid, tsih=ctx.tsih,
-            target_name=config.target_name,
+        params = NegotiatedParams.from_login(
+            negotiator, initiator_name=config.initiator_name, target_name=config.target_name,
             session_type="Discovery" if config.target_name is None else "Normal",
-            target_portal_group_tag=ctx.tpgt, target_alias=ctx.target_alias,
-            auth_method=ctx.auth_method, mutual=ctx.auth_method == "CHAP" and chap is not None
-            and chap.mutual, chap_algorithm=None if chap is None else chap.algorithm,
-            header_digest=hd, data_digest=dd,
-            target_max_recv_data_segment_length=negotiator.peer_declared.get(
-                "MaxRecvDataSegmentLength", 8192),
-            params=negotiator.negotiated())
+            auth_method=ctx.auth_method, chap=ctx.chap)
+        if "None" not in config.header_digest and not params.header_digest:
+            raise LoginFailure("target refused HeaderDigest=CRC32C")
+        if "None" not in config.data_digest and not params.data_digest:
+            raise LoginFailure("target refused DataDigest=CRC32C")
+        session = InitiatorSession(params, isid=config.isid, tsih=ctx.tsih,
+                                   target_portal_group_tag=ctx.tpgt, target_alias=ctx.target_alias)
         self.session = session
         self._apply_session(session)
         self._login = None

@@ -13,13 +13,16 @@ sessions. ``Negotiator`` applies those rules for one connection, in either role:
 
 Identity and security keys (InitiatorName, TargetName, SessionType, AuthMethod, CHAP_*) are
 handled by the login code; ``Negotiator`` only knows their definitions for phase checks.
+
+``proposals(config, ...)`` gives both roles' local values from their configuration; a finished
+login's results become one typed ``NegotiatedParams`` (params.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import TextError
 from .text import IRRELEVANT, NOT_UNDERSTOOD, REJECT, pull_number
@@ -134,6 +137,42 @@ OPERATIONAL_KEYS = ("HeaderDigest", "DataDigest", "MaxConnections", "InitialR2T"
                     "FirstBurstLength", "DefaultTime2Wait", "DefaultTime2Retain",
                     "MaxOutstandingR2T", "DataPDUInOrder", "DataSequenceInOrder",
                     "ErrorRecoveryLevel")
+
+
+class Proposing(Protocol):
+    """The session parameters a side proposes: ``PortalConfig`` and ``InitiatorConfig``."""
+
+    max_connections: int
+    initial_r2t: bool
+    immediate_data: bool
+    max_recv_data_segment_length: int
+    max_burst_length: int
+    first_burst_length: int
+    default_time2wait: int
+    default_time2retain: int
+    max_outstanding_r2t: int
+
+
+def proposals(config: Proposing, *, header_digest: tuple[str, ...],
+              data_digest: tuple[str, ...]) -> dict[str, Any]:
+    """Our values of the operational keys (``Negotiator.local``), the same set for both roles:
+    the digests acceptable in preference order and ``config``'s session parameters."""
+    return {
+        "HeaderDigest": header_digest,
+        "DataDigest": data_digest,
+        "MaxConnections": config.max_connections,
+        "InitialR2T": config.initial_r2t,
+        "ImmediateData": config.immediate_data,
+        "MaxRecvDataSegmentLength": config.max_recv_data_segment_length,
+        "MaxBurstLength": config.max_burst_length,
+        "FirstBurstLength": config.first_burst_length,
+        "DefaultTime2Wait": config.default_time2wait,
+        "DefaultTime2Retain": config.default_time2retain,
+        "MaxOutstandingR2T": config.max_outstanding_r2t,
+        "DataPDUInOrder": True,
+        "DataSequenceInOrder": True,
+        "ErrorRecoveryLevel": 0,
+    }
 
 
 def defaults() -> dict[str, Any]:
@@ -286,11 +325,6 @@ class Negotiator:
                 raise TextError(f"{name}=No answered to an OR offer of Yes")
             self.values[name] = value
         return rest
-
-    def negotiated(self) -> dict[str, Any]:
-        """Results of the negotiated (non-declarative) keys, defaults where not negotiated."""
-        return {name: value for name, value in self.values.items()
-                if KEYS[name].rule is not Rule.DECLARATIVE and KEYS[name].use is not Use.SECURITY}
 
     def finish(self) -> None:
         """Check cross-key rules once the stage is over (FirstBurstLength <= MaxBurstLength)."""

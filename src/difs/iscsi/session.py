@@ -19,44 +19,36 @@ from .errors import LoginFailure
 from .serial import SERIAL_MASK, serial_gt
 
 if TYPE_CHECKING:
+    from .params import NegotiatedParams
     from .target import TargetConnection
 
 
 class Session:
-    """One iSCSI session as seen by the target. Negotiated values are plain attributes."""
+    """One iSCSI session as seen by the target.
 
-    def __init__(self, *, initiator_name: str, isid: int, tpgt: int, session_type: str,
-                 target_name: str | None, initiator_alias: str | None = None,
-                 target_alias: str | None = None, command_window: int = 128) -> None:
-        self.initiator_name = initiator_name
+    ``params`` is what the leading login settled (``NegotiatedParams``: identity, security,
+    digests, operational keys). The few values the per-PDU path reads are copied from it into
+    plain attributes (identity, InitialR2T, ImmediateData, the burst lengths, MaxOutstandingR2T).
+    """
+
+    def __init__(self, params: NegotiatedParams, *, isid: int, tpgt: int,
+                 initiator_alias: str | None = None, target_alias: str | None = None,
+                 command_window: int = 128) -> None:
+        self.params = params
+        self.initiator_name = params.initiator_name
         self.initiator_alias = initiator_alias
         self.isid = isid
         self.tpgt = tpgt
         self.tsih = 0
-        self.session_type = session_type  # "Normal" or "Discovery"
-        self.target_name = target_name
+        self.session_type = params.session_type  # "Normal" or "Discovery"
+        self.target_name = params.target_name
         self.target_alias = target_alias
-        # security, as established on the leading connection
-        self.auth_method = "None"  # "None" or "CHAP"
-        self.chap_user: str | None = None
-        self.mutual = False  # mutual CHAP: the target proved itself too
-        self.chap_algorithm: int | None = None
-        # connection-level facts of the leading connection (difs runs one connection/session)
-        self.header_digest = False
-        self.data_digest = False
-        # negotiated session parameters (RFC 7143 chapter 13)
-        self.params: dict[str, Any] = {}
-        self.max_burst_length = 262144
-        self.first_burst_length = 65536
-        self.initial_r2t = True
-        self.immediate_data = True
-        self.max_outstanding_r2t = 1
-        self.max_connections = 1
-        self.data_pdu_in_order = True
-        self.data_sequence_in_order = True
-        self.error_recovery_level = 0
-        self.default_time2wait = 2
-        self.default_time2retain = 20
+        # read per PDU
+        self.max_burst_length = params.max_burst_length
+        self.first_burst_length = params.first_burst_length
+        self.initial_r2t = params.initial_r2t
+        self.immediate_data = params.immediate_data
+        self.max_outstanding_r2t = params.max_outstanding_r2t
         # connections by CID
         self.connections: dict[int, TargetConnection] = {}
         # CmdSN window
@@ -83,20 +75,6 @@ class Session:
     def is_discovery(self) -> bool:
         return self.session_type == "Discovery"
 
-    def apply_params(self, values: dict[str, Any]) -> None:
-        self.params = dict(values)
-        self.max_burst_length = values["MaxBurstLength"]
-        self.first_burst_length = values["FirstBurstLength"]
-        self.initial_r2t = values["InitialR2T"]
-        self.immediate_data = values["ImmediateData"]
-        self.max_outstanding_r2t = values["MaxOutstandingR2T"]
-        self.max_connections = values["MaxConnections"]
-        self.data_pdu_in_order = values["DataPDUInOrder"]
-        self.data_sequence_in_order = values["DataSequenceInOrder"]
-        self.error_recovery_level = values["ErrorRecoveryLevel"]
-        self.default_time2wait = values["DefaultTime2Wait"]
-        self.default_time2retain = values["DefaultTime2Retain"]
-
     def start_sequence(self, cmdsn: int) -> None:
         self.exp_cmd_sn = cmdsn
         self.max_cmd_sn = (cmdsn + self.command_window - 1) & SERIAL_MASK
@@ -110,9 +88,10 @@ class Session:
             self.max_cmd_sn = candidate
 
     def __repr__(self) -> str:
+        params = self.params
         return (f"Session(tsih={self.tsih}, {self.initiator_port}, target={self.target_name}, "
-                f"type={self.session_type}, auth={self.auth_method}, "
-                f"digests={int(self.header_digest)}{int(self.data_digest)})")
+                f"type={self.session_type}, auth={params.auth_method}, "
+                f"digests={int(params.header_digest)}{int(params.data_digest)})")
 
 
 class SessionTable:

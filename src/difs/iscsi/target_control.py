@@ -334,10 +334,10 @@ class ControlPath:
 
     def _send_logout_response(self: TargetConnection, itt: int, response: int) -> None:
         expcmdsn, maxcmdsn = self._window()
-        session = self.session
+        params = self.session.params
         self._push(LOGOUT_RESPONSE.pack(0x26, 0x80, int(response), 0, 0, itt,
                                         self._next_stat_sn(), expcmdsn, maxcmdsn,
-                                        session.default_time2wait, session.default_time2retain))
+                                        params.default_time2wait, params.default_time2retain))
 
     # ------------------------------------------------------------------ SNACK
 

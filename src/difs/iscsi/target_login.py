@@ -12,8 +12,9 @@ One Login Request at a time:
    reflected challenge) — any failure is 2/1;
 5. operational keys are answered by ``Negotiator``; our declaratives (MaxRecvDataSegmentLength,
    TargetAlias, TargetPortalGroupTag on a leading login) are added;
-6. a granted transit to Full Feature Phase registers the session (TSIH, reinstatement) and sends
-   the final response; digests start with the next PDU.
+6. a granted transit to Full Feature Phase settles the login into one ``NegotiatedParams``
+   (the target's digest requirements are checked on it), registers the session (TSIH,
+   reinstatement) and sends the final response; digests start with the next PDU.
 
 A ``LoginFailure`` anywhere is answered with a Login Response carrying its status, a
 ``LoginRejected`` event and ``ConnectionClosed``.
@@ -41,7 +42,8 @@ from .errors import (
 )
 from .events import ConnectionReinstated, LoginComplete, LoginRejected, SessionReinstated
 from .framer import Pdu
-from .negotiation import LOGIN_KEYS, Negotiator
+from .negotiation import LOGIN_KEYS, Negotiator, proposals
+from .params import NegotiatedParams
 from .pdu import LOGIN_REQUEST, LoginResponse, encode_pdu_segments
 from .session import Session
 from .state import TARGET_LOGIN_STATES, Input, State
@@ -52,6 +54,14 @@ if TYPE_CHECKING:
 
 _STAGE_INPUT = {Stage.SECURITY_NEGOTIATION: Input.SECURITY_PDU,
                 Stage.OPERATIONAL_NEGOTIATION: Input.OPERATIONAL_PDU}
+
+#: keys the target answers beyond the operational ones both roles propose (RFC 7144)
+_TARGET_ONLY_KEYS = {"iSCSIProtocolLevel": 1, "TaskReporting": ("RFC3720",)}
+
+
+def _digests(required: bool) -> tuple[str, ...]:
+    """The digest values a target accepts: CRC32C preferred, None only when not required."""
+    return ("CRC32C",) if required else ("CRC32C", "None")
 
 
 class LoginContext:
@@ -193,40 +203,21 @@ class LoginPhase:
                     or session.session_type != session_type
                     or session.target_name != ctx.target_name):
                 raise SessionDoesNotExist(f"no session with TSIH {ctx.tsih} for {name}")
-            if ctx.cid not in session.connections and \
-                    len(session.connections) >= session.max_connections:
-                raise TooManyConnections(f"session allows {session.max_connections} connections")
+            allowed = session.params.max_connections
+            if ctx.cid not in session.connections and len(session.connections) >= allowed:
+                raise TooManyConnections(f"session allows {allowed} connections")
             ctx.existing = session
         ctx.negotiator = Negotiator(role="target", local=self._local_keys(ctx),
                                     discovery=session_type == "Discovery")
         if ctx.existing is not None:
-            ctx.negotiator.values.update(ctx.existing.params)
+            ctx.negotiator.values.update(ctx.existing.params.key_values())
 
     def _local_keys(self: TargetConnection, ctx: LoginContext) -> dict[str, Any]:
-        portal = self.portal
         target = ctx.target
-        hd = ("CRC32C",) if target is not None and target.require_header_digest else (
-            "CRC32C", "None")
-        dd = ("CRC32C",) if target is not None and target.require_data_digest else (
-            "CRC32C", "None")
-        return {
-            "HeaderDigest": hd,
-            "DataDigest": dd,
-            "MaxConnections": portal.max_connections,
-            "InitialR2T": portal.initial_r2t,
-            "ImmediateData": portal.immediate_data,
-            "MaxRecvDataSegmentLength": portal.max_recv_data_segment_length,
-            "MaxBurstLength": portal.max_burst_length,
-            "FirstBurstLength": portal.first_burst_length,
-            "DefaultTime2Wait": portal.default_time2wait,
-            "DefaultTime2Retain": portal.default_time2retain,
-            "MaxOutstandingR2T": portal.max_outstanding_r2t,
-            "DataPDUInOrder": True,
-            "DataSequenceInOrder": True,
-            "ErrorRecoveryLevel": 0,
-            "iSCSIProtocolLevel": 1,
-            "TaskReporting": ("RFC3720",),
-        }
+        hd = target is not None and target.require_header_digest
+        dd = target is not None and target.require_data_digest
+        return proposals(self.portal, header_digest=_digests(hd),
+                         data_digest=_digests(dd)) | _TARGET_ONLY_KEYS
 
     # ------------------------------------------------------------------ security
 
@@ -327,31 +318,22 @@ class LoginPhase:
         assert ctx is not None and ctx.negotiator is not None and ctx.initiator_name is not None
         negotiator = ctx.negotiator
         negotiator.finish()
-        values = negotiator.values
-        hd = values["HeaderDigest"] == "CRC32C"
-        dd = values["DataDigest"] == "CRC32C"
+        params = NegotiatedParams.from_login(
+            negotiator, initiator_name=ctx.initiator_name, target_name=ctx.target_name,
+            session_type=ctx.session_type, auth_method=ctx.auth_method or "None", chap=ctx.chap)
         target = ctx.target
         if target is not None:
-            if target.require_header_digest and not hd:
+            if target.require_header_digest and not params.header_digest:
                 raise LoginFailure(f"target {target.name} requires HeaderDigest=CRC32C")
-            if target.require_data_digest and not dd:
+            if target.require_data_digest and not params.data_digest:
                 raise LoginFailure(f"target {target.name} requires DataDigest=CRC32C; "
                                    "this initiator did not offer it")
         if ctx.existing is None:
-            session = Session(initiator_name=ctx.initiator_name, isid=ctx.isid,
-                              tpgt=self.portal.portal_group_tag, session_type=ctx.session_type,
-                              target_name=ctx.target_name,
+            session = Session(params, isid=ctx.isid, tpgt=self.portal.portal_group_tag,
                               initiator_alias=ctx.initiator_alias,
                               target_alias=None if target is None else target.alias,
                               command_window=self.portal.command_window)
-            session.apply_params(negotiator.negotiated())
             session.start_sequence(ctx.first_cmdsn)
-            session.auth_method = ctx.auth_method or "None"
-            if ctx.chap is not None:
-                session.chap_user = ctx.chap.user
-                session.mutual = ctx.chap.mutual
-                session.chap_algorithm = ctx.chap.algorithm
-            session.header_digest, session.data_digest = hd, dd
             old = self.sessions.register(session)
             if old is not None:
                 old_connections = list(old.connections.values())
@@ -372,15 +354,15 @@ class LoginPhase:
                                   tsih=session.tsih)
         self._machine.process(Input.TRANSIT_FULL_FEATURE)
         # Full Feature Phase starts with the next PDU in each direction.
-        self.header_digest = self._framer.header_digest = hd
-        self.data_digest = self._framer.data_digest = dd
-        self._framer.max_data_segment_length = self.portal.max_recv_data_segment_length
-        self.send_limit = negotiator.peer_declared.get("MaxRecvDataSegmentLength", 8192)
+        self._framer.start_full_feature(params, role="target")
+        self.header_digest = params.header_digest
+        self.data_digest = params.data_digest
+        self.send_limit = params.send_limit("target")
         self._login = None
         self._login_deadline = None
         self._set_handlers()
         self._start_keepalive()
-        self._events.append(LoginComplete(session, self.connection_id))
+        self._events.append(LoginComplete(session, self.connection_id, params))
 
     def _refuse_login(self: TargetConnection, exc: LoginFailure, itt: int, csg: int) -> None:
         ctx = self._login

@@ -7,6 +7,11 @@ microseconds; here both sides are compiled once into small slotted objects
 holding a bit mask plus the few values that must match exactly, and
 :func:`path_satisfies` is a mask test and (rarely) three comparisons.
 
+What a path negotiated comes from its iSCSI login in one place,
+:meth:`NegotiatedServices.from_login` (a login's ``NegotiatedParams`` -> digests and
+CHAP / mutual CHAP); the controller's per-I/O guard and the host's path selection
+both use it.
+
 Only **path properties** live here: digests, PI, authentication, TLS, DSCP
 marking and the isolation domain (tag / VLAN). QoS rates, exclusive access and
 at-host encryption are enforced by the controller's scheduler, its LUN masking
@@ -27,7 +32,10 @@ standard initiator sends. Bit layout::
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from difs.iscsi.params import NegotiatedParams
 
 __all__ = [
     "HEADER_DIGEST",
@@ -91,6 +99,14 @@ def _pi_flags(pi_types: Iterable[int]) -> int:
     return flags
 
 
+#: (AuthMethod, mutual CHAP) an iSCSI login settled -> the policy's authentication
+_LOGIN_AUTHENTICATION = {
+    ("None", False): "none",
+    ("CHAP", False): "chap",
+    ("CHAP", True): "mutual_chap",
+}
+
+
 def _auth_flags(authentication: str) -> int:
     a = str(authentication)
     if a in ("none", "AuthMethod.NONE", ""):
@@ -132,6 +148,18 @@ class NegotiatedServices:
         self.dscp = -1 if dscp is None else int(dscp)
         self.vlan = -1 if vlan is None else int(vlan)
         self.isolation_tag = isolation_tag
+
+    @classmethod
+    def from_login(cls, params: NegotiatedParams) -> NegotiatedServices:
+        """The services an iSCSI login gives its path: CRC32C header and data digests, and
+        CHAP (one-way, or mutual when the target proved itself too). Build once per login."""
+        try:
+            authentication = _LOGIN_AUTHENTICATION[params.auth_method, params.mutual_chap]
+        except KeyError:
+            raise ValueError(f"AuthMethod={params.auth_method} with mutual CHAP "
+                             f"{params.mutual_chap} is not a service") from None
+        return cls(header_digest=params.header_digest, data_digest=params.data_digest,
+                   authentication=authentication)
 
     def __repr__(self) -> str:
         return (
