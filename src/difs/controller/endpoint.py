@@ -14,7 +14,6 @@ Disk work (creating a volume's sparse file, rewriting its metadata) happens in
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +22,7 @@ from difs.controller.config import policy_pi_type
 from difs.controller.enforcement import Enforcement
 from difs.controller.volumes import VolumeDirectory, VolumeMeta
 from difs.iscsi.config import TargetConfig
+from difs.sam.apptag import application_tag
 from difs.scsi.device import LogicalUnit
 from difs.scsi.store import BlockStore
 from difs.scsi.target import ScsiTarget
@@ -38,14 +38,6 @@ class EndpointVolume:
     lu: LogicalUnit
     store: BlockStore
     initiator: str | None = None  # the view it is in
-
-
-def application_tag(name: str) -> int:
-    """The PI application tag difs hosts put in application ``name``'s blocks (the contract
-    of :func:`difs.host.protection.application_tag`: the first 16 bits of BLAKE2s(name),
-    FFFFh mapped to FFFEh). A manager-placed volume expects its application's tag."""
-    tag = int.from_bytes(hashlib.blake2s(name.encode(), digest_size=2).digest(), "big")
-    return 0xFFFE if tag == 0xFFFF else tag
 
 
 class ProtocolEndpoint:

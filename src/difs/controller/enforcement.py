@@ -75,14 +75,14 @@ from difs.policy.fast import (
     describe_flags,
 )
 from difs.policy.services import PolicyServices
+from difs.sam.sense import ASC_LU_ACCESS_NOT_AUTHORIZED, DATA_PROTECT, build_sense
 from difs.scsi import cdb as C
-from difs.scsi import sense as S
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.controller")
 
-REJECT_SENSE_KEY = S.DATA_PROTECT
-REJECT_ASC = S.ASC_LU_ACCESS_NOT_AUTHORIZED
+REJECT_SENSE_KEY = DATA_PROTECT
+REJECT_ASC = ASC_LU_ACCESS_NOT_AUTHORIZED
 
 #: session services a policy can require, in the order reasons are reported
 _SESSION_REASONS = (
@@ -152,7 +152,7 @@ def session_flags(session: Any) -> int:
 
 
 def reject_sense(*, descriptor: bool) -> bytes:
-    return S.build_sense(REJECT_SENSE_KEY, *REJECT_ASC, descriptor=descriptor)
+    return build_sense(REJECT_SENSE_KEY, *REJECT_ASC, descriptor=descriptor)
 
 
 _SENSE = {False: reject_sense(descriptor=False), True: reject_sense(descriptor=True)}

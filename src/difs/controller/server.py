@@ -67,9 +67,10 @@ from difs.iscsi.events import (
 )
 from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target import TargetConnection
+from difs.sam.sense import parse_sense, pi_check_kind
+from difs.sam.status import CHECK_CONDITION, GOOD
 from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
-from difs.scsi.sense import ABORTED_COMMAND, CHECK_CONDITION, GOOD
 from difs.scsi.store import BlockStore
 from difs.scsi.target import ScsiTarget
 from difs.util.logs import log_event
@@ -391,14 +392,9 @@ class IscsiConnection(asyncio.Protocol):
     def _command_failed(self, guard: Guard, sense, cdb) -> None:
         """Count PI check failures (ABORTED COMMAND 10h/01h-03h) of a session x volume; a
         wrong application tag is a policy violation too (reason ``app_tag``)."""
-        sense = bytes(sense)
-        if sense[0] & 0x7F in (0x72, 0x73):
-            key, asc, ascq = sense[1] & 0x0F, sense[2], sense[3]
-        else:
-            key, asc, ascq = sense[2] & 0x0F, sense[12], sense[13]
-        if key != ABORTED_COMMAND or asc != 0x10 or not 1 <= ascq <= 3:
+        kind = pi_check_kind(*parse_sense(sense))
+        if kind is None:
             return
-        kind = ("guard", "app", "ref")[ascq - 1]
         guard.stats.pi_failed[kind] += 1
         if kind == "app":
             self.controller.enforcement.rejected(guard, "app_tag", cdb)

@@ -54,6 +54,13 @@ from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
 from difs.policy.fast import Requirement, describe_flags
+from difs.sam.sense import ABORTED_COMMAND as _ABORTED_COMMAND
+from difs.sam.sense import ASC_PI_CHECK as _ASC_PI_CHECK
+from difs.sam.sense import PI_CHECK_BY_ASCQ as _PI_CHECK_NAMES
+from difs.sam.sense import UNIT_ATTENTION as _UNIT_ATTENTION
+from difs.sam.sense import parse_sense, sense_information, sense_text
+from difs.sam.status import CHECK_CONDITION as _CHECK_CONDITION
+from difs.sam.status import GOOD as _GOOD
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.host")
@@ -63,7 +70,6 @@ _SYNC16 = _RW16
 _READ16, _WRITE16, _SYNC_CACHE16, _WRITE_SAME16 = 0x88, 0x8A, 0x91, 0x93
 _FUA = 0x08
 _WS_UNMAP = 0x08
-_GOOD, _CHECK_CONDITION = 0x00, 0x02
 #: Largest single SCSI transfer the disk issues (bigger requests are split).
 MAX_TRANSFER = 1 << 20
 _MAX_WRITE_SAME_BLOCKS = 0xFFFF
@@ -79,54 +85,11 @@ _MAX_PI_RETRIES = 1
 #: Concurrent commands when zeroing a range of a PI disk with ordinary writes.
 _ZERO_BATCH = 8
 
-_UNIT_ATTENTION, _ABORTED_COMMAND = 0x06, 0x0B
-_ASC_PI_CHECK = 0x10
-_PI_CHECK_NAMES = {0x01: "guard", 0x02: "app", 0x03: "ref"}
-
-
-def sense_fields(sense: bytes) -> tuple[int, int, int]:
-    """(sense key, ASC, ASCQ) of fixed or descriptor sense data; (0, 0, 0) when absent."""
-    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
-        return sense[2] & 0x0F, sense[12], sense[13]
-    if len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
-        return sense[1] & 0x0F, sense[2], sense[3]
-    if len(sense) >= 3 and sense[0] & 0x7F in (0x70, 0x71):
-        return sense[2] & 0x0F, 0, 0
-    return 0, 0, 0
-
-
-def sense_information(sense: bytes) -> int | None:
-    """The INFORMATION field (e.g. the failing LBA of a PI check), when the sense has one."""
-    if len(sense) >= 7 and sense[0] & 0x7F in (0x70, 0x71):
-        return int.from_bytes(sense[3:7], "big") if sense[0] & 0x80 else None
-    if len(sense) >= 8 and sense[0] & 0x7F in (0x72, 0x73):
-        end = min(len(sense), 8 + sense[7])
-        i = 8
-        while i + 2 <= end:
-            kind, size = sense[i], sense[i + 1]
-            if kind == 0x00 and size >= 0x0A and i + 12 <= end and sense[i + 2] & 0x80:
-                return int.from_bytes(sense[i + 4:i + 12], "big")
-            i += 2 + size
-    return None
-
-
-def is_unit_attention(sense: bytes) -> bool:
-    return sense_fields(sense)[0] == _UNIT_ATTENTION
-
-
-def sense_text(sense: bytes) -> str:
-    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
-        return f"sense key {sense[2] & 0x0F:x}h asc/ascq {sense[12]:02x}h/{sense[13]:02x}h"
-    if len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
-        return f"sense key {sense[1] & 0x0F:x}h asc/ascq {sense[2]:02x}h/{sense[3]:02x}h"
-    return "no sense data"
-
-
 class AppDisk(NbdBackend):
     """One application's view of its volume, through the host's paths.
 
     ``app_tag``: the application tag for its PI (default: derived from ``app``, see
-    :func:`difs.host.protection.application_tag`)."""
+    :func:`difs.sam.apptag.application_tag`)."""
 
     def __init__(self, *, app: str, group: PathGroup, requirement: Requirement, lun: int = 0,
                  selector: PathSelector | None = None, path_wait: float = 30.0,
@@ -271,7 +234,7 @@ class AppDisk(NbdBackend):
                     avoid = path
                     continue
             if status == _CHECK_CONDITION:
-                key, asc, ascq = sense_fields(result.sense)
+                key, asc, ascq = parse_sense(result.sense)
                 if key == _UNIT_ATTENTION and attentions < _MAX_UNIT_ATTENTIONS:
                     # A new session's first command reports power-on/reset: the
                     # condition is cleared by reporting it; send the command again.

@@ -18,16 +18,18 @@ moment it comes back — across the network (whatever the path negotiated) and a
   :meth:`Protection.unprotect` splits and verifies guard, application tag and reference tag
   *before* the application sees a byte, raising :class:`~difs.integrity.PiCheckError`.
 
-**The application tag** (:func:`application_tag`) is derived from the application's *name*:
-the first 16 bits of BLAKE2s(name), with FFFFh (the SBC-4 "check nothing" escape) mapped to
-FFFEh. Taking it from the name rather than from the policy keeps data written under one
-policy version readable under the next (a policy update must not make stored blocks fail
-their application-tag check), and it is stable across hosts and restarts, so an application
-that moves to another host still reads its own blocks. A caller may pass an explicit tag.
-A controller that checks application tags (a volume configured with an expected ``app_tag``)
-must expect ``application_tag(NAME)`` for the application's volume. Blocks written by another
-application client (e.g. QEMU with WRPROTECT=000b: the controller generates their PI with the
-volume's tag, or 0) carry another tag, and fail this host's application-tag check on read.
+**The application tag** (:func:`difs.sam.apptag.application_tag`, the rule host and
+controller share) is derived from the application's *name*: the first 16 bits of
+BLAKE2s(name), with FFFFh (the SBC-4 "check nothing" escape) mapped to FFFEh. Taking it from
+the name rather than from the policy keeps data written under one policy version readable
+under the next (a policy update must not make stored blocks fail their application-tag
+check), and it is stable across hosts and restarts, so an application that moves to another
+host still reads its own blocks. A caller may pass an explicit tag. A controller that checks
+application tags (a volume configured with an expected ``app_tag``) expects
+``application_tag(NAME)`` for the application's volume (the same function). Blocks written
+by another application client (e.g. QEMU with WRPROTECT=000b: the controller generates their
+PI with the volume's tag, or 0) carry another tag, and fail this host's application-tag check
+on read.
 
 **Reference tag**: type 1 — the low 32 bits of each block's LBA (a block written to or read
 from the wrong place fails); type 3 — the application owns it and difs writes 0 and does not
@@ -45,7 +47,6 @@ that the I/O asks for what the volume's policy needs.
 from __future__ import annotations
 
 import errno
-import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ from difs.integrity import (
 )
 from difs.nbd.backend import NbdBackendError
 from difs.policy.fast import PI, PI_TYPE1, PI_TYPE3, Requirement
+from difs.sam.apptag import application_tag
 
 __all__ = [
     "PI_FLAGS",
@@ -65,7 +67,6 @@ __all__ = [
     "Capacity",
     "Protection",
     "ProtectionUnavailable",
-    "application_tag",
     "parse_read_capacity16",
     "path_requirement",
     "protection_for",
@@ -87,12 +88,6 @@ class ProtectionUnavailable(NbdBackendError):
 
     def __init__(self, message: str) -> None:
         super().__init__(errno.EMEDIUMTYPE, message)
-
-
-def application_tag(name: str) -> int:
-    """The 16-bit application tag difs puts in the PI of application ``name`` (never FFFFh)."""
-    tag = int.from_bytes(hashlib.blake2s(name.encode(), digest_size=2).digest(), "big")
-    return 0xFFFE if tag == 0xFFFF else tag
 
 
 def required_pi_type(requirement: Requirement) -> int:

@@ -13,7 +13,8 @@ Exception tree::
 
 Both expose ``sense_key``, ``asc``, ``ascq`` and ``information`` with the same names and
 meaning as :class:`difs.scsi.sense.ScsiError`, so the SCSI layer turns them into a CHECK
-CONDITION in one line (this package does not import ``difs.scsi``: the host uses it too)::
+CONDITION in one line (this package does not import ``difs.scsi``: the host uses it too; the
+codes come from :mod:`difs.sam.sense`, below both)::
 
     except PiError as e:
         raise ScsiError(e.sense_key, e.asc, e.ascq, information=e.information) from e
@@ -28,26 +29,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-ABORTED_COMMAND = 0x0B
-ILLEGAL_REQUEST = 0x05
-
-ASC_GUARD_CHECK_FAILED = (0x10, 0x01)
-ASC_APP_TAG_CHECK_FAILED = (0x10, 0x02)
-ASC_REF_TAG_CHECK_FAILED = (0x10, 0x03)
-ASC_INVALID_FIELD_IN_CDB = (0x24, 0x00)
+from difs.sam.sense import (
+    ABORTED_COMMAND,
+    ASC_INVALID_FIELD_IN_CDB,
+    ASC_NAMES,
+    ILLEGAL_REQUEST,
+    PI_CHECK_ASC,
+)
 
 CheckKind = Literal["guard", "app", "ref"]
 
-_CHECK_ASC: dict[str, tuple[int, int]] = {
-    "guard": ASC_GUARD_CHECK_FAILED,
-    "app": ASC_APP_TAG_CHECK_FAILED,
-    "ref": ASC_REF_TAG_CHECK_FAILED,
-}
-_CHECK_NAME = {
-    "guard": "logical block guard check failed",
-    "app": "logical block application tag check failed",
-    "ref": "logical block reference tag check failed",
-}
+_CHECK_NAME = {kind: ASC_NAMES[asc].lower() for kind, asc in PI_CHECK_ASC.items()}
 
 
 class PiError(Exception):
@@ -70,12 +62,12 @@ class PiCheckError(PiError):
     sense_key = ABORTED_COMMAND
 
     def __init__(self, kind: CheckKind, lba: int, *, expected: int = 0, found: int = 0) -> None:
-        if kind not in _CHECK_ASC:
+        if kind not in PI_CHECK_ASC:
             raise ValueError(f"unknown PI check kind {kind!r}")
         self.kind: CheckKind = kind
         self.lba = lba
         self.information = lba
-        self.asc, self.ascq = _CHECK_ASC[kind]
+        self.asc, self.ascq = PI_CHECK_ASC[kind]
         self.expected = expected
         self.found = found
         super().__init__(

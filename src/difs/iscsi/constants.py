@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from difs.sam import status as _status
+
 BHS_LENGTH = 48
 DIGEST_LENGTH = 4
 RESERVED_TAG = 0xFFFFFFFF  # "no tag" value for ITT / TTT (section 11.1)
@@ -199,15 +201,16 @@ class SnackType(IntEnum):
 
 
 class ScsiStatus(IntEnum):
-    """SAM status codes used by the iSCSI layer itself."""
+    """The SAM status codes of :mod:`difs.sam.status` as an enum (the per-I/O path uses the
+    plain ints from there)."""
 
-    GOOD = 0x00
-    CHECK_CONDITION = 0x02
-    BUSY = 0x08
-    RESERVATION_CONFLICT = 0x18
-    TASK_SET_FULL = 0x28
-    ACA_ACTIVE = 0x30
-    TASK_ABORTED = 0x40
+    GOOD = _status.GOOD
+    CHECK_CONDITION = _status.CHECK_CONDITION
+    BUSY = _status.BUSY
+    RESERVATION_CONFLICT = _status.RESERVATION_CONFLICT
+    TASK_SET_FULL = _status.TASK_SET_FULL
+    ACA_ACTIVE = _status.ACA_ACTIVE
+    TASK_ABORTED = _status.TASK_ABORTED
 
 
 # SCSI Response "Response" field (section 11.4.3)

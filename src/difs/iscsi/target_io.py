@@ -20,7 +20,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .constants import RESERVED_TAG, RejectReason, ScsiStatus
+from difs.sam.sense import (
+    ABORTED_COMMAND,
+    ASC_INVALID_FIELD_IN_CDB,
+    ASC_PROTOCOL_SERVICE_CRC_ERROR,
+    ILLEGAL_REQUEST,
+    build_sense,
+)
+from difs.sam.status import CHECK_CONDITION
+
+from .constants import RESERVED_TAG, RejectReason
 from .digest import PADDING, data_digest, header_digest
 from .errors import ConnectionFault, PduRejected
 from .events import ProtocolViolation, ScsiTask
@@ -39,15 +48,10 @@ _pack_r2t = R2T.pack
 MAX_WRITE_LENGTH = 256 * 1024 * 1024  # larger writes are refused (no buffer of that size)
 
 
-def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
-    """Fixed-format sense data (SPC-5 4.4.3), 18 bytes."""
-    return bytes([0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0])
-
-
 # ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR (47h/05h): a Data-Out failed its digest.
-SENSE_CRC_ERROR = fixed_sense(0x0B, 0x47, 0x05)
+SENSE_CRC_ERROR = build_sense(ABORTED_COMMAND, *ASC_PROTOCOL_SERVICE_CRC_ERROR)
 # ILLEGAL REQUEST, INVALID FIELD IN CDB: a write larger than the core accepts.
-SENSE_INVALID_FIELD = fixed_sense(0x05, 0x24, 0x00)
+SENSE_INVALID_FIELD = build_sense(ILLEGAL_REQUEST, *ASC_INVALID_FIELD_IN_CDB)
 
 
 class WriteState:
@@ -154,7 +158,7 @@ class IoPath:
             return
         self._recently_aborted.append(task.itt)  # discard its unsolicited Data-Out
         task.state = ScsiTask.DELIVERED
-        self._complete_command(task, ScsiStatus.CHECK_CONDITION, b"", SENSE_INVALID_FIELD, None)
+        self._complete_command(task, CHECK_CONDITION, b"", SENSE_INVALID_FIELD, None)
 
     # ------------------------------------------------------------------ Data-Out / R2T
 
@@ -233,7 +237,7 @@ class IoPath:
             task.data_out = memoryview(state.buffer)
             task.state = ScsiTask.DELIVERED
             if state.corrupt:
-                self._complete_command(task, ScsiStatus.CHECK_CONDITION, b"", SENSE_CRC_ERROR,
+                self._complete_command(task, CHECK_CONDITION, b"", SENSE_CRC_ERROR,
                                        None)
             else:
                 self._events.append(task)

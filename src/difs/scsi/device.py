@@ -39,6 +39,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from difs.integrity.errors import PiCheckError, PiError
+from difs.sam.sense import (
+    ASC_BUS_DEVICE_RESET_FUNCTION_OCCURRED,
+    ASC_CAPACITY_DATA_HAS_CHANGED,
+    ASC_I_T_NEXUS_LOSS_OCCURRED,
+    ASC_LU_NOT_READY_INIT_REQUIRED,
+    ASC_MODE_PARAMETERS_CHANGED,
+    ASC_POWER_ON_OCCURRED,
+    ASC_POWER_ON_RESET_OR_BDR,
+    ASC_SCSI_BUS_RESET_OCCURRED,
+    NOT_READY,
+)
 from difs.scsi import sense as S
 from difs.scsi.commands import CommandSpec, build_command_table, data_out_length, supported
 from difs.scsi.nexus import Nexus
@@ -86,11 +97,11 @@ PROVISIONING_TYPES = ("full", "resource", "thin")
 
 # unit attention conditions, most important first (reported in this order)
 _UA_PRIORITY = {
-    S.ASC_POWER_ON_RESET_OR_BDR: 0,
-    S.ASC_POWER_ON_OCCURRED: 0,
-    S.ASC_SCSI_BUS_RESET_OCCURRED: 1,
-    S.ASC_BUS_DEVICE_RESET_FUNCTION_OCCURRED: 1,
-    S.ASC_I_T_NEXUS_LOSS_OCCURRED: 2,
+    ASC_POWER_ON_RESET_OR_BDR: 0,
+    ASC_POWER_ON_OCCURRED: 0,
+    ASC_SCSI_BUS_RESET_OCCURRED: 1,
+    ASC_BUS_DEVICE_RESET_FUNCTION_OCCURRED: 1,
+    ASC_I_T_NEXUS_LOSS_OCCURRED: 2,
 }
 
 
@@ -194,7 +205,7 @@ class LogicalUnit:
             if self.reservations.active:
                 self.reservations.check(spec, nexus)
             if self.stopped and spec.medium:
-                raise ScsiError(S.NOT_READY, *S.ASC_LU_NOT_READY_INIT_REQUIRED,
+                raise ScsiError(NOT_READY, *ASC_LU_NOT_READY_INIT_REQUIRED,
                                 message="logical unit stopped")
             return spec.handler(self, cdb, data_out, nexus)
         except ScsiError as err:
@@ -231,9 +242,9 @@ class LogicalUnit:
         self._known.add(nexus)
         if nexus in self._lost:
             self._lost.discard(nexus)
-            self.establish_unit_attention(S.ASC_I_T_NEXUS_LOSS_OCCURRED, nexus=nexus)
+            self.establish_unit_attention(ASC_I_T_NEXUS_LOSS_OCCURRED, nexus=nexus)
         else:
-            self.establish_unit_attention(S.ASC_POWER_ON_RESET_OR_BDR, nexus=nexus)
+            self.establish_unit_attention(ASC_POWER_ON_RESET_OR_BDR, nexus=nexus)
 
     def _report_unit_attention(self, nexus: Nexus) -> None:
         pending = self._ua.get(nexus)
@@ -276,7 +287,7 @@ class LogicalUnit:
     # --- events from the transport / task management ----------------------------------
 
     def reset(self, *, nexus: Nexus | None = None,
-              code: tuple[int, int] = S.ASC_BUS_DEVICE_RESET_FUNCTION_OCCURRED) -> None:
+              code: tuple[int, int] = ASC_BUS_DEVICE_RESET_FUNCTION_OCCURRED) -> None:
         """LOGICAL UNIT RESET: clear SPC-2 reservations and PREVENT state, and establish a
         unit attention (29h/03h by default) for every I_T nexus.  Persistent reservations
         survive.  ``nexus`` is the nexus that asked (it gets the UA too, per SAM-5)."""
@@ -311,7 +322,7 @@ class LogicalUnit:
     def capacity_changed(self) -> None:
         """Re-read the store size (after a resize) and tell every nexus (2Ah/09h)."""
         self.num_blocks = self.store.size >> self.block_shift
-        self.establish_unit_attention(S.ASC_CAPACITY_DATA_HAS_CHANGED)
+        self.establish_unit_attention(ASC_CAPACITY_DATA_HAS_CHANGED)
 
     # --- helpers for handlers ---------------------------------------------------------
 
@@ -363,7 +374,7 @@ class LogicalUnit:
             changed = True
         self._write_protect = self.read_only or self.swp
         if changed:
-            self.establish_unit_attention(S.ASC_MODE_PARAMETERS_CHANGED, exclude=by)
+            self.establish_unit_attention(ASC_MODE_PARAMETERS_CHANGED, exclude=by)
         return changed
 
     def __repr__(self) -> str:

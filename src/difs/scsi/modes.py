@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from difs.sam.sense import ASC_SAVING_PARAMETERS_NOT_SUPPORTED, ILLEGAL_REQUEST
+from difs.sam.status import GOOD
 from difs.scsi import sense as S
 from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.result import ScsiResult
-from difs.scsi.sense import GOOD, ScsiError
+from difs.scsi.sense import ScsiError
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
@@ -98,7 +100,7 @@ def _sense(lu: LogicalUnit, cdb, ten: bool) -> bytes:
     llbaa = ten and bool(cdb[1] & 0x10)
     pc = cdb[2] >> 6
     if pc == PC_SAVED:
-        raise ScsiError(S.ILLEGAL_REQUEST, *S.ASC_SAVING_PARAMETERS_NOT_SUPPORTED,
+        raise ScsiError(ILLEGAL_REQUEST, *ASC_SAVING_PARAMETERS_NOT_SUPPORTED,
                         field_byte=2, field_bit=7)
     pages = _pages(lu, cdb[2] & 0x3F, cdb[3], pc)
     bdesc = b"" if dbd else _block_descriptor(lu, llbaa)

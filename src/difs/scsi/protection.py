@@ -62,6 +62,7 @@ from difs.integrity import (
     vrprotect_rule,
     wrprotect_rule,
 )
+from difs.sam.status import GOOD
 from difs.scsi import cdb as C
 from difs.scsi import sense as S
 from difs.scsi.cdb import RW10, RW12, RW16
@@ -69,7 +70,6 @@ from difs.scsi.pistore import repeated_pi
 from difs.scsi.provisioning import write_same_range
 from difs.scsi.result import ScsiResult
 from difs.scsi.sbc import data_out_blocks, first_difference
-from difs.scsi.sense import GOOD
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit

@@ -30,11 +30,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from difs.sam.sense import (
+    ASC_INVALID_RELEASE_OF_PR,
+    ASC_REGISTRATIONS_PREEMPTED,
+    ASC_RESERVATIONS_PREEMPTED,
+    ASC_RESERVATIONS_RELEASED,
+    ILLEGAL_REQUEST,
+)
+from difs.sam.status import GOOD
 from difs.scsi import sense as S
 from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.nexus import Nexus
 from difs.scsi.result import ScsiResult
-from difs.scsi.sense import GOOD, ReservationConflict, ScsiError
+from difs.scsi.sense import ReservationConflict, ScsiError
 
 if TYPE_CHECKING:
     from difs.scsi.commands import CommandSpec
@@ -58,8 +66,6 @@ PRO_REGISTER, PRO_RESERVE, PRO_RELEASE, PRO_CLEAR = 0, 1, 2, 3
 PRO_PREEMPT, PRO_PREEMPT_AND_ABORT, PRO_REGISTER_AND_IGNORE, PRO_REGISTER_AND_MOVE = 4, 5, 6, 7
 # PERSISTENT RESERVE IN service actions
 PRI_READ_KEYS, PRI_READ_RESERVATION, PRI_REPORT_CAPABILITIES, PRI_READ_FULL_STATUS = 0, 1, 2, 3
-
-ASC_INVALID_RELEASE_OF_PR = (0x26, 0x04)
 
 
 class Reservations:
@@ -185,7 +191,7 @@ class Reservations:
         if pr_type in _REGISTRANT_TYPES:
             for nx in self.registrations:
                 if nx != by:
-                    self.lu.establish_unit_attention(S.ASC_RESERVATIONS_RELEASED, nexus=nx)
+                    self.lu.establish_unit_attention(ASC_RESERVATIONS_RELEASED, nexus=nx)
 
     def _unregister(self, nexus: Nexus) -> None:
         del self.registrations[nexus]
@@ -235,7 +241,7 @@ class Reservations:
         if not self.pr_type or not self.is_holder(nexus):
             return
         if pr_type != self.pr_type:
-            raise ScsiError(S.ILLEGAL_REQUEST, *ASC_INVALID_RELEASE_OF_PR,
+            raise ScsiError(ILLEGAL_REQUEST, *ASC_INVALID_RELEASE_OF_PR,
                             message="release with a different reservation type")
         self._release_reservation(nexus)
         self._changed()
@@ -244,7 +250,7 @@ class Reservations:
         self._registered_key(nexus, key)
         for nx in self.registrations:
             if nx != nexus:
-                self.lu.establish_unit_attention(S.ASC_RESERVATIONS_PREEMPTED, nexus=nx)
+                self.lu.establish_unit_attention(ASC_RESERVATIONS_PREEMPTED, nexus=nx)
         self.registrations.clear()
         self.pr_type = 0
         self.pr_holder = None
@@ -275,7 +281,7 @@ class Reservations:
                 if changed:
                     for nx in self.registrations:
                         if nx != nexus:
-                            self.lu.establish_unit_attention(S.ASC_RESERVATIONS_RELEASED, nexus=nx)
+                            self.lu.establish_unit_attention(ASC_RESERVATIONS_RELEASED, nexus=nx)
             else:
                 if sark == 0:
                     raise S.invalid_field_in_parameter_list(8)
@@ -289,7 +295,7 @@ class Reservations:
     def _remove(self, victims: list[Nexus]) -> None:
         for nx in victims:
             self.registrations.pop(nx, None)
-            self.lu.establish_unit_attention(S.ASC_REGISTRATIONS_PREEMPTED, nexus=nx)
+            self.lu.establish_unit_attention(ASC_REGISTRATIONS_PREEMPTED, nexus=nx)
         if self.pr_holder is not None and self.pr_holder not in self.registrations:
             self.pr_type, self.pr_holder = 0, None
 

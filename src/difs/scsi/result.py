@@ -9,7 +9,8 @@ and against :meth:`LogicalUnit.transfer_length_bytes` for data-out commands.
 
 from __future__ import annotations
 
-from difs.scsi.sense import CHECK_CONDITION, GOOD, ScsiError
+from difs.sam.status import CHECK_CONDITION, GOOD
+from difs.scsi.sense import ScsiError
 
 _EMPTY = b""
 

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from difs.sam.sense import (
+    ASC_LU_NOT_READY_INIT_REQUIRED,
+    NOT_READY,
+    NO_SENSE,
+    UNIT_ATTENTION,
+    build_sense,
+)
+from difs.sam.status import GOOD
 from difs.scsi import sense as S
 from difs.scsi.cdb import U16, U32
 from difs.scsi.result import ScsiResult
-from difs.scsi.sense import GOOD, build_sense
 
 if TYPE_CHECKING:
     from difs.scsi.commands import CommandSpec
@@ -31,11 +38,11 @@ def request_sense(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
     alloc = cdb[4]
     ua = lu.pop_unit_attention(nexus)
     if ua is not None:
-        data = build_sense(S.UNIT_ATTENTION, *ua, descriptor=desc)
+        data = build_sense(UNIT_ATTENTION, *ua, descriptor=desc)
     elif lu.stopped:
-        data = build_sense(S.NOT_READY, *S.ASC_LU_NOT_READY_INIT_REQUIRED, descriptor=desc)
+        data = build_sense(NOT_READY, *ASC_LU_NOT_READY_INIT_REQUIRED, descriptor=desc)
     else:
-        data = build_sense(S.NO_SENSE, 0, 0, descriptor=desc)
+        data = build_sense(NO_SENSE, 0, 0, descriptor=desc)
     return ScsiResult(GOOD, data[:alloc])
 
 

@@ -15,12 +15,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from difs.sam.sense import (
+    ASC_LU_NOT_SUPPORTED,
+    ASC_POWER_ON_RESET_OR_BDR,
+    ASC_REPORTED_LUNS_DATA_CHANGED,
+    ILLEGAL_REQUEST,
+    build_sense,
+)
+from difs.sam.status import GOOD
 from difs.scsi import cdb as C
 from difs.scsi import sense as S
 from difs.scsi.cdb import U16, U32
 from difs.scsi.inquiry import standard_inquiry
 from difs.scsi.result import ScsiResult
-from difs.scsi.sense import GOOD, ScsiError, build_sense
+from difs.scsi.sense import ScsiError
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
@@ -91,7 +99,7 @@ class ScsiTarget:
     def _announce(self, exclude: LogicalUnit | None) -> None:
         for other in self.luns.values():
             if other is not exclude:
-                other.establish_unit_attention(S.ASC_REPORTED_LUNS_DATA_CHANGED)
+                other.establish_unit_attention(ASC_REPORTED_LUNS_DATA_CHANGED)
 
     # --- commands ---------------------------------------------------------------------
 
@@ -121,7 +129,7 @@ class ScsiTarget:
                 data = standard_inquiry(None, present=False)
             return ScsiResult(GOOD, data[:alloc])
         if op == C.REQUEST_SENSE and len(cdb) >= 6:
-            data = build_sense(S.ILLEGAL_REQUEST, *S.ASC_LU_NOT_SUPPORTED,
+            data = build_sense(ILLEGAL_REQUEST, *ASC_LU_NOT_SUPPORTED,
                                descriptor=bool(cdb[1] & 0x01))
             return ScsiResult(GOOD, data[:cdb[4]])
         raise S.lu_not_supported()
@@ -143,7 +151,7 @@ class ScsiTarget:
             if cold:
                 lu.power_on()
             else:
-                lu.reset(code=S.ASC_POWER_ON_RESET_OR_BDR)
+                lu.reset(code=ASC_POWER_ON_RESET_OR_BDR)
 
     def find_lu_by_designator(self, designator: bytes) -> LogicalUnit | None:
         """The LU whose VPD 83h LU designators include ``designator`` (header included,

@@ -17,10 +17,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from difs.sam.sense import (
+    ASC_COPY_TARGET_DEVICE_NOT_REACHABLE,
+    ASC_NO_ADDITIONAL_SENSE,
+    ASC_TOO_MANY_SEGMENT_DESCRIPTORS,
+    ASC_TOO_MANY_TARGET_DESCRIPTORS,
+    ASC_UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE,
+    ASC_UNSUPPORTED_TARGET_DESCRIPTOR_TYPE,
+    COPY_ABORTED,
+    ILLEGAL_REQUEST,
+)
+from difs.sam.status import GOOD
 from difs.scsi import sense as S
 from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.result import ScsiResult
-from difs.scsi.sense import GOOD, ScsiError
+from difs.scsi.sense import ScsiError
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
@@ -40,16 +51,16 @@ _CHUNK = 1 << 20
 _HOLD, _HOLD_OR_DISCARD, _DISCARD, _NO_LIST_ID = 0, 1, 2, 3
 
 
-def _copy_aborted(asc: tuple[int, int] = S.ASC_NO_ADDITIONAL_SENSE, msg: str = "") -> ScsiError:
-    return ScsiError(S.COPY_ABORTED, *asc, message=msg or "copy aborted")
+def _copy_aborted(asc: tuple[int, int] = ASC_NO_ADDITIONAL_SENSE, msg: str = "") -> ScsiError:
+    return ScsiError(COPY_ABORTED, *asc, message=msg or "copy aborted")
 
 
 def _resolve(lu: LogicalUnit, desc: bytes) -> LogicalUnit:
     if desc[1] & 0x1F != 0:  # peripheral device type: only block devices
-        raise _copy_aborted(S.ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "CSCD is not a block device")
+        raise _copy_aborted(ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "CSCD is not a block device")
     designator = desc[4:24]
     if (designator[1] >> 4) & 0x03 != 0:
-        raise _copy_aborted(S.ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "designator is not a LU's")
+        raise _copy_aborted(ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "designator is not a LU's")
     target = lu.target
     if target is not None:
         found = target.find_lu_by_designator(designator)
@@ -58,10 +69,10 @@ def _resolve(lu: LogicalUnit, desc: bytes) -> LogicalUnit:
 
         found = lu if any(_same_designator(d, designator) for d in lu_designators(lu)) else None
     if found is None:
-        raise _copy_aborted(S.ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "CSCD not found")
+        raise _copy_aborted(ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "CSCD not found")
     block_len = int.from_bytes(desc[29:32], "big")
     if block_len != found.block_size:
-        raise _copy_aborted(S.ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "block length mismatch")
+        raise _copy_aborted(ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "block length mismatch")
     return found
 
 
@@ -101,15 +112,15 @@ def extended_copy(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
         segments.append(seg_area[pos:pos + dlen])
         pos += dlen
     if cscd_len % CSCD_LEN or len(cscds) > MAX_CSCD_DESCRIPTORS:
-        raise ScsiError(S.ILLEGAL_REQUEST, *S.ASC_TOO_MANY_TARGET_DESCRIPTORS)
+        raise ScsiError(ILLEGAL_REQUEST, *ASC_TOO_MANY_TARGET_DESCRIPTORS)
     if len(segments) > MAX_SEGMENT_DESCRIPTORS:
-        raise ScsiError(S.ILLEGAL_REQUEST, *S.ASC_TOO_MANY_SEGMENT_DESCRIPTORS)
+        raise ScsiError(ILLEGAL_REQUEST, *ASC_TOO_MANY_SEGMENT_DESCRIPTORS)
     for desc in cscds:
         if desc[0] != CSCD_IDENTIFICATION:
-            raise ScsiError(S.ILLEGAL_REQUEST, *S.ASC_UNSUPPORTED_TARGET_DESCRIPTOR_TYPE)
+            raise ScsiError(ILLEGAL_REQUEST, *ASC_UNSUPPORTED_TARGET_DESCRIPTOR_TYPE)
     for seg in segments:
         if seg[0] != SEGMENT_BLOCK_TO_BLOCK:
-            raise ScsiError(S.ILLEGAL_REQUEST, *S.ASC_UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE)
+            raise ScsiError(ILLEGAL_REQUEST, *ASC_UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE)
         if len(seg) != SEGMENT_B2B_LEN:
             raise S.parameter_list_length_error()
     status = {"segments": 0, "bytes": 0, "status": 1}
@@ -129,7 +140,7 @@ def extended_copy(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
 def _copy_segment(luns: list[LogicalUnit], seg: bytes) -> int:
     src_i, dst_i = U16.unpack_from(seg, 4)[0], U16.unpack_from(seg, 6)[0]
     if src_i >= len(luns) or dst_i >= len(luns):
-        raise _copy_aborted(S.ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "CSCD index out of range")
+        raise _copy_aborted(ASC_COPY_TARGET_DEVICE_NOT_REACHABLE, "CSCD index out of range")
     src, dst = luns[src_i], luns[dst_i]
     n = U16.unpack_from(seg, 10)[0]
     src_lba, dst_lba = U64.unpack_from(seg, 12)[0], U64.unpack_from(seg, 20)[0]

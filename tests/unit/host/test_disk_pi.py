@@ -16,7 +16,7 @@ import struct
 import pytest
 from host_testtarget import TARGET, TestTarget
 
-from difs.host.disk import AppDisk, sense_fields, sense_information
+from difs.host.disk import AppDisk
 from difs.host.pathgroup import PathGroup
 from difs.host.paths import ChannelSpec
 from difs.host.protection import (
@@ -24,7 +24,6 @@ from difs.host.protection import (
     Capacity,
     Protection,
     ProtectionUnavailable,
-    application_tag,
     parse_read_capacity16,
     path_requirement,
     protection_for,
@@ -33,6 +32,9 @@ from difs.host.session import SessionTimers
 from difs.integrity import PiCheckError, generate, interleave, split, verify
 from difs.nbd.backend import NbdBackendError
 from difs.policy.fast import DATA_DIGEST, PI, PI_TYPE1, PI_TYPE3, Requirement
+from difs.sam.apptag import application_tag
+from difs.sam.sense import parse_sense as sense_fields
+from difs.sam.sense import sense_information
 
 INITIATOR = "iqn.2026-11.io.difs:test.host"
 QUIET = SessionTimers(nop_interval=None, command_timeout=None, login_timeout=3.0)

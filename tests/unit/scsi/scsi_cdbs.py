@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import struct
 
+from difs.sam.sense import parse_sense
+from difs.sam.status import CHECK_CONDITION, GOOD
 from difs.scsi.result import ScsiResult
-from difs.scsi.sense import CHECK_CONDITION, GOOD, parse_sense
 
 
 def read6(lba: int, n: int) -> bytes:

@@ -6,7 +6,7 @@ import pytest
 from scsi_cdbs import (assert_check, assert_good, read_capacity10, read_capacity16, rw10, rw16,
                        sync_cache10, verify10, write10)
 
-from difs.scsi.sense import ILLEGAL_REQUEST, MISCOMPARE
+from difs.sam.sense import ILLEGAL_REQUEST, MISCOMPARE
 
 BS = 512
 

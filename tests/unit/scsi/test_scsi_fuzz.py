@@ -5,8 +5,9 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from difs.sam.sense import parse_sense
+from difs.sam.status import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus, ScsiTarget
-from difs.scsi.sense import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, parse_sense
 
 KNOWN_OPCODES = [0x00, 0x03, 0x08, 0x0A, 0x12, 0x15, 0x16, 0x17, 0x1A, 0x1B, 0x1E, 0x25, 0x28,
                  0x2A, 0x2E, 0x2F, 0x34, 0x35, 0x37, 0x41, 0x42, 0x48, 0x55, 0x56, 0x57, 0x5A,

@@ -3,7 +3,7 @@
 import pytest
 from scsi_cdbs import assert_check, assert_good, inquiry
 
-from difs.scsi.sense import ILLEGAL_REQUEST
+from difs.sam.sense import ILLEGAL_REQUEST
 
 from conftest import VOLUME_UUID
 

@@ -4,7 +4,7 @@ import pytest
 from scsi_cdbs import (assert_check, assert_good, mode_select6, mode_select10, mode_sense6,
                        mode_sense10, read16, write10)
 
-from difs.scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST, UNIT_ATTENTION
+from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST, UNIT_ATTENTION
 
 BS = 512
 

@@ -7,8 +7,9 @@ import uuid
 import pytest
 from scsi_cdbs import assert_check, assert_good, read10, write10
 
+from difs.sam.sense import ILLEGAL_REQUEST, UNIT_ATTENTION
+from difs.sam.status import RESERVATION_CONFLICT
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
-from difs.scsi.sense import ILLEGAL_REQUEST, RESERVATION_CONFLICT, UNIT_ATTENTION
 
 BS = 512
 WE, EA, WERO, EARO, WEAR, EAAR = 1, 3, 5, 6, 7, 8

@@ -5,7 +5,7 @@ import struct
 import pytest
 from scsi_cdbs import assert_check, assert_good, read10, rw10, rw16, write10
 
-from difs.scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
 
 BS = 512
 

@@ -5,7 +5,7 @@ import threading
 
 from scsi_cdbs import assert_check, assert_good, read16, rw16, write16
 
-from difs.scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST, MISCOMPARE
+from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST, MISCOMPARE
 
 BS = 512
 

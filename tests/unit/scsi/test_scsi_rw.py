@@ -4,7 +4,7 @@ import pytest
 from scsi_cdbs import (assert_check, assert_good, read6, read10, read16, rw12, write6, write10,
                        write16)
 
-from difs.scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
 
 BS = 512
 

@@ -8,8 +8,9 @@ import pytest
 from scsi_cdbs import (assert_check, assert_good, inquiry, read10, report_luns, request_sense,
                        rsoc, write10)
 
+from difs.sam.sense import ILLEGAL_REQUEST, NOT_READY
+from difs.sam.status import RESERVATION_CONFLICT
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, ScsiTarget
-from difs.scsi.sense import ILLEGAL_REQUEST, NOT_READY, RESERVATION_CONFLICT
 from difs.scsi.target import decode_lun, encode_lun
 
 

@@ -2,8 +2,8 @@
 
 from scsi_cdbs import assert_check, assert_good, inquiry, read10, report_luns, request_sense
 
+from difs.sam.sense import UNIT_ATTENTION
 from difs.scsi import Nexus
-from difs.scsi.sense import UNIT_ATTENTION
 
 
 def fresh(i: int) -> Nexus:

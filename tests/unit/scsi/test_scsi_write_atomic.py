@@ -8,9 +8,9 @@ import uuid
 import pytest
 from scsi_cdbs import assert_check, assert_good, rsoc, write10
 
+from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
 from difs.scsi.filestore import _JOURNAL, _JOURNAL_MAGIC, FileStore
-from difs.scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
 
 BS = 512
 MiB = 1 << 20

@@ -5,8 +5,8 @@ import uuid
 
 from scsi_cdbs import assert_check, assert_good, inquiry, read16, write16
 
+from difs.sam.sense import COPY_ABORTED, DATA_PROTECT, ILLEGAL_REQUEST
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore
-from difs.scsi.sense import COPY_ABORTED, DATA_PROTECT, ILLEGAL_REQUEST
 
 BS = 512
 
