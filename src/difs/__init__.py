@@ -7,6 +7,7 @@ Layout (see ../shared/design.md):
 - ``difs.scsi``       sans-I/O SCSI block device (SBC-4/SPC-4) over a block store
 - ``difs.controller`` the iSCSI target process (asyncio adapter, volumes on disk)
 - ``difs.host``       the host process (initiator, paths, path selection, NBD server)
+- ``difs.nodelink``   a node's side of the link to the manager (HTTP client, exchange)
 - ``difs.manager``    the management server (REST API, database, placement, compliance)
 - ``difs.cli``        the ``difs`` command
 """

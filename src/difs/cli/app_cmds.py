@@ -47,7 +47,7 @@ from difs.cli.policy_cmds import (
     XtsOpt,
     _clean,
 )
-from difs.manager.client import DEFAULT_URL
+from difs.nodelink.client import DEFAULT_URL
 
 app_app = typer.Typer(help="Applications: create, place, set their policy, see compliance.", no_args_is_help=True)
 

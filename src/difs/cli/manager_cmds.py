@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from difs.manager.client import DEFAULT_URL, ManagerClient, ManagerError, ManagerUnreachable
+from difs.nodelink.client import DEFAULT_URL, ManagerClient, ManagerError, ManagerUnreachable
 from difs.manager.config import default_data_dir
 
 console = Console()

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from difs.cli.manager_cmds import JsonOpt, ManagerOpt, TokenOpt, client, console, emit, fail, table
-from difs.manager.client import DEFAULT_URL
+from difs.nodelink.client import DEFAULT_URL
 
 policy_app = typer.Typer(help="Policies: named sets of data-in-flight services.", no_args_is_help=True)
 tier_app = typer.Typer(help="Tiers: named policies (gold, silver, bronze and your own).", no_args_is_help=True)
@@ -232,7 +232,7 @@ def _clean(services: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lookup(c: Any, name: str) -> dict[str, Any]:
-    from difs.manager.client import ManagerError
+    from difs.nodelink.client import ManagerError
 
     for plural in ("tiers", "policies"):
         try:
