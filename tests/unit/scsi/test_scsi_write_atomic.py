@@ -9,8 +9,8 @@ import pytest
 from scsi_cdbs import assert_check, assert_good, rsoc, write10
 
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
-from difs.scsi.filestore import _JOURNAL, _JOURNAL_MAGIC, FileStore
 from difs.scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from difs.storage.filestore import _JOURNAL, _JOURNAL_MAGIC, FileStore
 
 BS = 512
 MiB = 1 << 20
