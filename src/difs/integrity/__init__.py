@@ -17,8 +17,9 @@ module                 what it gives
                        (data file + PI file + intent log) and the pure helpers for it
 ``errors``             :class:`PiCheckError` (ABORTED COMMAND 10h/01h-03h, INFORMATION = LBA),
                        :class:`InvalidProtectField` (ILLEGAL REQUEST 24h/00h)
-``bench``              ``python -m difs.integrity.bench``: measured speeds
 =====================  ======================================================================
+
+Their speeds: ``.venv/bin/python benchmarks/pi_bench.py``.
 
 Typical use::
 
