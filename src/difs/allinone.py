@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from difs.manager.client import ManagerClient, ManagerError
+from difs.nodelink.client import ManagerClient, ManagerError
 
 DEMO_APPS = (("app1", "integrity"), ("app2", "bronze"))
 

@@ -12,47 +12,21 @@ from typing import Annotated, Any
 
 import typer
 
-from difs.cli.manager_cmds import (
+from difs.cli.common import client, console, emit, fail, human_size, parse_size, styled, table
+from difs.cli.options import (
+    SERVICE_FLAGS,
     JsonOpt,
     ManagerOpt,
-    TokenOpt,
-    client,
-    console,
-    emit,
-    fail,
-    human_size,
-    parse_size,
-    styled,
-    table,
-)
-from difs.cli.policy_cmds import (
-    AuthOpt,
-    DdOpt,
-    DscpOpt,
-    ExclOpt,
-    FileOpt,
-    HdOpt,
-    LatOpt,
-    LimBpsOpt,
-    LimIopsOpt,
-    PiOpt,
-    ResBpsOpt,
-    ResIopsOpt,
+    PolicyOpt,
     ServiceFlags,
-    ServicesOpt,
-    TagOpt,
-    TlsOpt,
-    VlanOpt,
-    WeightOpt,
-    XtsOpt,
-    _clean,
+    TierOpt,
+    TokenOpt,
+    clean_services,
+    with_service_flags,
 )
-from difs.manager.client import DEFAULT_URL
+from difs.nodelink.client import DEFAULT_URL
 
 app_app = typer.Typer(help="Applications: create, place, set their policy, see compliance.", no_args_is_help=True)
-
-TierOpt = Annotated[str | None, typer.Option("--tier", help="Use this tier (gold, silver, bronze, ...).")]
-PolicyOpt = Annotated[str | None, typer.Option("--policy", help="Use this catalogue policy.")]
 
 
 def _choice(tier: str | None, policy: str | None, flags: ServiceFlags, *, required: bool) -> dict[str, Any]:
@@ -62,7 +36,7 @@ def _choice(tier: str | None, policy: str | None, flags: ServiceFlags, *, requir
     if given:
         return {"policy": given[0]}
     if flags.given():
-        return {"services": _clean(flags.build())}
+        return {"services": clean_services(flags.build())}
     if required:
         fail("say which policy: --tier NAME, --policy NAME or service flags", "e.g. `--tier silver`")
     return {}
@@ -93,25 +67,17 @@ def render_app(a: dict[str, Any]) -> None:
 
 
 @app_app.command("create")
+@with_service_flags
 def create(
     name: str,
     size: Annotated[str, typer.Option("--size", help="Volume size: 4096, 512M, 10G ...")],
     tier: TierOpt = None, policy: PolicyOpt = None,
     host: Annotated[str | None, typer.Option("--host", help="Place where this host can reach.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show where it would go and why.")] = False,
-    file: FileOpt = None, services: ServicesOpt = None, header_digest: HdOpt = False, data_digest: DdOpt = False,
-    pi: PiOpt = None, auth: AuthOpt = None, tls: TlsOpt = False, at_host_encryption: XtsOpt = False,
-    reservation_iops: ResIopsOpt = None, limit_iops: LimIopsOpt = None, reservation_bps: ResBpsOpt = None,
-    limit_bps: LimBpsOpt = None, weight: WeightOpt = None, latency_ms: LatOpt = None, dscp: DscpOpt = None,
-    exclusive: ExclOpt = False, isolation_tag: TagOpt = None, vlan: VlanOpt = None,
+    flags: ServiceFlags = SERVICE_FLAGS,
     manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create an application with a policy (tier, policy or flags) and a volume of --size."""
-    flags = ServiceFlags(file=file, services_json=services, header_digest=header_digest, data_digest=data_digest,
-                         pi=pi, auth=auth, tls=tls, at_host_encryption=at_host_encryption,
-                         reservation_iops=reservation_iops, limit_iops=limit_iops, reservation_bps=reservation_bps,
-                         limit_bps=limit_bps, weight=weight, latency_ms=latency_ms, dscp=dscp, exclusive=exclusive,
-                         isolation_tag=isolation_tag, vlan=vlan)
     body = {"size_bytes": parse_size(size), **_choice(tier, policy, flags, required=False),
             **({"host": host} if host else {})}
     with client(manager, token) as c:
@@ -153,22 +119,14 @@ def show(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, a
 
 
 @app_app.command("set-policy")
+@with_service_flags
 def set_policy(
     name: str, tier: TierOpt = None, policy: PolicyOpt = None,
     if_version: Annotated[int | None, typer.Option("--if-version", help="Only if the policy is still at this version.")] = None,
-    file: FileOpt = None, services: ServicesOpt = None, header_digest: HdOpt = False, data_digest: DdOpt = False,
-    pi: PiOpt = None, auth: AuthOpt = None, tls: TlsOpt = False, at_host_encryption: XtsOpt = False,
-    reservation_iops: ResIopsOpt = None, limit_iops: LimIopsOpt = None, reservation_bps: ResBpsOpt = None,
-    limit_bps: LimBpsOpt = None, weight: WeightOpt = None, latency_ms: LatOpt = None, dscp: DscpOpt = None,
-    exclusive: ExclOpt = False, isolation_tag: TagOpt = None, vlan: VlanOpt = None,
+    flags: ServiceFlags = SERVICE_FLAGS,
     manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Set (addDIFS) or change (updateDIFS) an application's policy, live; refused with reasons if infeasible."""
-    flags = ServiceFlags(file=file, services_json=services, header_digest=header_digest, data_digest=data_digest,
-                         pi=pi, auth=auth, tls=tls, at_host_encryption=at_host_encryption,
-                         reservation_iops=reservation_iops, limit_iops=limit_iops, reservation_bps=reservation_bps,
-                         limit_bps=limit_bps, weight=weight, latency_ms=latency_ms, dscp=dscp, exclusive=exclusive,
-                         isolation_tag=isolation_tag, vlan=vlan)
     body = _choice(tier, policy, flags, required=True)
     headers = {"If-Match": f'"{if_version}"'} if if_version is not None else None
     with client(manager, token) as c:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from difs.cli.options import LogFormatOpt, VolumePolicyOpt
 from difs.util.units import parse_portal, parse_size
 
 _HELP = """Run a storage controller: an iSCSI target serving volumes from a data directory.
@@ -49,13 +50,13 @@ def register(app: typer.Typer) -> None:
         chap: Annotated[list[str] | None, typer.Option("--chap", help="VOLUME=USER:SECRET the initiator must authenticate with.")] = None,
         mutual_chap: Annotated[list[str] | None, typer.Option("--mutual-chap", help="VOLUME=USER:SECRET the target answers with (mutual CHAP).")] = None,
         require_digest: Annotated[list[str] | None, typer.Option("--require-digest", help="VOLUME=header|data|both: refuse sessions without CRC32C digests.")] = None,
-        policy: Annotated[list[str] | None, typer.Option("--policy", help="VOLUME=TIER (gold, silver, bronze) or VOLUME=FILE.json (a policy document): stored in the volume's metadata and enforced on every I/O.")] = None,
+        policy: VolumePolicyOpt = None,
         app_tag: Annotated[list[str] | None, typer.Option("--app-tag", help="VOLUME=N: the PI application tag the volume expects (checked on PI commands; generated PI carries it). 0..0xfffe.")] = None,
         metrics: Annotated[str | None, typer.Option("--metrics", help="HOST:PORT to serve Prometheus metrics on (per volume and session: commands, bytes, PI checks, refusals; digest work).")] = None,
         manager: Annotated[str | None, typer.Option("--manager", help="Manager URL: serve the volumes it places here, as LUNs of this controller's protocol endpoint.")] = None,
         token: Annotated[str | None, typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register NAME --kind controller`).")] = None,
         interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / volume syncs.")] = 5.0,
-        log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+        log_format: LogFormatOpt = "text",
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
     ) -> None:
         from difs.controller.config import (

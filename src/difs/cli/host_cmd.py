@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from difs.cli.options import AppPolicyOpt, LogFormatOpt
+
 _HELP = """Run a host: each application's volume is an NBD export named after it.
 
 Example: difs host --app db=iscsi://127.0.0.1:3260/iqn.2026-11.io.difs:local.db/0 --policy db=silver
@@ -22,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @app.command(help=_HELP)
     def host(
         app_spec: Annotated[Optional[list[str]], typer.Option("--app", help="NAME=iscsi://HOST:PORT/IQN/LUN (repeatable).")] = None,
-        policy: Annotated[Optional[list[str]], typer.Option("--policy", help="NAME=TIER (gold, silver, bronze) or NAME=FILE.json (a policy document); default bronze.")] = None,
+        policy: AppPolicyOpt = None,
         nbd: Annotated[str, typer.Option("--nbd", help="NBD listen address HOST:PORT.")] = "127.0.0.1:10809",
         nbd_unix: Annotated[Optional[str], typer.Option("--nbd-unix", help="Also serve NBD on this Unix socket.")] = None,
         initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
         interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / binding checks.")] = 5.0,
         metrics: Annotated[Optional[str], typer.Option("--metrics", help="Serve Prometheus metrics on HOST:PORT.")] = None,
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
-        log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+        log_format: LogFormatOpt = "text",
     ) -> None:
         import asyncio
 

@@ -9,6 +9,16 @@ from __future__ import annotations
 import typer
 
 from difs import __version__
+from difs.cli import (
+    app_cmds,
+    controller_cmd,
+    host_cmd,
+    manager_cmds,
+    node_cmds,
+    policy_cmds,
+    up_cmd,
+    volume_cmds,
+)
 
 app = typer.Typer(
     name="difs",
@@ -35,16 +45,15 @@ def _root(
 
 
 def _register() -> None:
-    from difs.cli import controller_cmd, host_cmd, up_cmd
-
     up_cmd.register(app)
     controller_cmd.register(app)
     host_cmd.register(app)
-    try:
-        from difs.cli import manager_cmds
-    except ImportError:  # pragma: no cover - while the manager is being built
-        return
     manager_cmds.register(app)
+    app.add_typer(policy_cmds.policy_app, name="policy")
+    app.add_typer(policy_cmds.tier_app, name="tier")
+    app.add_typer(app_cmds.app_app, name="app")
+    app.add_typer(node_cmds.node_app, name="node")
+    app.add_typer(volume_cmds.volume_app, name="volume")
 
 
 _register()

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from difs.cli.manager_cmds import JsonOpt, ManagerOpt, TokenOpt, client, console, emit, fail, styled, table
-from difs.manager.client import DEFAULT_URL
+from difs.cli.common import client, console, emit, fail, styled, table
+from difs.cli.options import JsonOpt, ManagerOpt, TokenOpt
+from difs.nodelink.client import DEFAULT_URL
 
 node_app = typer.Typer(help="Nodes: hosts, controllers and switches, their capabilities and leases.", no_args_is_help=True)
 

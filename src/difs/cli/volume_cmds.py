@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from difs.cli.manager_cmds import JsonOpt, ManagerOpt, TokenOpt, client, console, emit, human_size, parse_size, table
-from difs.manager.client import DEFAULT_URL
+from difs.cli.common import client, console, emit, human_size, parse_size, table
+from difs.cli.options import JsonOpt, ManagerOpt, TokenOpt
+from difs.nodelink.client import DEFAULT_URL
 
 volume_app = typer.Typer(help="Volumes and storage containers.", no_args_is_help=True)
 

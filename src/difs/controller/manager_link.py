@@ -34,8 +34,8 @@ import logging
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from difs.manager.client import ManagerClient
-from difs.manager.nodelink import NodeLink
+from difs.nodelink.client import ManagerClient
+from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement
 from difs.util.logs import log_event
 from difs.util.units import parse_portal

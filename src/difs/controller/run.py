@@ -31,7 +31,7 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
     link = None
     if manager:
         from difs.controller.manager_link import ControllerManagerLink
-        from difs.manager.client import ManagerClient
+        from difs.nodelink.client import ManagerClient
 
         controller.enable_endpoint()
         link = ControllerManagerLink(controller, ManagerClient(manager, token=token),

@@ -11,7 +11,7 @@ A volume is a few files in the controller's data directory::
                                  absent otherwise), so they survive a controller restart
 
 and, for a volume formatted with T10 protection information (``pi_type`` 1 or 3, fixed
-when the volume is created; see :mod:`difs.scsi.pistore` for the crash-consistent
+when the volume is created; see :mod:`difs.storage.pistore` for the crash-consistent
 layout)::
 
     DATA_DIR/volumes/NAME.pi     8 bytes of PI per block, complemented (holes = escape PI)
@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from difs.scsi.device import LogicalUnit, LuIdentity
-from difs.scsi.filestore import FileStore
-from difs.scsi.pistore import FileIntentLog, PiStore
 from difs.scsi.store import BlockStore
+from difs.storage.filestore import FileStore
+from difs.storage.pistore import FileIntentLog, PiStore
 from difs.util.logs import log_event
 from difs.util.units import format_size
 

@@ -215,7 +215,7 @@ async def serve(config: HostConfig) -> None:
     link = None
     if config.manager:
         from difs.host.manager_link import HostManagerLink
-        from difs.manager.client import ManagerClient
+        from difs.nodelink.client import ManagerClient
 
         link = HostManagerLink(host, ManagerClient(config.manager, token=config.token),
                                node=config.node or config.name, interval=config.manager_interval)

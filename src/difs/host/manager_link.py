@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 from difs.host.agent import Host
-from difs.manager.client import ManagerClient
-from difs.manager.nodelink import NodeLink
+from difs.nodelink.client import ManagerClient
+from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement, PolicyServices, Requirement
 from difs.policy.fast import AUTH, DATA_DIGEST, HEADER_DIGEST, MUTUAL_AUTH
 from difs.util.logs import log_event

@@ -17,8 +17,9 @@ module                 what it gives
                        (data file + PI file + intent log) and the pure helpers for it
 ``errors``             :class:`PiCheckError` (ABORTED COMMAND 10h/01h-03h, INFORMATION = LBA),
                        :class:`InvalidProtectField` (ILLEGAL REQUEST 24h/00h)
-``bench``              ``python -m difs.integrity.bench``: measured speeds
 =====================  ======================================================================
+
+Their speeds: ``.venv/bin/python benchmarks/pi_bench.py``.
 
 Typical use::
 
@@ -42,6 +43,7 @@ from difs.integrity.pi import (
     REF_TAG_ESCAPE,
     generate,
     pack_tuple,
+    repeated_pi,
     tuples,
     unpack_tuple,
     verify,
@@ -65,6 +67,7 @@ __all__ = [
     "interleaved_size",
     "pack_tuple",
     "rdprotect_rule",
+    "repeated_pi",
     "split",
     "tuples",
     "unpack_tuple",

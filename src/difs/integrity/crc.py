@@ -12,7 +12,7 @@ once per 512-byte block from Python: a plain ``for`` loop with a slice per block
 * ``numpy.fromiter`` collects the guards into a ``uint16`` array, which the vectorised checks
   in :mod:`difs.integrity.pi` compare in one pass.
 
-Measured on the project machine (2 cores, ``python -m difs.integrity.bench``, 1 MiB = 2048
+Measured on the project machine (2 cores, ``benchmarks/pi_bench.py``, 1 MiB = 2048
 blocks): per-block slice loop 0.48-0.95 ms; this path 0.31-0.56 ms (~3 GB/s in the machine's
 fast state); numpy-only "XOR of per-position tables" (the GF(2)-linear formulation) 3.3 ms;
 a numba slicing-by-8 kernel with 4 interleaved blocks ~0.32 ms single-threaded, i.e. no

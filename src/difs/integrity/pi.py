@@ -109,6 +109,19 @@ def tuples(pi: Buffer) -> np.ndarray:
     return np.frombuffer(mv, dtype=PI_DTYPE)
 
 
+def repeated_pi(guard: int, app_tag: int, ref_tag: int, n: int, *, increment: bool) -> bytes:
+    """``n`` tuples with the same guard and application tag; the reference tag increments
+    per block (types 1/2) or stays constant (type 3)."""
+    out = np.empty(n, dtype=PI_DTYPE)
+    out["guard"] = guard
+    out["app"] = app_tag
+    if increment:
+        out["ref"] = (np.arange(n, dtype=np.uint64) + ref_tag) & 0xFFFFFFFF
+    else:
+        out["ref"] = ref_tag
+    return out.tobytes()
+
+
 def _check_type(pi_type: int) -> None:
     if pi_type not in PI_TYPES:
         raise ValueError(f"protection type must be 1, 2 or 3, got {pi_type!r}")

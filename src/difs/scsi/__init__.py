@@ -8,8 +8,9 @@ Public API::
     target = ScsiTarget({0: lu})
     result = target.execute(0, cdb, data_out, nexus)   # -> ScsiResult(status, data, sense)
 
-``FileStore`` (``difs.scsi.filestore``) is the store that does real I/O.  A logical unit
-over a ``PiStore`` (``difs.scsi.pistore``) is formatted with T10 protection information
+Nothing here does I/O: the stores that do (``FileStore``, ``PiStore``) live in
+:mod:`difs.storage`.  A logical unit over a :class:`PiBlockStore` (such as
+``difs.storage.pistore.PiStore``) is formatted with T10 protection information
 (``difs.scsi.protection``)::
 
     lu = LogicalUnit(store=PiStore.in_memory(1 << 30, pi_type=1), identity=...)
@@ -17,10 +18,9 @@ over a ``PiStore`` (``difs.scsi.pistore``) is formatted with T10 protection info
 
 from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.nexus import Nexus
-from difs.scsi.pistore import PiStore
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ReservationConflict, ScsiError
-from difs.scsi.store import BlockStore, MemoryStore
+from difs.scsi.store import BlockStore, MemoryStore, PiBlockStore
 from difs.scsi.target import ScsiTarget
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "LuIdentity",
     "MemoryStore",
     "Nexus",
-    "PiStore",
+    "PiBlockStore",
     "ReservationConflict",
     "ScsiError",
     "ScsiResult",

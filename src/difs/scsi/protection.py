@@ -1,7 +1,7 @@
 """Protection information (SBC-4 4.22) on a PI-formatted logical unit: the block commands
 whose protect field decides where PI comes from, whether it travels, and what is checked.
 
-A logical unit is PI-formatted when its store is a :class:`~difs.scsi.pistore.PiStore`
+A logical unit is PI-formatted when its store is a :class:`~difs.scsi.store.PiBlockStore`
 (``lu.pi_type`` 1 or 3, 512-byte blocks + 8 bytes of PI each).  It then reports
 INQUIRY PROTECT=1, READ CAPACITY(16) PROT_EN=1 / P_TYPE = type - 1 / P_I_EXPONENT=0,
 Extended INQUIRY VPD (86h) SPT (000b type 1, 100b type 3), GRD_CHK=1, APP_CHK=1 when the
@@ -9,7 +9,7 @@ volume has an expected application tag, REF_CHK=1 for type 1, and ATO=1 in the C
 mode page (the application client owns the application tag: the device server stores it
 as received and never changes it).  The command table (:mod:`difs.scsi.commands`) routes
 the commands below here; everything else reaches the store through ``pread``/``pwrite``,
-which check / generate PI like protect field 000b (see :mod:`difs.scsi.pistore`).
+which check / generate PI like protect field 000b (see :mod:`difs.storage.pistore`).
 
 What each protect value does is :mod:`difs.integrity.protect`'s table (the checks Linux
 LIO applies too).  In short, on this logical unit:
@@ -57,6 +57,7 @@ from difs.integrity import (
     crc16_t10dif,
     interleave,
     rdprotect_rule,
+    repeated_pi,
     split,
     unpack_tuple,
     vrprotect_rule,
@@ -66,7 +67,6 @@ from difs.sam.status import GOOD
 from difs.scsi import cdb as C
 from difs.scsi import sense as S
 from difs.scsi.cdb import RW10, RW12, RW16
-from difs.scsi.pistore import repeated_pi
 from difs.scsi.provisioning import write_same_range
 from difs.scsi.result import ScsiResult
 from difs.scsi.sbc import data_out_blocks, first_difference
@@ -74,7 +74,7 @@ from difs.scsi.sbc import data_out_blocks, first_difference
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
     from difs.scsi.nexus import Nexus
-    from difs.scsi.pistore import PiStore
+    from difs.scsi.store import PiBlockStore as PiStore
 
 _RW10_unpack = RW10.unpack_from
 _RW12_unpack = RW12.unpack_from

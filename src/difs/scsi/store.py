@@ -5,10 +5,12 @@ The SCSI device (:mod:`difs.scsi.device`) is pure: it turns CDBs into calls on a
 bytes; the device only ever asks for ranges inside ``[0, size)``.
 
 * :class:`MemoryStore` keeps everything in a ``bytearray`` (tests, benchmarks).
-* :class:`difs.scsi.filestore.FileStore` uses ``pread``/``pwrite``/``fdatasync`` and hole
-  punching on a file descriptor.
-* :class:`difs.scsi.pistore.PiStore` keeps T10 protection information with the data (two
-  stores and an intent log); a logical unit over it is PI-formatted.
+* :class:`PiBlockStore` is the interface of a store that keeps T10 protection information
+  with the data; a logical unit over one is PI-formatted (:mod:`difs.scsi.protection`).
+
+The stores that do real I/O live in :mod:`difs.storage`, outside this sans-I/O package:
+``FileStore`` (``pread``/``pwrite``/``fdatasync`` and hole punching on a file descriptor)
+and ``PiStore`` (a ``PiBlockStore`` made of two stores and an intent log).
 
 ``discard`` must make later reads of the range return zeros (the device advertises
 LBPRZ=1 for thin logical units).  ``map_status`` reports which ranges are allocated, for
@@ -34,7 +36,7 @@ class BlockStore(ABC):
     granularity: int = 4096
     #: largest ``pwrite_atomic`` in bytes; 0 when atomic writes are not available.
     atomic_write_max: int = 0
-    #: T10 protection type the store keeps PI for (0: none; see :mod:`difs.scsi.pistore`)
+    #: T10 protection type the store keeps PI for (0: none; see :class:`PiBlockStore`)
     pi_type: int = 0
 
     @abstractmethod
@@ -137,3 +139,48 @@ class MemoryStore(BlockStore):
         while pos < end and self._alloc[pos // g] == state:
             pos += g
         return bool(state), min(pos, end) - offset
+
+
+class PiBlockStore(BlockStore):
+    """A store that keeps an 8-byte T10 PI tuple with every logical block (``pi_type`` 1 or
+    3), as the PI commands of :mod:`difs.scsi.protection` use it.
+
+    Its plain ``pread`` / ``pwrite`` behave like protect field 000b: ``pwrite`` generates
+    PI, ``pread`` checks the stored PI and raises :class:`~difs.integrity.PiCheckError`.
+    Offsets and lengths are whole blocks of ``block_size`` bytes; PI is passed plain (the
+    wire form, :mod:`difs.integrity.pi`).  ``checked_blocks``, ``generated_blocks`` and
+    ``failed`` (by check kind: guard, app, ref) count the PI work, for metrics.
+    """
+
+    #: expected application tag (checked when known); generated PI carries it (or 0)
+    app_tag: int | None = None
+    block_size: int = 512
+    checked_blocks: int = 0
+    generated_blocks: int = 0
+    failed: dict[str, int]
+
+    @abstractmethod
+    def pread_pi(self, offset: int, length: int) -> tuple[bytes | memoryview, bytes]:
+        """Data and its PI tuples, unchecked."""
+
+    @abstractmethod
+    def pread_stored_pi(self, lba: int, n: int) -> bytes:
+        """Only the PI tuples of ``n`` blocks from ``lba``, unchecked."""
+
+    @abstractmethod
+    def verify(self, data, pi, lba: int, *, check_guard: bool = True, check_app: bool = True,
+               check_ref: bool = True) -> None:
+        """Check ``pi`` against ``data`` from ``lba`` (the application tag only when the
+        store knows it); raises PiCheckError."""
+
+    @abstractmethod
+    def generate(self, data, lba: int) -> bytes:
+        """The PI the store generates for ``data`` written at ``lba`` (protect field 000b)."""
+
+    @abstractmethod
+    def pwrite_pi(self, offset: int, data, pi) -> None:
+        """Write ``data`` and its PI tuples ``pi`` (already checked as the caller wants)."""
+
+    @abstractmethod
+    def write_zeroes_pi(self, offset: int, length: int, pi) -> None:
+        """Zero the data range (kept allocated) and store ``pi`` for it."""

@@ -17,7 +17,7 @@ from difs.controller.server import Controller
 from difs.controller.tools import flip, main
 from difs.controller.volumes import VolumeDirectory, VolumeError
 from difs.integrity import PiCheckError
-from difs.scsi.pistore import PiStore
+from difs.storage.pistore import PiStore
 
 
 def test_pi_volume_files_and_format_are_fixed_at_creation(tmp_path: Path) -> None:

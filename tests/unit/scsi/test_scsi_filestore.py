@@ -7,7 +7,7 @@ import pytest
 from scsi_cdbs import assert_good, read10, write10
 
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
-from difs.scsi.filestore import FileStore
+from difs.storage.filestore import FileStore
 
 MiB = 1 << 20
 

@@ -10,9 +10,10 @@ import pytest
 from scsi_cdbs import inquiry, rw10, rw12, rw16
 
 from difs.integrity import PI_SIZE, generate, interleave, pack_tuple, split, unpack_tuple
+from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
 from difs.sam.sense import ABORTED_COMMAND, ILLEGAL_REQUEST, parse_sense
 from difs.sam.status import CHECK_CONDITION, GOOD
-from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus, PiStore
+from difs.storage.pistore import PiStore
 
 BLOCKS = 256
 N1 = Nexus("iqn.2024-01.test:init,i,0x23d000000001", "iqn.2024-01.test:tgt,t,0x1", 1)

@@ -10,7 +10,7 @@ from scsi_cdbs import assert_check, assert_good, rsoc, write10
 
 from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
-from difs.scsi.filestore import _JOURNAL, _JOURNAL_MAGIC, FileStore
+from difs.storage.filestore import _JOURNAL, _JOURNAL_MAGIC, FileStore
 
 BS = 512
 MiB = 1 << 20

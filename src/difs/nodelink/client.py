@@ -3,7 +3,7 @@
 Hosts and controllers use it to advertise, read their volumes and bindings and
 report statistics; the CLI uses it for everything else::
 
-    from difs.manager.client import ManagerClient
+    from difs.nodelink.client import ManagerClient
     with ManagerClient("http://127.0.0.1:8600", token=node_token) as m:
         m.advertise("ctl1", advertisement)          # an Advertisement or a dict
         for vol in m.controller_volumes("ctl1"):    # list of dicts (ControllerVolume)

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from difs.manager.client import ManagerClient, ManagerError, ManagerUnreachable
+from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
 from difs.util.logs import log_event
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from difs.integrity import PiCheckError, generate
 from difs.integrity.layout import encode_intent, to_stored
-from difs.scsi.filestore import FileStore
-from difs.scsi.pistore import FileIntentLog, PiStore
+from difs.scsi.store import PiBlockStore
+from difs.storage.filestore import FileStore
+from difs.storage.pistore import FileIntentLog, PiStore
 
 BLOCKS = 64
 
@@ -169,3 +170,11 @@ def test_atomic_write_goes_through_the_data_journal_and_the_log(tmp_path):
     assert s.pread_stored_pi(4, 4) == generate(payload, lba=4, pi_type=3)
     assert os.path.getsize(tmp_path / "v.atomic") == 0
     s.close()
+
+
+def test_the_pi_store_is_the_cores_pi_block_store_with_nothing_left_abstract():
+    assert issubclass(PiStore, PiBlockStore) and not PiStore.__abstractmethods__
+    assert {"pread_pi", "pwrite_pi", "verify", "generate"} <= PiBlockStore.__abstractmethods__
+    s = PiStore.in_memory(8 * 512, pi_type=1, app_tag=5)
+    assert (s.pi_type, s.app_tag, s.block_size) == (1, 5, 512)
+    assert s.pread_stored_pi(0, 8) == b"\xff" * 64   # never written: the escape tuple

@@ -2,7 +2,8 @@
 
 A PI-formatted logical unit (:mod:`difs.scsi.protection`) stores, for every 512-byte
 logical block, its 8-byte PI tuple (guard, application tag, reference tag).
-:class:`PiStore` composes three parts, following :mod:`difs.integrity.layout`:
+:class:`PiStore` implements the core's :class:`~difs.scsi.store.PiBlockStore` with three
+parts, following :mod:`difs.integrity.layout`:
 
 ``data``
     any :class:`~difs.scsi.store.BlockStore` holding the blocks exactly as an unprotected
@@ -49,13 +50,11 @@ import os
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-
-from difs.integrity import PI_DTYPE, PI_SIZE, PiCheckError, generate, verify
+from difs.integrity import PI_SIZE, PiCheckError, generate, verify
 from difs.integrity.layout import decode_intents, encode_intent, reconcile
-from difs.scsi.store import BlockStore, MemoryStore
+from difs.scsi.store import BlockStore, MemoryStore, PiBlockStore
 
-__all__ = ["FileIntentLog", "IntentLog", "PiStore", "Recovery", "complement", "repeated_pi"]
+__all__ = ["FileIntentLog", "IntentLog", "PiStore", "Recovery", "complement"]
 
 _INVERT = bytes(range(255, -1, -1))
 
@@ -137,20 +136,7 @@ class Recovery:
     poisoned: tuple[int, ...] = ()  #: LBAs of torn blocks, stored with a failing guard
 
 
-def repeated_pi(guard: int, app_tag: int, ref_tag: int, n: int, *, increment: bool) -> bytes:
-    """``n`` tuples with the same guard and application tag; the reference tag increments
-    per block (types 1/2) or stays constant (type 3)."""
-    out = np.empty(n, dtype=PI_DTYPE)
-    out["guard"] = guard
-    out["app"] = app_tag
-    if increment:
-        out["ref"] = (np.arange(n, dtype=np.uint64) + ref_tag) & 0xFFFFFFFF
-    else:
-        out["ref"] = ref_tag
-    return out.tobytes()
-
-
-class PiStore(BlockStore):
+class PiStore(PiBlockStore):
     """Data + PI + intent log, presented as one byte-addressed store (see module doc)."""
 
     def __init__(self, data: BlockStore, pi: BlockStore, *, pi_type: int,

@@ -1,4 +1,5 @@
-"""Measure PI generate/verify speed: ``python -m difs.integrity.bench [--rounds N]``.
+#!/usr/bin/env python3
+"""Measure PI generate/verify speed: ``.venv/bin/python benchmarks/pi_bench.py [--rounds N]``.
 
 Prints MB/s (10**6 bytes of *data* per second) for the fast path and for the per-block
 reference, at 4 KiB and 1 MiB, plus interleave/split.  Candidates run in alternating rounds
