@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[Optional[list[str]], typer.Option("--policy", help="NAME=TIER (gold, silver, bronze) or NAME=FILE.json (a policy document); default bronze.")] = None,
         nbd: Annotated[str, typer.Option("--nbd", help="NBD listen address HOST:PORT.")] = "127.0.0.1:10809",
         nbd_unix: Annotated[Optional[str], typer.Option("--nbd-unix", help="Also serve NBD on this Unix socket.")] = None,
+        nbd_max_connections: Annotated[int, typer.Option("--nbd-max-connections", min=1, help="NBD connections open at once; more are closed as soon as they are accepted.")] = 256,
+        nbd_handshake_timeout: Annotated[float, typer.Option("--nbd-handshake-timeout", min=0, help="Seconds an NBD client has from connecting to choosing an export (0: no limit).")] = 10.0,
+        nbd_handshake_idle: Annotated[float, typer.Option("--nbd-handshake-idle", min=0, help="Seconds an NBD client may take for one handshake step: its first bytes, each option (0: no limit).")] = 5.0,
         initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
         channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
@@ -89,6 +92,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"difs host: {exc}", err=True)
             raise typer.Exit(2) from None
         cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
+                         nbd_max_connections=nbd_max_connections,
+                         nbd_handshake_timeout=nbd_handshake_timeout,
+                         nbd_handshake_idle=nbd_handshake_idle,
                          selector=selector, path_wait=path_wait, applications=apps,
                          channels=channel_specs, manager=manager, token=token, node=name,
                          name=name, manager_interval=interval, credentials=credentials,
