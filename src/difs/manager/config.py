@@ -43,6 +43,8 @@ class Settings:
     sweep_interval_seconds: float = 5.0
     #: per-path statistics older than this no longer count as observations
     stats_fresh_seconds: float = 120.0
+    #: request bodies larger than this are refused (413) before they are read
+    max_body_bytes: int = 1 << 20
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
