@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
         channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
         path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
-        chap: Annotated[Optional[str], typer.Option("--chap", envvar="DIFS_CHAP", help="USER:SECRET this host logs in with (CHAP), to every controller.")] = None,
-        mutual_chap: Annotated[Optional[str], typer.Option("--mutual-chap", envvar="DIFS_MUTUAL_CHAP", help="USER:SECRET the controller must answer with (mutual CHAP; needs --chap).")] = None,
+        chap: Annotated[Optional[str], typer.Option("--chap", envvar="DIFS_CHAP", help="USER:SECRET this host logs in with (CHAP), to every controller; USER:@FILE reads the secret from FILE.")] = None,
+        mutual_chap: Annotated[Optional[str], typer.Option("--mutual-chap", envvar="DIFS_MUTUAL_CHAP", help="USER:SECRET the controller must answer with (mutual CHAP; needs --chap); USER:@FILE reads it from FILE.")] = None,
         nop_interval: Annotated[float, typer.Option("--nop-interval", help="Seconds a path may be silent before it sends a NOP-Out keepalive (0: off).")] = 5.0,
         nop_timeout: Annotated[float, typer.Option("--nop-timeout", help="Seconds the controller has to answer a keepalive before the path is dropped.")] = 5.0,
         command_timeout: Annotated[float, typer.Option("--command-timeout", help="Seconds before an unanswered command is aborted (ABORT TASK) and re-sent (0: off).")] = 30.0,
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         from difs.host.paths import parse_channels
         from difs.host.selection import path_selector
         from difs.host.session import SessionTimers
+        from difs.util.credentials import resolve_user_secret
         from difs.util.logs import setup_logging
 
         setup_logging(level=log_level, fmt=log_format)
@@ -83,8 +84,9 @@ def register(app: typer.Typer) -> None:
                 raise HostError("--mutual-chap needs --chap too (this host proves itself first)")
             if chap:
                 credentials = CredentialBook(default=ChapSecrets(
-                    parse_chap(chap, option="--chap"),
-                    parse_chap(mutual_chap, option="--mutual-chap") if mutual_chap else None))
+                    parse_chap(resolve_user_secret(chap, what="--chap"), option="--chap"),
+                    parse_chap(resolve_user_secret(mutual_chap, what="--mutual-chap"),
+                               option="--mutual-chap") if mutual_chap else None))
             timers = SessionTimers(nop_interval=nop_interval or None, nop_timeout=nop_timeout,
                                    command_timeout=command_timeout or None,
                                    abort_timeout=abort_timeout, login_timeout=login_timeout)

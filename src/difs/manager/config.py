@@ -27,7 +27,7 @@ def load_or_create_admin_token(data_dir: Path) -> SecretStr:
     path = data_dir / "admin-token"
     if path.exists():
         return SecretStr(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
