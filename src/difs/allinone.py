@@ -129,8 +129,9 @@ def _token(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     token = secrets.token_urlsafe(24)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
     return token
 
 
@@ -147,7 +148,7 @@ def bring_up(config: UpConfig, say: Callable[[str], None]) -> Cluster:
     """Start everything and return the running cluster (``stop()`` it when done)."""
     from difs.util.units import parse_size
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cluster = Cluster(config)
     cluster.admin_token = _token(config.data_dir / "admin-token")
     try:

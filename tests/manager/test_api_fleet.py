@@ -266,5 +266,5 @@ def test_delete_nodes(api: Api, kind: str):
     api.ok("POST", "/apps", 201, json={"name": "db", "size_bytes": 4096, "policy": "gold"})
     r = api.req("DELETE", "/nodes/ctl1")
     assert r.status_code == 409 and "still holds volumes" in r.json()["detail"]
-    api.ok("POST", "/apps/db/binding", token=tokens["host1"], json={"initiator_iqn": "iqn.2025-01.org.difs:h"})
+    api.ok("POST", "/apps/db/binding", token=tokens["host1"], json={"initiator_iqn": "iqn.2025-01.org.difs:host1"})
     assert "unbind" in api.req("DELETE", "/nodes/host1").json()["detail"]

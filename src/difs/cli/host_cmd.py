@@ -27,12 +27,15 @@ def register(app: typer.Typer) -> None:
         policy: AppPolicyOpt = None,
         nbd: Annotated[str, typer.Option("--nbd", help="NBD listen address HOST:PORT.")] = "127.0.0.1:10809",
         nbd_unix: Annotated[Optional[str], typer.Option("--nbd-unix", help="Also serve NBD on this Unix socket.")] = None,
+        nbd_max_connections: Annotated[int, typer.Option("--nbd-max-connections", min=1, help="NBD connections open at once; more are closed as soon as they are accepted.")] = 256,
+        nbd_handshake_timeout: Annotated[float, typer.Option("--nbd-handshake-timeout", min=0, help="Seconds an NBD client has from connecting to choosing an export (0: no limit).")] = 10.0,
+        nbd_handshake_idle: Annotated[float, typer.Option("--nbd-handshake-idle", min=0, help="Seconds an NBD client may take for one handshake step: its first bytes, each option (0: no limit).")] = 5.0,
         initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
         channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
         path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
-        chap: Annotated[Optional[str], typer.Option("--chap", envvar="DIFS_CHAP", help="USER:SECRET this host logs in with (CHAP), to every controller.")] = None,
-        mutual_chap: Annotated[Optional[str], typer.Option("--mutual-chap", envvar="DIFS_MUTUAL_CHAP", help="USER:SECRET the controller must answer with (mutual CHAP; needs --chap).")] = None,
+        chap: Annotated[Optional[str], typer.Option("--chap", envvar="DIFS_CHAP", help="USER:SECRET this host logs in with (CHAP), to every controller; USER:@FILE reads the secret from FILE.")] = None,
+        mutual_chap: Annotated[Optional[str], typer.Option("--mutual-chap", envvar="DIFS_MUTUAL_CHAP", help="USER:SECRET the controller must answer with (mutual CHAP; needs --chap); USER:@FILE reads it from FILE.")] = None,
         nop_interval: Annotated[float, typer.Option("--nop-interval", help="Seconds a path may be silent before it sends a NOP-Out keepalive (0: off).")] = 5.0,
         nop_timeout: Annotated[float, typer.Option("--nop-timeout", help="Seconds the controller has to answer a keepalive before the path is dropped.")] = 5.0,
         command_timeout: Annotated[float, typer.Option("--command-timeout", help="Seconds before an unanswered command is aborted (ABORT TASK) and re-sent (0: off).")] = 30.0,
@@ -54,6 +57,7 @@ def register(app: typer.Typer) -> None:
         from difs.host.paths import parse_channels
         from difs.host.selection import path_selector
         from difs.host.session import SessionTimers
+        from difs.util.credentials import resolve_user_secret
         from difs.util.logs import setup_logging
 
         setup_logging(level=log_level, fmt=log_format)
@@ -82,8 +86,9 @@ def register(app: typer.Typer) -> None:
                 raise HostError("--mutual-chap needs --chap too (this host proves itself first)")
             if chap:
                 credentials = CredentialBook(default=ChapSecrets(
-                    parse_chap(chap, option="--chap"),
-                    parse_chap(mutual_chap, option="--mutual-chap") if mutual_chap else None))
+                    parse_chap(resolve_user_secret(chap, what="--chap"), option="--chap"),
+                    parse_chap(resolve_user_secret(mutual_chap, what="--mutual-chap"),
+                               option="--mutual-chap") if mutual_chap else None))
             timers = SessionTimers(nop_interval=nop_interval or None, nop_timeout=nop_timeout,
                                    command_timeout=command_timeout or None,
                                    abort_timeout=abort_timeout, login_timeout=login_timeout)
@@ -91,6 +96,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"difs host: {exc}", err=True)
             raise typer.Exit(2) from None
         cfg = HostConfig(initiator_name=initiator_name, nbd_listen=nbd, nbd_unix=nbd_unix,
+                         nbd_max_connections=nbd_max_connections,
+                         nbd_handshake_timeout=nbd_handshake_timeout,
+                         nbd_handshake_idle=nbd_handshake_idle,
                          selector=selector, path_wait=path_wait, applications=apps,
                          channels=channel_specs, manager=manager, token=token, node=name,
                          name=name, manager_interval=interval, credentials=credentials,

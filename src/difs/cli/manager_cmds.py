@@ -27,16 +27,22 @@ def manager(
     admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="DIFS_ADMIN_TOKEN", help="Admin token (default: kept in <data dir>/admin-token, created on first start).", show_default=False)] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", envvar="DIFS_DATA_DIR", help="Where the default database and admin token live.")] = None,
     sweep_interval: Annotated[float, typer.Option("--sweep-interval", min=0.1, help="Seconds between lease expiry sweeps.")] = 5.0,
+    max_body: Annotated[str, typer.Option("--max-body", help="Largest request body accepted (e.g. 1M); larger ones get 413 before they are read.")] = "1M",
+    limit_concurrency: Annotated[int, typer.Option("--limit-concurrency", min=1, help="Connections open at once; more are closed as soon as they are accepted.")] = 1000,
+    keep_alive_timeout: Annotated[float, typer.Option("--keep-alive-timeout", min=0.1, help="Seconds a connection has to send a whole request (after connecting or after its last response) before it is closed.")] = 5.0,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the management server (REST API, dashboard at /, metrics at /metrics)."""
-    import uvicorn
     from pydantic import SecretStr
+
+    from difs.manager import serve
 
     from difs.manager.app import create_app
     from difs.manager.config import Settings, default_database_url, load_or_create_admin_token
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from difs.util.logs import setup_logging
+
+    setup_logging(level=log_level)  # one line per event; rate-limited lines carry their counts
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     directory = data_dir or default_data_dir()
     host, sep, port_text = listen.rpartition(":")
@@ -51,7 +57,8 @@ def manager(
         where = f"in {directory / 'admin-token'}"
     url = db or default_database_url(directory)
     try:
-        app = create_app(Settings(database_url=url, admin_token=token, sweep_interval_seconds=sweep_interval))
+        app = create_app(Settings(database_url=url, admin_token=token, sweep_interval_seconds=sweep_interval,
+                                  max_body_bytes=parse_size(max_body)))
     except ValueError as exc:
         fail(str(exc))
     except Exception as exc:  # a database we cannot open or migrate
@@ -61,4 +68,5 @@ def manager(
     logging.getLogger("difs.manager").info(
         "manager on http://%s:%s (database %s; admin token %s)", host, port_text, safe_url, where
     )
-    uvicorn.run(app, host=host, port=int(port_text), log_level=log_level.lower())
+    serve.run(app, host=host, port=int(port_text), log_level=log_level.lower(),
+              limit_concurrency=limit_concurrency, keep_alive_timeout=keep_alive_timeout)

@@ -11,7 +11,7 @@ Example file (every key optional except a volume's name)::
     name = "db1"
     size = "10G"                      # needed only to create it
     allowed_initiators = ["iqn.2026-11.io.difs:host1"]
-    chap = { user = "db1", secret = "s3cret-16-chars!" }
+    chap = { user = "db1", secret = "s3cret-16-chars!" }   # or secret_file = "/etc/difs/db1.chap"
     mutual_chap = { user = "ctl1", secret = "other-16-chars!!" }
     require_header_digest = true
     require_data_digest = false
@@ -31,8 +31,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from difs.util.credentials import read_secret_file, resolve_user_secret
 from difs.util.units import parse_portal, parse_size
 
 IQN_PREFIX = "iqn.2026-11.io.difs"
@@ -47,12 +48,25 @@ class _Strict(BaseModel):
 
 
 class Chap(_Strict):
+    """CHAP credentials; in TOML the secret may be ``secret_file = PATH`` (read at load)."""
+
     user: str = Field(min_length=1, max_length=255)
-    secret: str = Field(min_length=1, max_length=255)
+    secret: str = Field(min_length=1, max_length=255, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_file(cls, value: object) -> object:
+        if isinstance(value, dict) and "secret_file" in value:
+            value = dict(value)
+            if "secret" in value:
+                raise ValueError("give secret or secret_file, not both")
+            value["secret"] = read_secret_file(value.pop("secret_file"), what="chap.secret_file")
+        return value
 
     @classmethod
     def parse(cls, text: str, *, flag: str) -> Chap:
-        user, sep, secret = text.partition(":")
+        """``USER:SECRET``, or ``USER:@PATH`` with the secret in the file at PATH."""
+        user, sep, secret = resolve_user_secret(text, what=flag).partition(":")
         if not sep or not user or not secret:
             raise ConfigError(f"{flag} {text!r}: write USER:SECRET")
         return cls(user=user, secret=secret)

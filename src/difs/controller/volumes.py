@@ -22,6 +22,10 @@ The metadata is the volume's own record of what it is — its stable identity
 (the UUID its SCSI designators derive from) and the data-in-flight policy that
 the controller enforces on it — so a controller restarted without its manager
 still knows both. Both JSON files are replaced atomically (write, fsync, rename, fsync dir).
+
+The data directory (when created here) and ``volumes/`` are mode 0700; every volume file is
+created 0600, and a volume file found more open than that (made by an older difs) is set to
+0600 when the volume is opened.
 """
 
 from __future__ import annotations
@@ -112,7 +116,9 @@ class VolumeDirectory:
 
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "volumes"
-        self.root.mkdir(parents=True, exist_ok=True)
+        Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
 
     def data_path(self, name: str) -> Path:
         return self.root / f"{name}.img"
@@ -129,6 +135,7 @@ class VolumeDirectory:
     def open_store(self, meta: VolumeMeta) -> BlockStore:
         """The volume's blocks, with the atomic-write journal (replayed if needed); for a
         PI-formatted volume also its PI and intent log, replayed before the first I/O."""
+        self._make_private(meta.name)
         data = FileStore.open(self.data_path(meta.name), size=meta.size,
                               journal=self.journal_path(meta.name))
         if not meta.pi_type:
@@ -151,6 +158,16 @@ class VolumeDirectory:
                       volume=meta.name, lbas=list(recovery.poisoned[:16]),
                       hint="they fail the guard check (ABORTED COMMAND 10h/01h) until rewritten")
         return store
+
+    def _make_private(self, name: str) -> None:
+        """Volume files made by an older difs with group/other access become 0600."""
+        for path in (self.data_path(name), self.journal_path(name), self.pi_path(name),
+                     self.pi_log_path(name), self.meta_path(name), self.reservations_path(name)):
+            try:
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except FileNotFoundError:
+                pass
 
     def open_unit(self, meta: VolumeMeta, *, device_name: str) -> tuple[LogicalUnit, BlockStore]:
         """The volume as a SCSI logical unit: its store, identity, provisioning, and its
@@ -237,16 +254,19 @@ class VolumeDirectory:
         if meta.pi_type:
             files.append((self.pi_path(name), meta.num_blocks * 8))
         for path, length in files:
-            with open(path, "ab") as f:
-                f.truncate(length)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, length)
                 if not thin:
                     try:
-                        os.posix_fallocate(f.fileno(), 0, length)
+                        os.posix_fallocate(fd, 0, length)
                     except OSError as exc:
                         raise VolumeError(f"volume {name!r}: cannot allocate "
                                           f"{format_size(length)} for a thick volume ({exc}); "
                                           "free space or make it thin") from None
-                os.fsync(f.fileno())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self.save(meta)
         return meta
 
@@ -286,7 +306,9 @@ class VolumeDirectory:
 
     def _replace(self, final: Path, text: str) -> None:
         tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)  # a stale .tmp keeps its old mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -21,7 +21,12 @@ from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec
 from difs.host.selection import path_selector
 from difs.host.session import SessionTimers
 from difs.nbd.backend import NbdBackendError
-from difs.nbd.server import NbdServer
+from difs.nbd.server import (
+    DEFAULT_HANDSHAKE_IDLE,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    NbdServer,
+)
 from difs.policy.document import PolicyDocument
 from difs.policy.fast import Requirement
 from difs.policy.tiers import DEFAULT_TIERS
@@ -87,6 +92,10 @@ class HostConfig:
     initiator_name: str = DEFAULT_INITIATOR
     nbd_listen: str = "127.0.0.1:10809"
     nbd_unix: str | None = None
+    #: NBD bounds: open connections, seconds to choose an export, seconds per handshake step
+    nbd_max_connections: int = DEFAULT_MAX_CONNECTIONS
+    nbd_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    nbd_handshake_idle: float = DEFAULT_HANDSHAKE_IDLE
     channels: tuple[ChannelSpec, ...] = DEFAULT_CHANNELS
     selector: str = "least-outstanding"
     path_wait: float = 30.0
@@ -116,7 +125,9 @@ class Host:
         self.config = config
         self.apps: dict[str, Application] = {}
         self.groups: dict[tuple[str, str], PathGroup] = {}
-        self.nbd = NbdServer()
+        self.nbd = NbdServer(max_connections=config.nbd_max_connections,
+                             handshake_timeout=config.nbd_handshake_timeout or None,
+                             handshake_idle=config.nbd_handshake_idle or None)
         self.nbd_address: tuple[str, int] | None = None
 
     async def start(self) -> None:

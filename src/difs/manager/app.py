@@ -1,6 +1,7 @@
 """The manager application: ``create_app(settings)`` builds the FastAPI app.
 
 It creates the engine, runs the migrations, installs the problem handler,
+the request guard (body size limit, token checked before a body is read),
 the API routers under ``/api/v1``, metrics at ``/metrics`` and the dashboard
 at ``/``. A background task expires leases every ``sweep_interval_seconds`` so
 that events and compliance changes happen even when nobody is asking.
@@ -25,6 +26,7 @@ from difs import __version__
 from difs.manager import metrics
 from difs.manager.api import problems
 from difs.manager.api.deps import ManagerState, sweep
+from difs.manager.api.guard import RequestGuard
 from difs.manager.api.routes import apps, containers, health, nodes, nodeviews, overview, policies, volumes
 from difs.manager.clock import Clock, system_clock
 from difs.manager.config import Settings
@@ -76,6 +78,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, background_sw
     ):
         app.include_router(router, prefix=API_PREFIX)
     metrics.install(app, state.factory)
+    app.add_middleware(RequestGuard, max_body=settings.max_body_bytes, api_prefix=API_PREFIX + "/")
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

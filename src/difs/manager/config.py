@@ -27,7 +27,7 @@ def load_or_create_admin_token(data_dir: Path) -> SecretStr:
     path = data_dir / "admin-token"
     if path.exists():
         return SecretStr(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -43,6 +43,8 @@ class Settings:
     sweep_interval_seconds: float = 5.0
     #: per-path statistics older than this no longer count as observations
     stats_fresh_seconds: float = 120.0
+    #: request bodies larger than this are refused (413) before they are read
+    max_body_bytes: int = 1 << 20
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

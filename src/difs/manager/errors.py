@@ -13,6 +13,7 @@ error response.
     ├── Conflict                409  names taken, capacity, bound applications
     │   └── Infeasible          409  a policy no placement / path can satisfy (carries ``unmet``)
     ├── PreconditionFailed      412  If-Match version is stale
+    ├── ContentTooLarge         413  a request body over the manager's limit
     └── PreconditionRequired    428  (reserved)
 """
 
@@ -69,3 +70,9 @@ class PreconditionFailed(DomainError):
     status = 412
     type_slug = "precondition-failed"
     title = "Version mismatch"
+
+
+class ContentTooLarge(DomainError):
+    status = 413
+    type_slug = "content-too-large"
+    title = "Request body too large"

@@ -23,10 +23,23 @@ Phases, named by what the connection awaits (the whole state machine is ``_STEPS
 Bad input never raises: a bad request gets an error reply (and a :class:`RequestRejected`
 event); a stream that cannot be trusted any more gives :class:`ProtocolViolation` and CLOSED.
 
+Time comes in as an argument. With ``handshake_timeout`` and/or ``handshake_idle`` set (and
+``now``, the adapter's clock at accept), ``get_timer()`` says when ``handle_timer(now)`` is due
+while the handshake lasts; the adapter also calls ``handle_timer(now)`` after input while a
+timer is set, so the core learns when the handshake made progress. A client that has not chosen
+an export ``handshake_timeout`` seconds after accept, or that takes no handshake step (client
+flags, one option) for ``handshake_idle`` seconds, gets :class:`HandshakeTimedOut` and CLOSED.
+Once in transmission there is no timer.
+
 Backpressure: ``next_event`` stops handing out requests while ``max_in_flight`` requests or
 ``max_in_flight_bytes`` of read/write payload are unanswered (``throttled`` is then true and the
 adapter should stop reading from its socket). Received bytes are bounded by the receive buffer
 plus at most one write payload of at most ``max_payload`` bytes.
+
+Memory: until an export is chosen the receive buffer is small (``HANDSHAKE_BUFFER``, grown
+only to hold one option of up to ``MAX_OPTION_LENGTH``); the ``recv_buffer_size`` buffer of
+the transmission phase is allocated when the client enters it. A connection that never
+finishes its handshake holds a few KiB.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ from difs.nbd.events import (
     ConnectionClosed,
     Event,
     ExportChosen,
+    HandshakeTimedOut,
     ProtocolViolation,
     Request,
     RequestRejected,
@@ -76,6 +90,9 @@ _CMD_DISC = c.CMD_DISC
 _CMD_FLUSH = c.CMD_FLUSH
 
 DEFAULT_RECV_BUFFER = 256 * 1024
+HANDSHAKE_BUFFER = 4 * 1024  # receive buffer until an export is chosen
+_HANDSHAKE_PHASES = frozenset((EXPECT_CLIENT_FLAGS, EXPECT_OPTION, SKIP_OPTION))
+_NEVER = float("inf")
 _MIN_FREE = 64 * 1024  # compact the receive buffer when less than this is free at its end
 
 
@@ -90,6 +107,9 @@ class NbdServerConnection:
         max_in_flight: int = 64,
         max_in_flight_bytes: int = 64 * 1024 * 1024,
         recv_buffer_size: int = DEFAULT_RECV_BUFFER,
+        handshake_timeout: float | None = None,
+        handshake_idle: float | None = None,
+        now: float = 0.0,
     ) -> None:
         if recv_buffer_size < c.MAX_OPTION_LENGTH + _OPTION_HEADER.size:
             raise ValueError("receive buffer must hold the largest accepted option")
@@ -105,7 +125,8 @@ class NbdServerConnection:
         self.structured_replies = False
         self.meta_contexts: dict[int, str] = {}
 
-        self._buf = bytearray(recv_buffer_size)
+        self._recv_buffer_size = recv_buffer_size
+        self._buf = bytearray(HANDSHAKE_BUFFER)  # the full buffer comes with transmission
         self._mv = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -128,6 +149,12 @@ class NbdServerConnection:
         self._allowed_flags: dict[int, int] = {}
         self._read_only = True
         self._can_fast_zero = False
+        # handshake deadlines (absolute, on the adapter's clock)
+        self._handshake_deadline = now + handshake_timeout if handshake_timeout else _NEVER
+        self._handshake_idle = handshake_idle
+        self._idle_deadline = now + handshake_idle if handshake_idle else _NEVER
+        self._steps_taken = 0  # handshake steps (client flags, options), to see progress
+        self._steps_seen = 0  # ... as of the last handle_timer
 
         self._steps = {
             EXPECT_CLIENT_FLAGS: self._step_client_flags,
@@ -169,7 +196,8 @@ class NbdServerConnection:
             self._start, self._end = 0, pending
             start, end = 0, pending
         if end == size:
-            # Only reachable when the adapter keeps feeding while throttled: grow (by a new
+            # Reached in the handshake by an option longer than the small buffer, and in
+            # transmission only when the adapter keeps feeding while throttled: grow (by a new
             # allocation, never in place, because a view of the old buffer may still be held).
             new = bytearray(size * 2)
             new[: end - start] = self._mv[start:end]
@@ -191,6 +219,31 @@ class NbdServerConnection:
             self.in_flight >= self.max_in_flight
             or self.in_flight_bytes >= self.max_in_flight_bytes
         )
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` is next due (adapter's clock), or ``None``: no timer."""
+        if self.state not in _HANDSHAKE_PHASES:
+            return None
+        deadline = min(self._handshake_deadline, self._idle_deadline)
+        return None if deadline == _NEVER else deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Tell the core the time: a handshake past its deadline ends (HandshakeTimedOut)."""
+        if self.state not in _HANDSHAKE_PHASES:
+            return
+        if self._steps_taken != self._steps_seen:
+            self._steps_seen = self._steps_taken
+            if self._handshake_idle:
+                self._idle_deadline = now + self._handshake_idle
+        if now >= self._handshake_deadline:
+            reason = "no export chosen within the handshake timeout"
+        elif now >= self._idle_deadline:
+            reason = f"no handshake progress for {self._handshake_idle:g} s"
+        else:
+            return
+        self.state = CLOSED
+        self._events.append(HandshakeTimedOut(reason))
 
     # ------------------------------------------------------------------ events
     def next_event(self) -> Event | None:
@@ -227,6 +280,7 @@ class NbdServerConnection:
         if flags & ~c.KNOWN_CLIENT_FLAGS:
             return self._violation(f"unknown client flags {flags:#x}")
         self._haggler.no_zeroes = bool(flags & c.FLAG_C_NO_ZEROES)
+        self._steps_taken += 1
         self.state = EXPECT_OPTION
         return _CONTINUE
 
@@ -250,6 +304,7 @@ class NbdServerConnection:
             return _NEED_DATA
         payload = memoryview(bytes(self._mv[begin : begin + length]))
         self._start = begin + length
+        self._steps_taken += 1
         event = self._haggler.handle(option, payload)
         if event is None:
             return _CONTINUE
@@ -263,6 +318,7 @@ class NbdServerConnection:
         if not self._skip_bytes():
             return _NEED_DATA
         self._haggler.refuse_too_big(*self._skip_option)
+        self._steps_taken += 1
         self.state = EXPECT_OPTION
         return _CONTINUE
 
@@ -295,7 +351,16 @@ class NbdServerConnection:
         if self.meta_contexts:
             allowed[c.CMD_BLOCK_STATUS] = fua | c.CMD_FLAG_REQ_ONE
         self._allowed_flags = allowed
+        self._grow_for_transmission()
         self.state = EXPECT_REQUEST
+
+    def _grow_for_transmission(self) -> None:
+        """Swap the small handshake buffer for the transmission one (pending bytes kept)."""
+        pending = self._end - self._start
+        new = bytearray(max(self._recv_buffer_size, pending))
+        new[:pending] = self._mv[self._start : self._end]
+        self._buf, self._mv = new, memoryview(new)
+        self._start, self._end = 0, pending
 
     # -- transmission steps
     def _step_request(self) -> Any:

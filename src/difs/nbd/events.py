@@ -98,3 +98,11 @@ class ConnectionClosed(Event):
     """The peer closed its side (EOF) before a soft disconnect."""
 
     during: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeTimedOut(Event):
+    """The client did not choose an export in time (``handle_timer``): the connection is
+    CLOSED; the adapter closes its socket."""
+
+    reason: str

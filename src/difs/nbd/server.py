@@ -7,6 +7,13 @@ concurrent backend calls and out-of-order replies), writes replies, and applies 
 backpressure to the socket (stop reading while ``throttled`` or while the peer does not read
 its replies). A fault ends at most that one connection and is logged with the export's name.
 
+Bounds: at most ``max_connections`` connections are open at once (one more is closed as soon as
+it is accepted, without a greeting); the core's handshake deadlines (``handshake_timeout`` from
+accept until an export is chosen, ``handshake_idle`` without a handshake step) run as a loop
+timer that this adapter arms from ``core.get_timer()`` and fires into ``core.handle_timer``.
+Lines a flood repeats (refusals, handshake timeouts, clients leaving before choosing an export)
+are rate-limited: one line per 10 s with the count of those not logged.
+
 Usage::
 
     server = NbdServer({"vm1": MemoryBackend(64 << 20)})
@@ -34,12 +41,18 @@ from difs.nbd.events import (
     ClientDisconnect,
     ConnectionClosed,
     ExportChosen,
+    HandshakeTimedOut,
     ProtocolViolation,
     Request,
     RequestRejected,
 )
+from difs.util.logs import RateLimitedEvent
 
 log = logging.getLogger("difs.nbd")
+
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0  # seconds from accept until an export is chosen
+DEFAULT_HANDSHAKE_IDLE = 5.0  # seconds without a handshake step (client flags, an option)
 
 if sys.version_info >= (3, 12):
 
@@ -91,12 +104,23 @@ class NbdServer:
         max_payload: int = c.DEFAULT_MAX_PAYLOAD,
         max_in_flight: int = 64,
         max_in_flight_bytes: int = 64 * 1024 * 1024,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        handshake_idle: float | None = DEFAULT_HANDSHAKE_IDLE,
     ) -> None:
         self.exports: dict[str, NbdBackend] = {}
         self.stats: dict[str, NbdExportStats] = {}
         self.max_payload = max_payload
         self.max_in_flight = max_in_flight
         self.max_in_flight_bytes = max_in_flight_bytes
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.handshake_idle = handshake_idle
+        self.refused = RateLimitedEvent(
+            log, "nbd: connection refused: connection limit reached", level=logging.WARNING
+        )
+        self.timed_out = RateLimitedEvent(log, "nbd: handshake timed out, connection closed")
+        self.left_early = RateLimitedEvent(log, "nbd: client closed before choosing an export")
         self._listeners: list[asyncio.AbstractServer] = []
         self._unix_paths: list[str] = []
         self._connections: set[_NbdClientProtocol] = set()
@@ -130,9 +154,7 @@ class NbdServer:
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen on TCP; returns the bound (host, port) — pass port 0 for a free one."""
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(
-            lambda: _NbdClientProtocol(self), host, port, reuse_address=True
-        )
+        listener = await loop.create_server(self._accept, host, port, reuse_address=True)
         self._listeners.append(listener)
         sockname = listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -146,10 +168,16 @@ class NbdServer:
         except OSError:
             pass
         loop = asyncio.get_running_loop()
-        listener = await loop.create_unix_server(lambda: _NbdClientProtocol(self), path)
+        listener = await loop.create_unix_server(self._accept, path)
         self._listeners.append(listener)
         self._unix_paths.append(path)
         return path
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        """Protocol for a connection just accepted: served, or refused over the limit."""
+        if len(self._connections) >= self.max_connections:
+            return _RefusedProtocol(self)
+        return _NbdClientProtocol(self)
 
     async def close(self, *, timeout: float = 10.0, close_backends: bool = False) -> None:
         """Stop listening, let connections finish their requests in flight, then close them."""
@@ -182,6 +210,22 @@ class NbdServer:
         await self.close()
 
 
+class _RefusedProtocol(asyncio.Protocol):
+    """A connection over ``max_connections``: closed at once, counted, logged rate-limited."""
+
+    def __init__(self, server: NbdServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        transport.close()
+        server = self._server
+        server.refused(
+            peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix-socket",
+            limit=server.max_connections,
+        )
+
+
 class _NbdClientProtocol(asyncio.BufferedProtocol):
     """One client connection: socket <-> NbdServerConnection <-> backend tasks."""
 
@@ -193,7 +237,14 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
             max_payload=server.max_payload,
             max_in_flight=server.max_in_flight,
             max_in_flight_bytes=server.max_in_flight_bytes,
+            handshake_timeout=server.handshake_timeout,
+            handshake_idle=server.handshake_idle,
+            now=self._loop.time(),
         )
+        # counted from here, not from connection_made: accepts in one loop pass all count
+        server._connections.add(self)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
         self._transport: asyncio.Transport | None = None
         self._backend: NbdBackend | None = None
         self._stats: NbdExportStats | None = None
@@ -213,8 +264,8 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix-socket"
-        self._server._connections.add(self)
         self._flush()
+        self._arm_timer()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._core.get_buffer(sizehint)
@@ -222,6 +273,8 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._core.buffer_updated(nbytes)
         self._process()
+        if self._timer is not None:  # handshake: the core learns when it made progress
+            self._tell_time()
 
     def eof_received(self) -> bool:
         self._core.receive_eof()
@@ -230,6 +283,9 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._server._connections.discard(self)
         if self._stats is not None:
             self._stats.connections -= 1
@@ -260,6 +316,29 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    # -- timers ---------------------------------------------------------------------------
+    def _arm_timer(self) -> None:
+        """Have the loop call back when the core's timer is due (none: no callback)."""
+        when = self._core.get_timer()
+        if when == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = (
+            None if when is None or self._transport is None
+            else self._loop.call_at(when, self._timer_fired)
+        )
+
+    def _timer_fired(self) -> None:
+        self._timer = self._timer_when = None
+        self._tell_time()
+
+    def _tell_time(self) -> None:
+        self._core.handle_timer(self._loop.time())
+        self._process()
+        self._arm_timer()
 
     # -- events ---------------------------------------------------------------------------
     def _process(self) -> None:
@@ -322,10 +401,16 @@ class _NbdClientProtocol(asyncio.BufferedProtocol):
             self._closing = True
             self._close_if_idle()
         elif isinstance(event, ConnectionClosed):
-            log.info(
-                "nbd: client %s (export %r): peer closed the connection in %s",
-                self.peer, self.export_name, event.during,
-            )
+            if self.export_name is None:
+                self._server.left_early(peer=self.peer, during=event.during)
+            else:
+                log.info(
+                    "nbd: client %s (export %r): peer closed the connection in %s",
+                    self.peer, self.export_name, event.during,
+                )
+            self._close_now()
+        elif isinstance(event, HandshakeTimedOut):
+            self._server.timed_out(peer=self.peer, reason=event.reason)
             self._close_now()
 
     # -- requests -------------------------------------------------------------------------

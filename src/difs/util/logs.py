@@ -60,3 +60,34 @@ def setup_logging(*, level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # one line per request to the manager is noise in a node's log
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+
+
+class RateLimitedEvent:
+    """A log event that may repeat in floods: at most one line per ``interval`` seconds.
+
+    The first occurrence is logged at once; those within the next ``interval`` are only
+    counted, and the next line logged carries that count as ``suppressed=N``::
+
+        refused = RateLimitedEvent(log, "connection refused", level=logging.WARNING)
+        refused(peer=peer, limit=256)
+    """
+
+    def __init__(self, logger: logging.Logger, event: str, *, interval: float = 10.0,
+                 level: int = logging.INFO, clock=time.monotonic) -> None:
+        self.logger, self.event, self.interval, self.level = logger, event, interval, level
+        self._clock = clock
+        self._next = float("-inf")
+        self.suppressed = 0  # occurrences not logged since the last line
+        self.count = 0  # all occurrences
+
+    def __call__(self, **fields: Any) -> None:
+        self.count += 1
+        now = self._clock()
+        if now < self._next:
+            self.suppressed += 1
+            return
+        self._next = now + self.interval
+        if self.suppressed:
+            fields["suppressed"] = self.suppressed
+            self.suppressed = 0
+        log_event(self.logger, self.event, level=self.level, **fields)

@@ -76,20 +76,32 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="the admin token, or a node's own token")
 
 
-def get_principal(
-    state: StateDep,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or not credentials.credentials:
+#: where the request guard (``api/guard.py``) leaves the principal it checked before the body
+PRINCIPAL_STATE = "difs_principal"
+
+
+def principal_for_token(state: ManagerState, session: Session, token: str | None) -> Principal:
+    """Who sends ``token`` (the bearer credential, None when missing); Unauthorized if nobody."""
+    if not token:
         raise Unauthorized("send a token: 'Authorization: Bearer <token>' (the admin token or a node's token)")
-    token = credentials.credentials
     if is_admin_token(token, state.settings.admin_token.get_secret_value()):
         return ADMIN
     node = nodes.find_by_token(session, token=token)
     if node is None:
         raise Unauthorized("the token is not valid: use the admin token or the token issued to this node")
     return Principal(is_admin=False, node_id=node.id, node_name=node.name, node_kind=node.kind)
+
+
+def get_principal(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if checked is not None:
+        return checked  # type: ignore[no-any-return]
+    return principal_for_token(state, session, credentials.credentials if credentials else None)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -238,6 +238,8 @@ def bind(
             raise Forbidden(f"{principal.label} may only bind for itself, not for {data.host}")
         host_name = principal.node_name or ""
     host = get_node(session, name=host_name, kind="host")
+    if not principal.is_admin:
+        _check_own_initiator(host, data.initiator_iqn)
     app = get_app(session, name=name, lock=True)
     if app.host_id is not None and app.host_id != host.id:
         raise Conflict(
@@ -276,6 +278,21 @@ def bind(
     result = binding_public(app)
     assert result is not None
     return result
+
+
+def _check_own_initiator(host: NodeRow, initiator_iqn: str) -> None:
+    """A host's token binds only to the initiator name that host advertises (the LUN is opened
+    to that name: any other would let another machine see the volume)."""
+    if host.iqn is None:
+        raise Forbidden(
+            f"host {host.name} has advertised no initiator name: a host binds only to its own "
+            "initiator name, so advertise 'iqn' first"
+        )
+    if initiator_iqn != host.iqn:
+        raise Forbidden(
+            f"host {host.name} may bind only to its own initiator name {host.iqn} (the one it "
+            f"advertises), not to {initiator_iqn}: the volume would be opened to another initiator"
+        )
 
 
 def unbind(*, session: Session, now: datetime, principal: Principal, name: str, fresh_seconds: float) -> None:

@@ -97,6 +97,15 @@ def advertise(
     row = get_node(session, name=name, lock=True)
     if adv.kind.value != row.kind:
         raise BadRequest(f"node {name} is registered as a {row.kind}, but advertised itself as a {adv.kind.value}")
+    if row.kind == "host" and adv.iqn and adv.iqn != row.iqn:
+        holder = session.scalars(
+            select(NodeRow.name).where(NodeRow.kind == "host", NodeRow.iqn == adv.iqn, NodeRow.id != row.id)
+        ).first()
+        if holder is not None:  # a host binds only to its own name: names must not be shared
+            raise Conflict(
+                f"initiator name {adv.iqn} is advertised by host {holder}: each host needs its own "
+                "initiator name (`difs host --initiator-name`)"
+            )
     was = row.state
     row.iqn = adv.iqn
     row.capabilities = adv.services.model_dump(mode="json")
