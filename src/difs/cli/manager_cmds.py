@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from difs.cli.common import fail
+from difs.cli.common import fail, parse_size
 from difs.manager.config import default_data_dir
 
 

@@ -386,9 +386,9 @@ def test_libiscsi_chap_login_gets_the_captured_responses(mode):
     [complete] = events(conn)
     assert isinstance(complete, LoginComplete) and conn.state is State.FULL_FEATURE
     session = complete.session
-    assert (session.auth_method, session.chap_user, session.chap_algorithm) == ("CHAP", "alice", 5)
+    assert (session.params.auth_method, session.params.chap_user, session.params.chap_algorithm) == ("CHAP", "alice", 5)
     assert session.target_name == SECURE and session.isid == CHAP_ISID
-    assert not session.header_digest and not session.data_digest
+    assert not session.params.header_digest and not session.params.data_digest
     assert session.first_burst_length == 262144 and session.max_outstanding_r2t == 1
     assert session.immediate_data and not session.initial_r2t
 

@@ -455,7 +455,7 @@ class Checker:
         assert session.max_burst_length <= self.portal.max_burst_length
         target = self.portal.targets.get(session.target_name) if session.target_name else None
         if target is not None and target.require_header_digest:
-            assert session.header_digest and self.conn.header_digest
+            assert session.params.header_digest and self.conn.header_digest
         logins = [s for s in self.fed if isinstance(s, Login)]
         if target is not None and target.chap is not None:
             offered = [dict(pull_text(s.text)) for s in logins if s.csg == 0 and s.text
@@ -469,7 +469,7 @@ class Checker:
         for key, value in pull_text(b"".join(s.text for s in logins)):
             offers[key] = value
         model = expected_params(offers, self.portal, target, session.is_discovery)
-        got = {name: getattr(session, name) for name in model}
+        got = {name: getattr(session.params, name) for name in model}
         assert got == model, (offers, got, model)
         self.note("negotiated values checked against the model")
 
