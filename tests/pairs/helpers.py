@@ -17,6 +17,7 @@ from difs.iscsi.config import (
 )
 from difs.iscsi.events import ScsiTask, TaskManagementRequest
 from difs.iscsi.initiator import InitiatorConnection
+from difs.iscsi.initiator_timers import NO_TIMERS, InitiatorTimers
 from difs.iscsi.session import SessionTable
 from difs.iscsi.target import TargetConnection
 
@@ -74,12 +75,13 @@ class ConnectionPair:
     def __init__(self, *, portal: PortalConfig | None = None,
                  initiator: InitiatorConfig | None = None, sessions: SessionTable | None = None,
                  chunk: int | None = None, auto_complete: bool = True,
-                 disk: FakeDisk | None = None) -> None:
+                 disk: FakeDisk | None = None, timers: InitiatorTimers = NO_TIMERS) -> None:
         self.portal = portal or portal_config()
         self.sessions = sessions if sessions is not None else SessionTable()
         self.now = 1000.0
         self.target = TargetConnection(portal=self.portal, sessions=self.sessions, now=self.now)
-        self.initiator = InitiatorConnection(config=initiator or initiator_config(), now=self.now)
+        self.initiator = InitiatorConnection(config=initiator or initiator_config(), now=self.now,
+                                             timers=timers)
         self.chunk = chunk
         self.auto_complete = auto_complete
         self.disk = disk or FakeDisk()

@@ -20,7 +20,8 @@ EIO and a log line naming the application, the LBA and the check. Never silently
 **Retries.** A command the controller answers with ABORTED COMMAND for another reason (e.g.
 47h/05h: a Data-Out failed its data digest, so nothing was written) is sent again, on another
 path when there is one, up to three times. Unit attentions are reported and the command sent
-again; commands aborted after a timeout too.
+again; commands aborted after a timeout too. The rules are :mod:`difs.host.recovery`'s pure
+``decide``; ``AppDisk._run`` only awaits and carries its decisions out.
 
 Counters per application (read by the metrics collector and the manager link): ``ios``,
 ``bytes``, ``resent``, ``failed``, ``per_path``; PI work: ``pi_generated_blocks``,
@@ -48,19 +49,27 @@ from difs.host.protection import (
     path_requirement,
     protection_for,
 )
+from difs.host.recovery import (
+    Action,
+    Attempts,
+    Completed,
+    Decision,
+    NoPath,
+    Outcome,
+    PathBroke,
+    PiVerifyFailed,
+    Tally,
+    TimedOut,
+    decide,
+)
 from difs.host.selection import PathSelector, choose, path_selector
 from difs.host.session import CommandTimedOut, PathFailed
 from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
-from difs.policy.fast import Requirement, describe_flags
-from difs.sam.sense import ABORTED_COMMAND as _ABORTED_COMMAND
-from difs.sam.sense import ASC_PI_CHECK as _ASC_PI_CHECK
-from difs.sam.sense import PI_CHECK_BY_ASCQ as _PI_CHECK_NAMES
-from difs.sam.sense import UNIT_ATTENTION as _UNIT_ATTENTION
+from difs.policy.fast import Requirement
 from difs.sam.sense import parse_sense, sense_information, sense_text
-from difs.sam.status import CHECK_CONDITION as _CHECK_CONDITION
-from difs.sam.status import GOOD as _GOOD
+from difs.sam.status import GOOD
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.host")
@@ -75,13 +84,6 @@ MAX_TRANSFER = 1 << 20
 _MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
-_MAX_UNIT_ATTENTIONS = 8
-#: A command the controller aborted for not answering in time is sent again this many times.
-_MAX_TIMEOUTS = 3
-#: A command answered ABORTED COMMAND (not a PI check) is sent again this many times.
-_MAX_ABORTED = 3
-#: A PI check failure (host or controller) is retried this many times, then EIO.
-_MAX_PI_RETRIES = 1
 #: Concurrent commands when zeroing a range of a PI disk with ordinary writes.
 _ZERO_BATCH = 8
 
@@ -161,125 +163,90 @@ class AppDisk(NbdBackend):
         """Run ``cdb`` on a satisfying path until it succeeds or must fail (EIO).
 
         ``check``, given the GOOD result, returns the data the application gets (it replaces
-        ``result.data``) or raises :class:`PiCheckError`."""
+        ``result.data``) or raises :class:`PiCheckError`. What follows an attempt that did not
+        simply succeed is :func:`difs.host.recovery.decide`'s call; this loop only awaits and
+        carries it out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.path_wait
-        group = self.group
-        attentions = timeouts = aborted = pi_failures = 0
+        attempts: Attempts | None = None
         avoid: Path | None = None
         while True:
             path = self._choose(avoid)
             avoid = None
             if path is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    self.failed += 1
-                    need = ", ".join(describe_flags(self.path_requirement.flags)) or "nothing"
-                    down = group.describe_down()
-                    log_event(log, "no satisfying path", level=logging.ERROR, app=self.app,
-                              target=group.target, requires=need, waited=self.path_wait,
-                              paths=down)
-                    raise NbdBackendError(
-                        errno.EIO, f"no available path satisfies {self.app}'s policy ({need})"
-                        + (f"; {down}" if down else ""))
+                outcome: Outcome | None = NoPath(deadline - loop.time(),
+                                                 self.path_requirement.flags,
+                                                 self.group.describe_down())
+            else:
+                path.outstanding += 1
                 try:
-                    await asyncio.wait_for(group.changed(), remaining)
+                    result = await path.session.execute(self.lun, cdb, data_out=data_out,
+                                                        expected_in_length=expected_in_length)
+                except CommandTimedOut as exc:
+                    outcome = TimedOut(str(exc))
+                except PathFailed as exc:
+                    outcome = PathBroke(str(exc))
+                else:
+                    outcome = None
+                finally:
+                    path.outstanding -= 1
+                if outcome is None:
+                    moved = len(data_out) if data_out is not None else expected_in_length
+                    path.ios += 1
+                    path.bytes += moved
+                    counts = self.per_path.get(path.spec.channel)
+                    if counts is None:
+                        counts = self.per_path[path.spec.channel] = [0, 0]
+                    counts[0] += 1
+                    counts[1] += moved
+                    if result.status == GOOD:  # the usual case: done, no decision to make
+                        if check is None:
+                            return result
+                        try:
+                            result.data = check(result)
+                            return result
+                        except PiCheckError as exc:
+                            outcome = PiVerifyFailed(exc.kind, exc.lba, str(exc))
+                    else:
+                        outcome = self._completed(result)
+            if attempts is None:
+                attempts = Attempts(app=self.app, volume=self.volume, target=self.group.target,
+                                    opcode=cdb[0], path_wait=self.path_wait)
+            decision = decide(outcome, attempts, path.name() if path is not None else "")
+            self._carry_out(decision)
+            action = decision.action
+            if action is Action.WAIT_FOR_PATH:
+                try:
+                    await asyncio.wait_for(self.group.changed(), outcome.remaining)
                 except TimeoutError:
                     pass
-                continue
-            path.outstanding += 1
-            try:
-                result = await path.session.execute(self.lun, cdb, data_out=data_out,
-                                                    expected_in_length=expected_in_length)
-            except CommandTimedOut as exc:
-                # aborted at the controller: it did not run, the path works; send it again
-                timeouts += 1
-                if timeouts > _MAX_TIMEOUTS:
-                    self.failed += 1
-                    log_event(log, "command timed out", level=logging.ERROR, app=self.app,
-                              path=path.name(), opcode=f"{cdb[0]:02x}", tries=timeouts)
-                    raise NbdBackendError(errno.EIO, str(exc)) from None
-                self.resent += 1
-                log_event(log, "command aborted after a timeout, re-sending",
-                          level=logging.WARNING, app=self.app, path=path.name(), reason=str(exc))
-                continue
-            except PathFailed as exc:
-                self.resent += 1
-                log_event(log, "path failed, re-sending", level=logging.WARNING, app=self.app,
-                          path=path.name(), reason=str(exc))
-                group.mark_failed(path)
-                continue
-            finally:
-                path.outstanding -= 1
-            moved = len(data_out) if data_out is not None else expected_in_length
-            path.ios += 1
-            path.bytes += moved
-            counts = self.per_path.get(path.spec.channel)
-            if counts is None:
-                counts = self.per_path[path.spec.channel] = [0, 0]
-            counts[0] += 1
-            counts[1] += moved
-            status = result.status
-            if status == _GOOD:
-                if check is None:
-                    return result
-                try:
-                    result.data = check(result)
-                    return result
-                except PiCheckError as exc:
-                    self.pi_errors += 1
-                    pi_failures += 1
-                    self._pi_failed(path, cdb, exc.kind, exc.lba, pi_failures, "host",
-                                    detail=str(exc))
-                    avoid = path
-                    continue
-            if status == _CHECK_CONDITION:
-                key, asc, ascq = parse_sense(result.sense)
-                if key == _UNIT_ATTENTION and attentions < _MAX_UNIT_ATTENTIONS:
-                    # A new session's first command reports power-on/reset: the
-                    # condition is cleared by reporting it; send the command again.
-                    attentions += 1
-                    continue
-                if key == _ABORTED_COMMAND and asc == _ASC_PI_CHECK:
-                    self.pi_rejected += 1
-                    pi_failures += 1
-                    lba = sense_information(result.sense)
-                    self._pi_failed(path, cdb, _PI_CHECK_NAMES.get(ascq, f"ascq {ascq:02x}h"),
-                                    lba, pi_failures, "controller",
-                                    detail=sense_text(result.sense))
-                    avoid = path
-                    continue
-                if key == _ABORTED_COMMAND and aborted < _MAX_ABORTED:
-                    # e.g. 47h/05h: a Data-Out failed its digest; nothing was stored
-                    aborted += 1
-                    self.aborted_retries += 1
-                    self.resent += 1
-                    log_event(log, "command aborted by the controller, re-sending",
-                              level=logging.WARNING, app=self.app, path=path.name(),
-                              opcode=f"{cdb[0]:02x}", sense=sense_text(result.sense),
-                              attempt=aborted)
-                    avoid = path
-                    continue
-            self.failed += 1
-            log_event(log, "command failed", level=logging.WARNING, app=self.app,
-                      path=path.name(), opcode=f"{cdb[0]:02x}", status=f"{status:02x}",
-                      sense=sense_text(result.sense))
-            raise NbdBackendError(errno.EIO, f"{sense_text(result.sense)}")
+            elif action is Action.RETRY_ELSEWHERE:
+                avoid = path
+            elif action is Action.PATH_DOWN:
+                self.group.mark_failed(path)
 
-    def _pi_failed(self, path: Path, cdb: bytes, check: str, lba: int | None, failures: int,
-                   found_by: str, *, detail: str) -> None:
-        """Log a PI check failure; raise EIO once it has been retried enough."""
-        final = failures > _MAX_PI_RETRIES
-        log_event(log, "PI check failed", level=logging.ERROR if final else logging.WARNING,
-                  app=self.app, volume=self.volume, lba=lba, check=check, found_by=found_by,
-                  path=path.name(), opcode=f"{cdb[0]:02x}",
-                  action="I/O error to the application" if final else "retrying on another path",
-                  detail=detail)
-        if final:
-            self.failed += 1
-            raise NbdBackendError(
-                errno.EIO, f"{self.app}: T10 PI {check} check failed at LBA {lba} "
-                           f"({found_by}), after {failures} tries")
+    @staticmethod
+    def _completed(result: CommandComplete) -> Completed:
+        """The answer as the retry rules read it (its sense parsed here, once)."""
+        sense = result.sense
+        key, asc, ascq = parse_sense(sense)
+        return Completed(result.status, key, asc, ascq, sense_information(sense),
+                         sense_text(sense))
+
+    def _carry_out(self, decision: Decision) -> None:
+        """Count, log and (FAIL) raise what ``decision`` says; the loop does the rest."""
+        tally = decision.tally
+        if tally:
+            self.resent += Tally.RESENT in tally
+            self.failed += Tally.FAILED in tally
+            self.aborted_retries += Tally.ABORTED_RETRY in tally
+            self.pi_errors += Tally.PI_ERROR in tally
+            self.pi_rejected += Tally.PI_REJECTED in tally
+        line = decision.log
+        if line is not None:
+            log_event(log, line.event, level=line.level, **line.fields)
+        if decision.action is Action.FAIL:
+            raise NbdBackendError(errno.EIO, decision.error)
 
     async def open(self) -> None:
         """Learn the volume's size, block size and protection (READ CAPACITY 16).

@@ -1,8 +1,9 @@
 """The host's asyncio adapter around one ``InitiatorConnection``: one path's transport.
 
 It connects, logs in, and then runs SCSI commands: ``await execute(...)`` resolves
-with the ``CommandComplete`` event of that ITT. It moves bytes and timers, matches
-answers to waiters and watches the clock; every protocol decision is the core's.
+with the ``CommandComplete`` event of that ITT. It moves bytes, arms one timer at the
+core's ``get_timer()`` and matches the core's events to waiters; every protocol
+decision is the core's, the clocks' too.
 
 Commands are pipelined: ``execute`` returns to the event loop at once, so as many
 commands as the caller has issued are in flight, up to the controller's CmdSN
@@ -10,8 +11,8 @@ window (the core queues the rest until MaxCmdSN moves). Writes beyond
 FirstBurstLength go out as immediate/unsolicited data plus Data-Out answering R2Ts
 — all inside the core.
 
-A *watchdog* (one timer per session, ticking at a quarter of the shortest
-timeout) keeps the path honest (:class:`SessionTimers`):
+The core's clocks keep the path honest (:class:`SessionTimers`, decided in
+:mod:`difs.iscsi.initiator_timers`):
 
 * **keepalive** — a path that has heard nothing from the controller for
   ``nop_interval`` seconds sends a NOP-Out; unanswered after ``nop_timeout`` the
@@ -20,7 +21,7 @@ timeout) keeps the path honest (:class:`SessionTimers`):
   aborted with ABORT TASK. If the controller confirms the abort, the command fails
   with :class:`CommandTimedOut` (it did not run; the path works; send it again). If
   the abort is not answered within ``abort_timeout``, or the controller does not know
-  the task, the path is dropped.
+  the task, the path is dropped (the core's ``ConnectionDead``).
 
 When the controller asks for a logout (Asynchronous Message, event 1) the path
 *drains*: ``on_drain`` tells the owner to stop choosing it, the commands in flight
@@ -37,9 +38,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from difs.iscsi.config import InitiatorConfig
-from difs.iscsi.constants import AsyncEvent, TmfResponse
+from difs.iscsi.constants import AsyncEvent
 from difs.iscsi.errors import LocalProtocolError
 from difs.iscsi.events import ConnectionClosed, LogoutComplete
 from difs.iscsi.initiator import InitiatorConnection
@@ -48,12 +50,14 @@ from difs.iscsi.initiator_events import (
     CommandAborted,
     CommandComplete,
     CommandRejected,
+    CommandTimeout,
+    ConnectionDead,
     InitiatorSession,
     LoginFailed,
     LoginSucceeded,
     PingComplete,
-    TaskManagementComplete,
 )
+from difs.iscsi.initiator_timers import InitiatorTimers
 from difs.util.logs import log_event
 from difs.util.units import parse_portal
 
@@ -88,38 +92,21 @@ class LoginError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionTimers:
-    """How long a path waits for its controller before giving up on a command or on itself.
+class SessionTimers(InitiatorTimers):
+    """How long a path waits for its controller before giving up on a command or on itself:
+    the core's :class:`~difs.iscsi.initiator_timers.InitiatorTimers` (which it keeps) plus
+    the login timeout (which this adapter keeps). Errors name the ``difs host`` options.
 
     ``nop_interval`` / ``command_timeout`` of ``None`` (or 0) turn that check off.
     """
 
-    nop_interval: float | None = 5.0
-    nop_timeout: float = 5.0
-    command_timeout: float | None = 30.0
-    abort_timeout: float = 5.0
     login_timeout: float = 15.0
 
-    def __post_init__(self) -> None:
-        for name in ("nop_timeout", "abort_timeout", "login_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a positive "
-                                 "number of seconds")
-        for name in ("nop_interval", "command_timeout"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 0 seconds "
-                                 "(0: off)")
+    _POSITIVE: ClassVar[tuple[str, ...]] = ("nop_timeout", "abort_timeout", "login_timeout")
 
-    @property
-    def tick(self) -> float | None:
-        """How often the watchdog looks: a quarter of the shortest timer, 50 ms .. 1 s."""
-        periods = [p for p in (self.nop_interval, self.command_timeout) if p]
-        if not periods:
-            return None
-        if self.command_timeout:
-            periods.append(self.abort_timeout)
-        return min(1.0, max(0.05, min(periods) / 4))
+    @staticmethod
+    def _label(name: str) -> str:
+        return f"{name} (--{name.replace('_', '-')})"
 
 
 #: The defaults: keepalive after 5 s of silence, 5 s to answer; commands 30 s, aborts 5 s.
@@ -141,24 +128,15 @@ class IscsiSession(asyncio.Protocol):
         self._login: asyncio.Future[InitiatorSession] = self._loop.create_future()
         self._waiters: dict[int, asyncio.Future] = {}
         self._flush_scheduled = False
-        self._issued: dict[int, float] = {}  # command ITT -> when submitted (submit order)
-        self._aborting: dict[int, tuple[int, float]] = {}  # command ITT -> (TMF ITT, deadline)
-        self._tmf_for: dict[int, int] = {}  # TMF ITT -> command ITT
-        self._keepalive: int | None = None  # ITT of the keepalive ping in flight
-        self._heard = False  # bytes arrived since the watchdog last looked
-        self._last_heard = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
         self._logged_out = False
         self.closed = self._loop.create_future()  # result: reason string
         #: called when the controller asks this session to log out (stop choosing it)
         self.on_drain: Callable[[str], None] | None = None
         self.draining = False
         self._drain_task: asyncio.Task | None = None
-        #: counters: most commands in flight at once, keepalives sent, commands timed out
+        #: most commands in flight at once
         self.peak_outstanding = 0
-        self.keepalives = 0
-        self.timeouts = 0
 
     # -- life cycle -------------------------------------------------------------
 
@@ -183,18 +161,18 @@ class IscsiSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.core = InitiatorConnection(config=self.config, now=self._loop.time())
+        self.core = InitiatorConnection(config=self.config, now=self._loop.time(),
+                                        timers=self.timers)
         self._pump()
 
     def data_received(self, data: bytes) -> None:
-        self._heard = True
         self.core.receive_data(data)
         self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for handle in (self._timer, self._watchdog):
-            if handle is not None:
-                handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.core is not None:
             self.core.close()
         reason = str(exc) if exc else "connection closed"
@@ -224,24 +202,34 @@ class IscsiSession(asyncio.Protocol):
     def outstanding(self) -> int:
         return len(self._waiters)
 
+    @property
+    def keepalives(self) -> int:
+        """Keepalive NOP-Outs sent."""
+        return self.core.keepalives if self.core is not None else 0
+
+    @property
+    def timeouts(self) -> int:
+        """Commands aborted for not being answered in time."""
+        return self.core.commands_timed_out if self.core is not None else 0
+
     # -- commands -------------------------------------------------------------------
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | memoryview | None = None,
                       expected_in_length: int = 0) -> CommandComplete:
         if not self.is_up:
             raise PathFailed(f"{self.name}: not connected")
+        loop = self._loop
         itt = self.core.submit_command(lun, cdb, data_out=data_out,
-                                       expected_in_length=expected_in_length)
-        fut = self._loop.create_future()
+                                       expected_in_length=expected_in_length, now=loop.time())
+        fut = loop.create_future()
         waiters = self._waiters
         waiters[itt] = fut
-        self._issued[itt] = self._loop.time()
         self.peak_outstanding = max(self.peak_outstanding, len(waiters))
         if not self._flush_scheduled:
             # One send per loop iteration: the commands a client queued together
             # (a QD32 burst of NBD requests) leave in one writev, not one write each.
             self._flush_scheduled = True
-            self._loop.call_soon(self._scheduled_flush)
+            loop.call_soon(self._scheduled_flush)
         return await fut
 
     async def ping(self, timeout: float = 5.0) -> None:
@@ -266,11 +254,7 @@ class IscsiSession(asyncio.Protocol):
         core = self.core
         while (event := core.next_event()) is not None:
             if type(event) is CommandComplete:
-                itt = event.itt
-                fut = self._waiters.pop(itt, None)
-                self._issued.pop(itt, None)
-                if self._aborting:
-                    self._aborting.pop(itt, None)  # answered before the abort took effect
+                fut = self._waiters.pop(event.itt, None)
                 if fut is not None and not fut.done():
                     fut.set_result(event)
             else:
@@ -281,7 +265,6 @@ class IscsiSession(asyncio.Protocol):
     def _handle(self, event: object) -> None:
         if isinstance(event, LoginSucceeded):
             self.session = event.session
-            self._start_watchdog()
             if not self._login.done():
                 self._login.set_result(event.session)
         elif isinstance(event, LoginFailed):
@@ -291,17 +274,18 @@ class IscsiSession(asyncio.Protocol):
                     f"{self.name}: login refused (status {status:04x}): {event.reason}",
                     status=status))
         elif isinstance(event, PingComplete):
-            if event.itt == self._keepalive:
-                self._keepalive = None
-            fut = self._waiters.pop(event.itt, None)
+            fut = self._waiters.pop(event.itt, None)  # none for the core's keepalives
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        elif isinstance(event, CommandTimeout):
+            log_event(log, "command timed out, aborting", level=logging.WARNING, path=self.name,
+                      itt=f"0x{event.itt:x}", after=f"{event.after:g}s")
         elif isinstance(event, CommandAborted):
-            self._command_aborted(event.itt)
-        elif isinstance(event, TaskManagementComplete):
-            self._abort_answered(event.itt, event.response)
+            self._command_aborted(event)
+        elif isinstance(event, ConnectionDead):
+            log_event(log, "path dropped", level=logging.WARNING, path=self.name,
+                      reason=event.reason)
         elif isinstance(event, CommandRejected):
-            self._issued.pop(event.itt, None)
             fut = self._waiters.pop(event.itt, None)
             if fut is not None and not fut.done():
                 fut.set_exception(PathFailed(f"{self.name}: command rejected, reason "
@@ -343,103 +327,29 @@ class IscsiSession(asyncio.Protocol):
             await asyncio.sleep(0.01)
         await self.logout(timeout=max(0.5, deadline - self._loop.time()))
 
-    # -- timeouts: keepalive, command abort ------------------------------------------
+    # -- the core's timer decisions --------------------------------------------------
 
-    def _start_watchdog(self) -> None:
-        tick = self.timers.tick
-        if tick is not None:
-            self._last_heard = self._loop.time()
-            self._watchdog = self._loop.call_later(tick, self._watch)
-
-    def _watch(self) -> None:
-        self._watchdog = None
-        core = self.core
-        if core is None or core.closed or self.closed.done() or self._logged_out:
-            return
-        now = self._loop.time()
-        timers = self.timers
-        if self._heard:
-            self._heard = False
-            self._last_heard = now
-        try:
-            if (timers.nop_interval and self._keepalive is None
-                    and now - self._last_heard >= timers.nop_interval):
-                self._keepalive = core.ping(timeout=timers.nop_timeout, now=now)
-                self.keepalives += 1
-            if timers.command_timeout:
-                limit = now - timers.command_timeout
-                for itt, issued in self._issued.items():
-                    if issued > limit:
-                        break  # submit order: the rest are younger
-                    if itt not in self._aborting:
-                        self._abort(itt, now)
-        except LocalProtocolError:
-            return  # a logout is under way: it settles the connection's fate
-        if timers.command_timeout:
-            for itt, (_tmf, deadline) in self._aborting.items():
-                if deadline <= now:
-                    self._drop(f"ABORT TASK of command 0x{itt:x} not answered within "
-                               f"{timers.abort_timeout:g}s")
-                    return
-        self._pump()
-        if not self.closed.done():
-            self._watchdog = self._loop.call_later(timers.tick, self._watch)
-
-    def _abort(self, itt: int, now: float) -> None:
-        self.timeouts += 1
-        log_event(log, "command timed out, aborting", level=logging.WARNING, path=self.name,
-                  itt=f"0x{itt:x}", after=f"{self.timers.command_timeout:g}s")
-        tmf = self.core.abort_task(itt)
-        self._aborting[itt] = (tmf, now + self.timers.abort_timeout)
-        self._tmf_for[tmf] = itt
-
-    def _command_aborted(self, itt: int) -> None:
-        self._issued.pop(itt, None)
+    def _command_aborted(self, event: CommandAborted) -> None:
+        itt = event.itt
         fut = self._waiters.pop(itt, None)
         if fut is None or fut.done():
             return
-        if self._aborting.pop(itt, None) is not None:
+        if event.timed_out:
             fut.set_exception(CommandTimedOut(
                 f"{self.name}: command 0x{itt:x} not answered within "
                 f"{self.timers.command_timeout:g}s; the controller aborted it"))
         else:
             fut.set_exception(PathFailed(f"{self.name}: command 0x{itt:x} aborted"))
 
-    def _abort_answered(self, tmf: int, response: int) -> None:
-        itt = self._tmf_for.pop(tmf, None)
-        if itt is None:
-            return
-        self._aborting.pop(itt, None)
-        if itt in self._waiters:
-            # Not aborted and not answered: the controller does not know the task (or
-            # refused the abort). Its fate is unknown, so this connection cannot be trusted.
-            try:
-                name = TmfResponse(response).name
-            except ValueError:
-                name = f"0x{response:02x}"
-            self._drop(f"ABORT TASK of command 0x{itt:x} answered {name}")
-
-    def _drop(self, reason: str) -> None:
-        """Give up on this connection: fail everything in flight, reset the TCP connection."""
-        log_event(log, "path dropped", level=logging.WARNING, path=self.name, reason=reason)
-        self._fail_all(reason)
-        self.abort()
-
     def _fail_all(self, reason: str) -> None:
         if not self._login.done():
             self._login.set_exception(LoginError(f"{self.name}: {reason}"))
         waiters, self._waiters = self._waiters, {}
-        self._issued.clear()
-        self._aborting.clear()
-        self._tmf_for.clear()
         for fut in waiters.values():
             if not fut.done():
                 fut.set_exception(PathFailed(f"{self.name}: {reason}"))
         if not self.closed.done():
             self.closed.set_result(reason)
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-                self._watchdog = None
             if self.session is not None:
                 log_event(log, "path closed", path=self.name, reason=reason)
 

@@ -5,9 +5,11 @@ Same shape as the target core::
     conn = InitiatorConnection(config=InitiatorConfig(...), now=loop.time())  # queues login
     transport.writelines(conn.data_to_send())
     conn.receive_data(data); event = conn.next_event()  # LoginSucceeded, CommandComplete, ...
-    itt = conn.submit_command(lun, cdb, data_out=..., expected_in_length=...)
+    itt = conn.submit_command(lun, cdb, data_out=..., expected_in_length=..., now=loop.time())
+    conn.get_timer() / conn.handle_timer(now)  # keepalive, command timeouts, ABORT TASK
 
-Login lives in ``initiator_login``; this module is the Full Feature Phase: CmdSN numbering and
+Login lives in ``initiator_login``, the clocks in ``initiator_timers``; this module is the
+Full Feature Phase: CmdSN numbering and
 the target's window (commands beyond MaxCmdSN wait in a local queue), immediate and unsolicited
 data, Data-Out answering R2Ts, Data-In collection, SCSI responses, NOP ping both ways, text
 (SendTargets), task management, logout and the target's Reject / Async messages.
@@ -51,6 +53,7 @@ from .initiator_events import (
     TextResult,
 )
 from .initiator_login import InitiatorLogin, InitiatorLoginContext
+from .initiator_timers import NO_TIMERS, InitiatorTimers, InitiatorWatch
 from .pdu import (
     ASYNC_MESSAGE,
     DATA_IN,
@@ -88,11 +91,12 @@ class _Command:
 
     __slots__ = ("itt", "lun_field", "cmdsn", "data_out", "read_length", "buffer", "parts",
                  "received", "next_datasn", "single", "header", "ahs", "immediate_length",
-                 "immediate", "unsolicited")
+                 "immediate", "unsolicited", "issued")
 
     def __init__(self, itt: int, lun_field: int, data_out: memoryview | None,
-                 read_length: int) -> None:
+                 read_length: int, issued: float) -> None:
         self.itt = itt
+        self.issued = issued  # when it was submitted (its command timeout counts from here)
         self.lun_field = lun_field
         self.cmdsn = 0
         self.data_out = data_out
@@ -109,8 +113,9 @@ class _Command:
         self.unsolicited = 0
 
 
-class InitiatorConnection(InitiatorLogin, PduEndpoint):
-    """One TCP connection of an iSCSI initiator."""
+class InitiatorConnection(InitiatorLogin, InitiatorWatch, PduEndpoint):
+    """One TCP connection of an iSCSI initiator. ``timers``: keepalive and command timeouts
+    (default: neither; see :mod:`difs.iscsi.initiator_timers`)."""
 
     DISPATCH: dict[int, tuple[str, frozenset[State]]] = {
         Opcode.LOGIN_RESPONSE: ("_on_login_response", INITIATOR_LOGIN_STATES),
@@ -133,7 +138,8 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
                                                        State.EXPECT_LOGOUT_RESPONSE})),
     }
 
-    def __init__(self, *, config: InitiatorConfig, now: float) -> None:
+    def __init__(self, *, config: InitiatorConfig, now: float,
+                 timers: InitiatorTimers = NO_TIMERS) -> None:
         self.config = config
         self.session: InitiatorSession | None = None
         self.cmd_sn = config.initial_cmdsn & SERIAL_MASK
@@ -167,6 +173,7 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
         self._tmf: dict[int, tuple[int, int, int]] = {}  # itt -> (function, lun, ref itt)
         self._logout_itt: int | None = None
         self._login: InitiatorLoginContext | None = InitiatorLoginContext()
+        self._start_timers(timers, now)
         self._set_handlers()
         self._start_login()
 
@@ -187,6 +194,7 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             return
+        self._heard = True
         framer = self._framer
         framer.feed(data)
         while not self._closed:
@@ -208,27 +216,6 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
                 else:
                     self._fault(exc)
 
-    def get_timer(self) -> float | None:
-        if self._closed:
-            return None
-        if self._login_deadline is not None:
-            return self._login_deadline
-        if self._pings:
-            return min(self._pings.values())
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        self._now = now
-        if self._closed:
-            return
-        if self._login_deadline is not None and now >= self._login_deadline:
-            self._machine.process(Input.TIMEOUT)
-            self._terminate("login timeout")
-            return
-        if self._pings and min(self._pings.values()) <= now:
-            self._machine.process(Input.TIMEOUT)
-            self._terminate("NOP-Out ping timeout: target did not answer")
-
     def close(self) -> None:
         if self._machine.state is not State.CLOSED:
             self._machine.process(Input.TRANSPORT_LOST)
@@ -239,15 +226,17 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
 
     def submit_command(self, lun: int, cdb: bytes, *, data_out: bytes | memoryview | None = None,
                        expected_in_length: int = 0, attr: int = TaskAttribute.SIMPLE,
-                       immediate: bool = False) -> int:
+                       immediate: bool = False, now: float | None = None) -> int:
         """Queue a SCSI command; returns its ITT. A command with both ``data_out`` and
-        ``expected_in_length`` is bidirectional."""
+        ``expected_in_length`` is bidirectional. ``now``: the current time, from which its
+        command timeout counts (without it, the time of the last ``handle_timer``)."""
         self._require_full_feature()
         itt = self._allocate_itt()
         out = None
         if data_out is not None and len(data_out):
             out = data_out if type(data_out) is memoryview else memoryview(data_out)
-        command = _Command(itt, encode_lun(lun), out, expected_in_length)
+        command = _Command(itt, encode_lun(lun), out, expected_in_length,
+                           self._now if now is None else now)
         write = out is not None
         read = expected_in_length > 0
         edtl = len(out) if write else expected_in_length
@@ -520,12 +509,15 @@ class InitiatorConnection(InitiatorLogin, PduEndpoint):
                            if decode_lun(c.lun_field) == lun]
             else:
                 victims = []
+            aborting = self._aborting
             for victim in victims:
                 command = self._commands.pop(victim)
                 if command in self._waiting:
                     self._waiting.remove(command)
-                self._events.append(CommandAborted(victim))
+                self._events.append(CommandAborted(victim, victim in aborting))
         self._events.append(TaskManagementComplete(itt, response))
+        if function == TmfFunction.ABORT_TASK and self._aborting:
+            self._abort_answered(itt, referenced_itt, response)
 
     # ------------------------------------------------------------------ logout
 

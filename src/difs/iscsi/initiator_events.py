@@ -1,4 +1,10 @@
-"""Events an ``InitiatorConnection`` hands to its adapter, and the negotiated session record."""
+"""Events an ``InitiatorConnection`` hands to its adapter, and the negotiated session record.
+
+The core's timer decisions (see :mod:`difs.iscsi.initiator_timers`) arrive as events too:
+``CommandTimeout`` (ABORT TASK sent), ``CommandAborted(timed_out=True)`` (the abort was
+confirmed) and ``ConnectionDead`` (the core gave up on the target; ``ConnectionClosed``
+follows with the same reason).
+"""
 
 from __future__ import annotations
 
@@ -65,9 +71,33 @@ class CommandComplete:
 
 @dataclass(slots=True)
 class CommandAborted:
-    """The command was terminated by a task management function (no status will come)."""
+    """The command was terminated by a task management function (no status will come).
+
+    ``timed_out``: the core had aborted it for not being answered in time (after a
+    ``CommandTimeout``): it did not run and the connection works, so it can be sent again."""
 
     itt: int
+    timed_out: bool = False
+
+
+@dataclass(slots=True)
+class CommandTimeout:
+    """The command was not answered within ``after`` seconds: the core sent ABORT TASK
+    (ITT ``tmf_itt``). A ``CommandAborted(timed_out=True)`` follows when the target confirms
+    the abort, a ``ConnectionDead`` when it does not."""
+
+    itt: int
+    tmf_itt: int
+    after: float
+
+
+@dataclass(slots=True)
+class ConnectionDead:
+    """The core gave up on the target: a NOP-Out ping or an ABORT TASK went unanswered, or an
+    abort was answered without ending its task (the command's fate is unknown). Everything in
+    flight is lost; a ``ConnectionClosed`` with the same reason follows."""
+
+    reason: str
 
 
 @dataclass(slots=True)

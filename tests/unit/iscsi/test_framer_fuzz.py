@@ -37,6 +37,8 @@ from difs.iscsi.initiator_events import (
     CommandAborted,
     CommandComplete,
     CommandRejected,
+    CommandTimeout,
+    ConnectionDead,
     DiscoveryResult,
     LoginFailed,
     LoginSucceeded,
@@ -155,7 +157,7 @@ def test_pull_pdu_on_any_header_returns_a_pdu_or_a_rejection(header, ahs, data):
 # ---------------------------------------------------------------------------------------------
 
 INITIATOR_EVENTS = (LoginSucceeded, LoginFailed, CommandComplete, CommandAborted,
-                    CommandRejected, DiscoveryResult, TextResult, PingComplete,
+                    CommandTimeout, ConnectionDead, CommandRejected, DiscoveryResult, TextResult, PingComplete,
                     TaskManagementComplete, AsyncEventReceived, RejectReceived, LogoutComplete,
                     ConnectionClosed, ProtocolViolation)
 

@@ -1,0 +1,243 @@
+"""The disk's retry rules (``difs.host.recovery.decide``), without sockets: every branch, the
+log lines they write (fields in order), the counters they add to, and that every run of
+failures ends in EIO after a bounded number of attempts."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from difs.host.recovery import (
+    MAX_ABORTED,
+    MAX_PI_RETRIES,
+    MAX_TIMEOUTS,
+    MAX_UNIT_ATTENTIONS,
+    Action,
+    Attempts,
+    Completed,
+    NoPath,
+    PathBroke,
+    PiVerifyFailed,
+    Tally,
+    TimedOut,
+    decide,
+)
+from difs.policy.fast import DATA_DIGEST, HEADER_DIGEST
+
+PATH = "ctl/ch0"
+GOOD, CHECK, BUSY = 0x00, 0x02, 0x08
+UNIT_ATTENTION, ILLEGAL_REQUEST, ABORTED = 0x06, 0x05, 0x0B
+
+
+def attempts(**overrides) -> Attempts:
+    values = dict(app="db", volume="iqn.x:db LUN 0", target="iqn.x:db", opcode=0x8A,
+                  path_wait=2.5)
+    values.update(overrides)
+    return Attempts(**values)
+
+
+def aborted(asc: int, ascq: int, information: int | None = None) -> Completed:
+    return Completed(CHECK, ABORTED, asc, ascq, information,
+                     f"sense key bh asc/ascq {asc:02x}h/{ascq:02x}h")
+
+
+# -- no path ---------------------------------------------------------------------------
+
+
+def test_no_path_waits_while_time_is_left() -> None:
+    decision = decide(NoPath(0.5, DATA_DIGEST, "ch0 down: refused"), attempts())
+    assert decision.action is Action.WAIT_FOR_PATH
+    assert decision.tally is Tally.NONE and decision.log is None
+
+
+@pytest.mark.parametrize("requires, down, need, tail", [
+    (HEADER_DIGEST | DATA_DIGEST, "ch0, ch1 down: connection refused", "header digest, data digest",
+     "; ch0, ch1 down: connection refused"),
+    (0, "", "nothing", ""),
+])
+def test_no_path_after_the_wait_is_eio_naming_the_requirement(requires, down, need, tail) -> None:
+    decision = decide(NoPath(0.0, requires, down), attempts())
+    assert decision.action is Action.FAIL and decision.tally is Tally.FAILED
+    assert decision.error == f"no available path satisfies db's policy ({need}){tail}"
+    assert decision.log.event == "no satisfying path" and decision.log.level == logging.ERROR
+    assert decision.log.fields == {"app": "db", "target": "iqn.x:db", "requires": need,
+                                   "waited": 2.5, "paths": down}
+    assert decide(NoPath(-1.0, requires, down), attempts()).action is Action.FAIL
+
+
+# -- timeouts and broken paths ---------------------------------------------------------
+
+
+def test_a_timed_out_command_is_sent_again_then_eio() -> None:
+    history = attempts()
+    for _ in range(MAX_TIMEOUTS):
+        decision = decide(TimedOut("ch0: command 0x5 not answered"), history, PATH)
+        assert decision.action is Action.RETRY and decision.tally is Tally.RESENT
+        assert decision.log.event == "command aborted after a timeout, re-sending"
+        assert decision.log.level == logging.WARNING
+        assert list(decision.log.fields) == ["app", "path", "reason"]
+    decision = decide(TimedOut("ch0: command 0x9 not answered"), history, PATH)
+    assert decision.action is Action.FAIL and decision.tally is Tally.FAILED
+    assert decision.error == "ch0: command 0x9 not answered"
+    assert decision.log == ("command timed out", logging.ERROR,
+                            {"app": "db", "path": PATH, "opcode": "8a", "tries": 4})
+
+
+def test_a_broken_path_is_given_up_and_the_command_sent_again_every_time() -> None:
+    history = attempts()
+    for _ in range(20):
+        decision = decide(PathBroke("ch0: connection reset"), history, PATH)
+        assert decision.action is Action.PATH_DOWN and decision.tally is Tally.RESENT
+        assert decision.log == ("path failed, re-sending", logging.WARNING,
+                                {"app": "db", "path": PATH, "reason": "ch0: connection reset"})
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def test_good_is_done() -> None:
+    assert decide(Completed(GOOD), attempts(), PATH).action is Action.DONE
+
+
+def test_unit_attentions_are_sent_again_quietly_then_fail() -> None:
+    history = attempts()
+    ua = Completed(CHECK, UNIT_ATTENTION, 0x29, 0x00, None, "sense key 6h asc/ascq 29h/00h")
+    for _ in range(MAX_UNIT_ATTENTIONS):
+        decision = decide(ua, history, PATH)
+        assert decision.action is Action.RETRY
+        assert decision.tally is Tally.NONE and decision.log is None
+    decision = decide(ua, history, PATH)
+    assert decision.action is Action.FAIL and decision.error == ua.text
+    assert decision.log.event == "command failed"
+
+
+def test_aborted_command_is_sent_again_elsewhere_three_times() -> None:
+    history = attempts()
+    crc = aborted(0x47, 0x05)
+    for attempt in range(1, MAX_ABORTED + 1):
+        decision = decide(crc, history, PATH)
+        assert decision.action is Action.RETRY_ELSEWHERE
+        assert decision.tally == Tally.RESENT | Tally.ABORTED_RETRY
+        assert decision.log == ("command aborted by the controller, re-sending",
+                                logging.WARNING,
+                                {"app": "db", "path": PATH, "opcode": "8a", "sense": crc.text,
+                                 "attempt": attempt})
+    decision = decide(crc, history, PATH)
+    assert decision.action is Action.FAIL and decision.tally is Tally.FAILED
+    assert decision.error == crc.text
+
+
+@pytest.mark.parametrize("status, key, text", [
+    (CHECK, ILLEGAL_REQUEST, "sense key 5h asc/ascq 24h/00h"),
+    (CHECK, 0x07, "sense key 7h asc/ascq 74h/71h"),  # DATA PROTECT: a policy refusal
+    (BUSY, 0, "no sense data"),
+    (0x18, 0, "no sense data"),  # RESERVATION CONFLICT
+])
+def test_any_other_answer_is_eio_with_its_sense(status, key, text) -> None:
+    decision = decide(Completed(status, key, 0x24, 0, None, text), attempts(), PATH)
+    assert decision.action is Action.FAIL and decision.tally is Tally.FAILED
+    assert decision.error == text
+    assert decision.log == ("command failed", logging.WARNING,
+                            {"app": "db", "path": PATH, "opcode": "8a",
+                             "status": f"{status:02x}", "sense": text})
+
+
+# -- T10 PI ----------------------------------------------------------------------------
+
+
+PI_FIELDS = ["app", "volume", "lba", "check", "found_by", "path", "opcode", "action", "detail"]
+
+
+@pytest.mark.parametrize("ascq, check", [(1, "guard"), (2, "app"), (3, "ref"), (7, "ascq 07h")])
+def test_controller_pi_rejection_is_retried_once_elsewhere_then_eio(ascq, check) -> None:
+    history = attempts()
+    outcome = aborted(0x10, ascq, information=4660)
+    first = decide(outcome, history, PATH)
+    assert first.action is Action.RETRY_ELSEWHERE and first.tally is Tally.PI_REJECTED
+    assert first.log.event == "PI check failed" and first.log.level == logging.WARNING
+    assert list(first.log.fields) == PI_FIELDS
+    assert first.log.fields["check"] == check and first.log.fields["lba"] == 4660
+    assert first.log.fields["found_by"] == "controller"
+    assert first.log.fields["action"] == "retrying on another path"
+    assert first.log.fields["detail"] == outcome.text
+    final = decide(outcome, history, PATH)
+    assert final.action is Action.FAIL and final.tally == Tally.PI_REJECTED | Tally.FAILED
+    assert final.log.level == logging.ERROR
+    assert final.log.fields["action"] == "I/O error to the application"
+    assert final.error == (f"db: T10 PI {check} check failed at LBA 4660 (controller), "
+                           "after 2 tries")
+
+
+def test_pi_rejection_does_not_spend_the_aborted_command_budget() -> None:
+    history = attempts()
+    for _ in range(MAX_ABORTED):
+        decide(aborted(0x47, 0x05), history, PATH)
+    assert decide(aborted(0x10, 0x01, 8), history, PATH).action is Action.RETRY_ELSEWHERE
+
+
+def test_host_pi_failure_is_retried_once_elsewhere_then_eio() -> None:
+    history = attempts(opcode=0x88)
+    outcome = PiVerifyFailed("guard", 12, "guard check failed at LBA 12")
+    first = decide(outcome, history, PATH)
+    assert first.action is Action.RETRY_ELSEWHERE and first.tally is Tally.PI_ERROR
+    assert first.log.fields == {"app": "db", "volume": "iqn.x:db LUN 0", "lba": 12,
+                                "check": "guard", "found_by": "host", "path": PATH,
+                                "opcode": "88", "action": "retrying on another path",
+                                "detail": "guard check failed at LBA 12"}
+    final = decide(outcome, history, PATH)
+    assert final.action is Action.FAIL and final.tally == Tally.PI_ERROR | Tally.FAILED
+    assert final.error == "db: T10 PI guard check failed at LBA 12 (host), after 2 tries"
+
+
+def test_host_and_controller_pi_failures_share_one_budget() -> None:
+    history = attempts()
+    assert decide(PiVerifyFailed("ref", 3, "x"), history, PATH).action is Action.RETRY_ELSEWHERE
+    final = decide(aborted(0x10, 0x03, 3), history, PATH)
+    assert final.action is Action.FAIL
+    assert final.error == "db: T10 PI ref check failed at LBA 3 (controller), after 2 tries"
+    assert MAX_PI_RETRIES == 1
+
+
+def test_budgets_are_per_kind() -> None:
+    history = attempts()
+    ua = Completed(CHECK, UNIT_ATTENTION, 0x29, 0, None, "ua")
+    for _ in range(MAX_TIMEOUTS):
+        assert decide(TimedOut("t"), history, PATH).action is Action.RETRY
+    for _ in range(MAX_UNIT_ATTENTIONS):
+        assert decide(ua, history, PATH).action is Action.RETRY
+    for _ in range(MAX_ABORTED):
+        assert decide(aborted(0x47, 5), history, PATH).action is Action.RETRY_ELSEWHERE
+    assert (history.timeouts, history.attentions, history.aborted) == (3, 8, 3)
+
+
+# -- every run of failures ends --------------------------------------------------------
+
+failures = st.one_of(
+    st.builds(TimedOut, st.just("t")),
+    st.builds(Completed, st.just(CHECK), st.sampled_from([UNIT_ATTENTION, ABORTED]),
+              st.sampled_from([0x10, 0x47, 0x29]), st.integers(0, 3)),
+    st.builds(Completed, st.sampled_from([CHECK, BUSY]), st.integers(0, 15)),
+    st.builds(PiVerifyFailed, st.sampled_from(["guard", "app", "ref"]), st.integers(0, 9),
+              st.just("d")),
+)
+
+BOUND = MAX_TIMEOUTS + MAX_UNIT_ATTENTIONS + MAX_ABORTED + MAX_PI_RETRIES + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(failures, min_size=BOUND, max_size=BOUND))
+def test_failures_end_in_eio_within_a_bounded_number_of_attempts(outcomes) -> None:
+    history = attempts()
+    for n, outcome in enumerate(outcomes, 1):
+        decision = decide(outcome, history, PATH)
+        assert decision.action is not Action.DONE
+        if decision.action is Action.FAIL:
+            assert decision.error and Tally.FAILED in decision.tally
+            assert decision.log is not None
+            break
+        assert Tally.FAILED not in decision.tally
+    else:
+        raise AssertionError(f"still retrying after {n} failed attempts")
