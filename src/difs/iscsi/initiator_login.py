@@ -25,7 +25,7 @@ from .negotiation import OPERATIONAL_KEYS, Negotiator, proposals
 from .params import NegotiatedParams
 from .pdu import LOGIN_RESPONSE, LoginRequest, encode_pdu_segments
 from .state import Input, State
-from .text import TextAccumulator, encode_text
+from .text import TextAccumulator, encode_text, pull_number
 
 if TYPE_CHECKING:
     from .initiator import InitiatorConnection
@@ -117,7 +117,7 @@ class InitiatorLogin:
             keys = dict(pairs)
             ctx.tsih = tsih or ctx.tsih
             if "TargetPortalGroupTag" in keys:
-                ctx.tpgt = int(keys["TargetPortalGroupTag"])
+                ctx.tpgt = _portal_group_tag(keys["TargetPortalGroupTag"])
             if "TargetAlias" in keys:
                 ctx.target_alias = keys["TargetAlias"]
             negotiator = ctx.negotiator
@@ -223,3 +223,11 @@ class InitiatorLogin:
                                    State.EXPECT_OPERATIONAL_RESPONSE):
             self._machine.process(Input.LOGIN_REFUSED)
         self._terminate(f"login failed: {exc}")
+
+
+def _portal_group_tag(value: str) -> int:
+    """The target's TargetPortalGroupTag: a 16-bit number in any RFC 7143 5.1 form."""
+    tag = pull_number(value)
+    if tag > 0xFFFF:
+        raise TextError(f"TargetPortalGroupTag {tag} is not a 16-bit value")
+    return tag
