@@ -6,7 +6,7 @@ collapsed stacks including C frames, so system calls (``pread64``, ``writev``) a
 libc copies show up by name. The summary gives, as shares of all samples:
 
 * *self*: the innermost frame, with the Python function that led to it when the
-  frame is C (``writev [libc.so.6] ← IscsiSession._flush (difs/host/session.py)``);
+  frame is C (``writev [libc.so.6] ← IscsiSession._flush (difs/host/connection.py)``);
 * *py*: the innermost Python function (its own time plus the C code it called);
 * *total*: each difs function anywhere on the stack (entry points left out).
 

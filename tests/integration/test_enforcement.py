@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import controller, free_port, need_tool, run
 
-from difs.host.session import IscsiSession, SessionTimers
+from difs.host.connection import IscsiSession, SessionTimers
 from difs.integrity import generate, interleave
 from difs.iscsi.config import InitiatorConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import controller, free_port, need_tool, run, start_difs
 
-from difs.host.session import IscsiSession, SessionTimers
+from difs.host.connection import IscsiSession, SessionTimers
 from difs.integrity import crc16_t10dif, split
 from difs.iscsi.config import InitiatorConfig
 from difs.sam.apptag import application_tag

@@ -27,7 +27,7 @@ from support import controller, free_port, start_difs
 from difs.host.disk import AppDisk
 from difs.host.pathgroup import PathGroup
 from difs.host.paths import ChannelSpec
-from difs.host.session import SessionTimers
+from difs.host.connection import SessionTimers
 from difs.iscsi.constants import Opcode
 from difs.nbd import constants as nbd
 from difs.nbd.client import NbdClient

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import controller, free_port, run
 
-from difs.host.session import IscsiSession, SessionTimers
+from difs.host.connection import IscsiSession, SessionTimers
 from difs.integrity import generate, interleave, split, verify
 from difs.iscsi.config import InitiatorConfig
 

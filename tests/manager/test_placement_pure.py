@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from difs.manager.compliance import EstablishedPath, Site, evaluate
+from difs.manager.compliance_rules import EstablishedPath, Site, evaluate
 from difs.manager.placement import (
     ContainerCandidate,
     HostCandidate,

@@ -19,7 +19,7 @@ from difs.iscsi.events import ScsiTask, TaskManagementRequest
 from difs.iscsi.initiator import InitiatorConnection
 from difs.iscsi.initiator_timers import NO_TIMERS, InitiatorTimers
 from difs.iscsi.session import SessionTable
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 
 TARGET = "iqn.2024-01.org.difs:disk1"
 INITIATOR = "iqn.2024-01.org.difs:host1"

@@ -20,7 +20,7 @@ from difs.iscsi.initiator_events import (
     LoginSucceeded,
 )
 from difs.iscsi.state import State
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 
 from .helpers import (
     INITIATOR,

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         from difs.host.pathgroup import ChapSecrets, CredentialBook, parse_chap
         from difs.host.paths import parse_channels
         from difs.host.selection import path_selector
-        from difs.host.session import SessionTimers
+        from difs.host.connection import SessionTimers
         from difs.util.credentials import resolve_user_secret
         from difs.util.logs import setup_logging
 

@@ -3,7 +3,7 @@
 In manager mode the controller serves a single target, ``IQN_PREFIX:NAME``,
 whose LUNs are the volumes the manager placed here. Access is per initiator:
 each host initiator that logs in gets its own *view* (a
-:class:`~difs.scsi.target.ScsiTarget`) holding exactly the LUNs bound to it, so
+:class:`~difs.scsi.lun_map.ScsiTarget`) holding exactly the LUNs bound to it, so
 REPORT LUNS, INQUIRY and I/O see nothing else — an unbound volume is in no view.
 Volumes are exclusive: a volume sits in at most one view (one bound initiator).
 
@@ -25,7 +25,7 @@ from difs.iscsi.config import TargetConfig
 from difs.sam.apptag import application_tag
 from difs.scsi.device import LogicalUnit
 from difs.scsi.store import BlockStore
-from difs.scsi.target import ScsiTarget
+from difs.scsi.lun_map import ScsiTarget
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.controller")

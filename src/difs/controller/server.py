@@ -66,13 +66,13 @@ from difs.iscsi.events import (
     TaskManagementRequest,
 )
 from difs.iscsi.session import Session, SessionTable
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 from difs.sam.sense import parse_sense, pi_check_kind
 from difs.sam.status import CHECK_CONDITION, GOOD
 from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
 from difs.scsi.store import BlockStore
-from difs.scsi.target import ScsiTarget
+from difs.scsi.lun_map import ScsiTarget
 from difs.util.logs import log_event
 from difs.util.units import format_portal, parse_portal
 

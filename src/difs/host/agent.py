@@ -19,7 +19,7 @@ from difs.host.disk import AppDisk
 from difs.host.pathgroup import CredentialBook, PathGroup
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec
 from difs.host.selection import path_selector
-from difs.host.session import SessionTimers
+from difs.host.connection import SessionTimers
 from difs.nbd.backend import NbdBackendError
 from difs.nbd.server import (
     DEFAULT_HANDSHAKE_IDLE,

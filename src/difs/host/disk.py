@@ -12,7 +12,7 @@ naming the unmet requirement. It is never downgraded.
 **Protection information.** For an application whose policy asks for T10 PI the disk
 generates PI on every write (WRITE(16) with WRPROTECT=001b, 8 bytes after each 512-byte
 block) and verifies it on every read (READ(16) with RDPROTECT=001b) before the application
-sees a byte; see :mod:`difs.host.protection`. A PI check that fails — found by the host on
+sees a byte; see :mod:`difs.host.app_pi`. A PI check that fails — found by the host on
 a read, or reported by the controller (ABORTED COMMAND 10h/01h-03h) — is retried once on
 another satisfying path (the same one when it is the only one), then the request fails with
 EIO and a log line naming the application, the LBA and the check. Never silently wrong data.
@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 
 from difs.host.pathgroup import PathGroup
 from difs.host.paths import Path
-from difs.host.protection import (
+from difs.host.app_pi import (
     PI_BLOCK,
     PROTECT_001,
     Capacity,
@@ -63,7 +63,7 @@ from difs.host.recovery import (
     decide,
 )
 from difs.host.selection import PathSelector, choose, path_selector
-from difs.host.session import CommandTimedOut, PathFailed
+from difs.host.connection import CommandTimedOut, PathFailed
 from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
@@ -134,7 +134,7 @@ class AppDisk(NbdBackend):
     def set_requirement(self, requirement: Requirement) -> None:
         """A policy update: later I/O is tagged, routed and protected by the new requirement.
 
-        Raises :class:`~difs.host.protection.ProtectionUnavailable` (and changes nothing) when
+        Raises :class:`~difs.host.app_pi.ProtectionUnavailable` (and changes nothing) when
         the new policy asks for PI the volume does not have."""
         protection = self.protection
         if self.capacity is not None:
@@ -251,7 +251,7 @@ class AppDisk(NbdBackend):
     async def open(self) -> None:
         """Learn the volume's size, block size and protection (READ CAPACITY 16).
 
-        Raises :class:`~difs.host.protection.ProtectionUnavailable` when the application's
+        Raises :class:`~difs.host.app_pi.ProtectionUnavailable` when the application's
         policy asks for PI and the volume is not formatted with it (the application must
         not start: its policy cannot be honoured)."""
         cdb = bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)

@@ -32,7 +32,7 @@ from difs.util.units import format_portal
 log = logging.getLogger("difs.host")
 
 
-#: the T10 PI types this host generates and verifies (difs.host.protection)
+#: the T10 PI types this host generates and verifies (difs.host.app_pi)
 HOST_PI_TYPES = (1, 3)
 
 

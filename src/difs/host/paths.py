@@ -105,7 +105,7 @@ class Path:
 
     @property
     def session(self) -> Any:
-        """The adapter's session object (``difs.host.session.IscsiSession``)."""
+        """The adapter's session object (``difs.host.connection.IscsiSession``)."""
         return self._session
 
     @session.setter

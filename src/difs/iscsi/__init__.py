@@ -58,7 +58,7 @@ from .initiator_events import (
 from .params import NegotiatedParams
 from .session import Session, SessionTable
 from .state import State
-from .target import TargetConnection
+from .target_connection import TargetConnection
 
 __all__ = [
     "AsyncEvent", "AsyncEventReceived", "ChapCredentials", "CommandAborted", "CommandComplete",

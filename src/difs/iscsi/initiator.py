@@ -30,7 +30,7 @@ from .constants import (
     TmfFunction,
     TmfResponse,
 )
-from .endpoint import PduEndpoint
+from .pdu_endpoint import PduEndpoint
 from .errors import (
     ConnectionFault,
     DataDigestError,

@@ -20,7 +20,7 @@ from .serial import SERIAL_MASK, serial_gt
 
 if TYPE_CHECKING:
     from .params import NegotiatedParams
-    from .target import TargetConnection
+    from .target_connection import TargetConnection
 
 
 class Session:

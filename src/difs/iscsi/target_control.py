@@ -48,7 +48,7 @@ from .state import Input
 from .text import TextAccumulator, encode_text
 
 if TYPE_CHECKING:
-    from .target import TargetConnection
+    from .target_connection import TargetConnection
 
 _LUN_SCOPED = (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET,
                TmfFunction.LOGICAL_UNIT_RESET, TmfFunction.CLEAR_ACA)

@@ -37,7 +37,7 @@ from .framer import Pdu
 from .pdu import DATA_IN, DATA_OUT, R2T, SCSI_COMMAND, SCSI_RESPONSE, pull_command_ahs
 
 if TYPE_CHECKING:
-    from .target import TargetConnection
+    from .target_connection import TargetConnection
 
 _unpack_command = SCSI_COMMAND.unpack_from
 _unpack_data_out = DATA_OUT.unpack_from

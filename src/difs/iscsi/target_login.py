@@ -50,7 +50,7 @@ from .state import TARGET_LOGIN_STATES, Input, State
 from .text import TextAccumulator, encode_text
 
 if TYPE_CHECKING:
-    from .target import TargetConnection
+    from .target_connection import TargetConnection
 
 _STAGE_INPUT = {Stage.SECURITY_NEGOTIATION: Input.SECURITY_PDU,
                 Stage.OPERATIONAL_NEGOTIATION: Input.OPERATIONAL_PDU}

@@ -21,7 +21,7 @@ from difs.scsi.nexus import Nexus
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ReservationConflict, ScsiError
 from difs.scsi.store import BlockStore, MemoryStore, PiBlockStore
-from difs.scsi.target import ScsiTarget
+from difs.scsi.lun_map import ScsiTarget
 
 __all__ = [
     "BlockStore",

@@ -214,7 +214,7 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
         specs.append(cs(C.UNMAP, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x3F, FF, FF, 0),
                         provisioning.unmap, res="W", medium=True))
     # REPORT LUNS is answered by the target when there is one; a lone LU answers itself.
-    from difs.scsi.target import report_luns
+    from difs.scsi.lun_map import report_luns
 
     specs.append(cs(C.REPORT_LUNS, "REPORT LUNS", _u(0xA0, 0, FF, 0, 0, 0, *LBA4, 0, 0),
                     report_luns, ua_exempt=True, spc2_ok=True))

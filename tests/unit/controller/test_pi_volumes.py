@@ -96,7 +96,7 @@ def test_endpoint_formats_from_the_mirrored_policy_and_expects_the_app_tag(tmp_p
 
 
 def test_application_tag_matches_the_hosts_contract() -> None:
-    from difs.host.protection import application_tag as host_tag
+    from difs.host.app_pi import application_tag as host_tag
 
     for name in ("app1", "app2", "db", "a" * 63):
         assert application_tag(name) == host_tag(name)

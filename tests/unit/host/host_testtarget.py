@@ -18,7 +18,7 @@ from difs.iscsi.config import PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
 from difs.iscsi.events import ScsiTask, TaskManagementRequest
 from difs.iscsi.session import SessionTable
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 
 TARGET = "iqn.2026-11.io.difs:test.disk"
 BLOCK = 512

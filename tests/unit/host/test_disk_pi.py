@@ -19,7 +19,7 @@ from host_testtarget import TARGET, TestTarget
 from difs.host.disk import AppDisk
 from difs.host.pathgroup import PathGroup
 from difs.host.paths import ChannelSpec
-from difs.host.protection import (
+from difs.host.app_pi import (
     PROTECT_001,
     Capacity,
     Protection,
@@ -28,7 +28,7 @@ from difs.host.protection import (
     path_requirement,
     protection_for,
 )
-from difs.host.session import SessionTimers
+from difs.host.connection import SessionTimers
 from difs.integrity import PiCheckError, generate, interleave, split, verify
 from difs.nbd.backend import NbdBackendError
 from difs.policy.fast import DATA_DIGEST, PI, PI_TYPE1, PI_TYPE3, Requirement

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from difs.cli.main import app
 from difs.host.pathgroup import ChapSecrets, CredentialBook, parse_chap
-from difs.host.session import SessionTimers
+from difs.host.connection import SessionTimers
 from difs.iscsi.config import ChapCredentials
 
 APP = ["--app", "a=iscsi://127.0.0.1:1/iqn.2026-11.io.difs:x.a/0"]

@@ -12,7 +12,7 @@ from host_testtarget import BLOCK, TARGET, TestTarget, read16, write16
 from difs.host.disk import AppDisk
 from difs.host.pathgroup import PathGroup
 from difs.host.paths import ChannelSpec, PathState
-from difs.host.session import (
+from difs.host.connection import (
     CommandTimedOut,
     IscsiSession,
     PathFailed,

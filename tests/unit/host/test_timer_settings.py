@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from difs.host.session import SessionTimers
+from difs.host.connection import SessionTimers
 from difs.iscsi.initiator_timers import NO_TIMERS, InitiatorTimers
 
 

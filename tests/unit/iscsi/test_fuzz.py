@@ -29,7 +29,7 @@ from difs.iscsi.pdu import (
     encode_pdu,
 )
 from difs.iscsi.session import SessionTable
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 from difs.iscsi.text import encode_text
 
 TARGET = "iqn.2024-01.org.difs:t"

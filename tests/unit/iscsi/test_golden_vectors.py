@@ -49,7 +49,7 @@ from difs.iscsi.pdu import (
 )
 from difs.iscsi.session import SessionTable
 from difs.iscsi.state import State
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 from difs.iscsi.text import pull_binary, pull_text
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "iscsi"

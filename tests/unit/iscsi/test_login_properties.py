@@ -63,7 +63,7 @@ from difs.iscsi.pdu import (
 )
 from difs.iscsi.session import SessionTable
 from difs.iscsi.state import TARGET_LOGIN_STATES, TARGET_TRANSITIONS, TERMINAL, Input, State
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 from difs.iscsi.text import pull_text
 
 TARGET = "iqn.2024-01.org.difs:t"

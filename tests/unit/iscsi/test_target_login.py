@@ -12,7 +12,7 @@ from difs.iscsi.framer import PduFramer
 from difs.iscsi.pdu import LoginRequest, LoginResponse, NopOut, encode_pdu, pull_pdu
 from difs.iscsi.session import SessionTable
 from difs.iscsi.state import TARGET_TRANSITIONS, Input, State, StateMachine
-from difs.iscsi.target import TargetConnection
+from difs.iscsi.target_connection import TargetConnection
 from difs.iscsi.text import encode_text, pull_text
 
 TARGET = "iqn.2024-01.org.difs:t"

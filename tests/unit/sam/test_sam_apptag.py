@@ -8,7 +8,7 @@ These values are the contract; change them only with a migration of the data wri
 import pytest
 
 from difs.controller import endpoint
-from difs.host import protection
+from difs.host import app_pi
 from difs.sam.apptag import application_tag
 
 
@@ -31,5 +31,5 @@ def test_the_escape_ffffh_is_never_a_tag() -> None:
 
 
 def test_host_and_controller_use_this_rule() -> None:
-    assert protection.application_tag is application_tag
+    assert app_pi.application_tag is application_tag
     assert endpoint.application_tag is application_tag

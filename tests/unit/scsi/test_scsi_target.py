@@ -11,7 +11,7 @@ from scsi_cdbs import (assert_check, assert_good, inquiry, read10, report_luns, 
 from difs.sam.sense import ILLEGAL_REQUEST, NOT_READY
 from difs.sam.status import RESERVATION_CONFLICT
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, ScsiTarget
-from difs.scsi.target import decode_lun, encode_lun
+from difs.scsi.lun_map import decode_lun, encode_lun
 
 
 def test_report_luns_lists_every_lun_even_without_lun0(fx):

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from difs.manager.compliance import EstablishedPath, Site, evaluate
+from difs.manager.compliance_rules import EstablishedPath, Site, evaluate
 from difs.manager.errors import NotFound
 from difs.manager.models import ApplicationRow, NodeRow, PathStatRow, VolumeRow
 from difs.manager.schemas import CompliancePublic, PathStatsReport, StatsAck

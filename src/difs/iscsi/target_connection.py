@@ -36,7 +36,7 @@ from .constants import (
     Opcode,
     RejectReason,
 )
-from .endpoint import PduEndpoint
+from .pdu_endpoint import PduEndpoint
 from .errors import (
     ConnectionFault,
     DataDigestError,
