@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from support import free_port, start_difs
 
-from difs.host.connection import IscsiSession, PathFailed, SessionTimers
+from difs.host.connection import IscsiSession, SessionTimers
+from difs.host.errors import PathFailed
 from difs.integrity import generate, interleave, split, verify
 from difs.iscsi.config import InitiatorConfig
 

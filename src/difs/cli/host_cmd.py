@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from difs.controller.run import install_uvloop
-        from difs.host.agent import HostConfig, HostError, parse_iscsi_url, resolve_policy, serve
+        from difs.host.agent import HostConfig, parse_iscsi_url, resolve_policy, serve
+        from difs.host.errors import HostError
         from difs.host.pathgroup import ChapSecrets, CredentialBook, parse_chap
         from difs.host.paths import parse_channels
         from difs.host.selection import path_selector

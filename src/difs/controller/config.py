@@ -33,14 +33,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from difs.controller.errors import ConfigError
 from difs.util.credentials import read_secret_file, resolve_user_secret
 from difs.util.units import parse_portal, parse_size
 
 IQN_PREFIX = "iqn.2026-11.io.difs"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message says where and why."""
 
 
 class _Strict(BaseModel):

@@ -43,6 +43,7 @@ from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.store import BlockStore
 from difs.storage.filestore import FileStore
 from difs.storage.pistore import FileIntentLog, PiStore
+from difs.controller.errors import VolumeError
 from difs.util.logs import log_event
 from difs.util.units import format_size
 
@@ -51,10 +52,6 @@ PI_TYPES = (0, 1, 3)
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
-
-
-class VolumeError(Exception):
-    """A volume request that cannot be honoured; the message says what to do."""
 
 
 def check_volume_name(name: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from difs.host.disk import AppDisk
+from difs.host.errors import HostError
 from difs.host.pathgroup import CredentialBook, PathGroup
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec
 from difs.host.selection import path_selector
@@ -36,10 +37,6 @@ from difs.util.units import format_portal, parse_portal
 log = logging.getLogger("difs.host")
 
 DEFAULT_INITIATOR = "iqn.2026-11.io.difs:host"
-
-
-class HostError(Exception):
-    """A host request that cannot be honoured; the message says what to do."""
 
 
 def parse_iscsi_url(url: str) -> tuple[str, str, int]:

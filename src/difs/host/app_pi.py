@@ -50,6 +50,7 @@ import errno
 import struct
 from dataclasses import dataclass
 
+from difs.host.errors import ProtectionUnavailable
 from difs.integrity import (
     generate,
     interleave,
@@ -81,13 +82,6 @@ PROTECT_001 = 0x20
 PI_BLOCK = 512
 
 _CAPACITY16 = struct.Struct(">QIBB")  # RETURNED LBA, BLOCK LENGTH, byte 12, byte 13
-
-
-class ProtectionUnavailable(NbdBackendError):
-    """The volume cannot give the application the protection information its policy needs."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(errno.EMEDIUMTYPE, message)
 
 
 def required_pi_type(requirement: Requirement) -> int:

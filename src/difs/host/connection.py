@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from difs.host.errors import CommandTimedOut, LoginError, PathFailed
 from difs.iscsi.config import InitiatorConfig
 from difs.iscsi.constants import AsyncEvent
 from difs.iscsi.errors import LocalProtocolError
@@ -62,34 +63,6 @@ from difs.util.logs import log_event
 from difs.util.units import parse_portal
 
 log = logging.getLogger("difs.host")
-
-#: Login status 0201h: the target could not authenticate the initiator (RFC 7143 11.13.5).
-AUTHENTICATION_FAILURE = 0x0201
-
-
-class PathFailed(Exception):
-    """The path broke while a command was in flight; the command may be re-sent elsewhere."""
-
-
-class CommandTimedOut(PathFailed):
-    """The command was not answered in time and the controller confirmed its abort:
-    it did not run, the path still works, and the command can be sent again."""
-
-
-class LoginError(Exception):
-    """The controller refused the login (or never answered it); the message says why.
-
-    ``status`` is the Login Response status (class << 8 | detail), 0 when there was none.
-    """
-
-    def __init__(self, message: str, *, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def authentication_failed(self) -> bool:
-        return self.status == AUTHENTICATION_FAILURE or "CHAP" in str(self)
-
 
 @dataclass(frozen=True, slots=True)
 class SessionTimers(InitiatorTimers):

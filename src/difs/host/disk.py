@@ -63,7 +63,7 @@ from difs.host.recovery import (
     decide,
 )
 from difs.host.selection import PathSelector, choose, path_selector
-from difs.host.connection import CommandTimedOut, PathFailed
+from difs.host.errors import CommandTimedOut, PathFailed
 from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec, Path, PathState
-from difs.host.connection import DEFAULT_TIMERS, IscsiSession, LoginError, SessionTimers
+from difs.host.connection import DEFAULT_TIMERS, IscsiSession, SessionTimers
+from difs.host.errors import LoginError
 from difs.iscsi.config import ChapCredentials, InitiatorConfig
 from difs.policy.fast import NegotiatedServices
 from difs.util.logs import log_event

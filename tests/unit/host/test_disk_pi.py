@@ -23,11 +23,11 @@ from difs.host.app_pi import (
     PROTECT_001,
     Capacity,
     Protection,
-    ProtectionUnavailable,
     parse_read_capacity16,
     path_requirement,
     protection_for,
 )
+from difs.host.errors import ProtectionUnavailable
 from difs.host.connection import SessionTimers
 from difs.integrity import PiCheckError, generate, interleave, split, verify
 from difs.nbd.backend import NbdBackendError

@@ -12,7 +12,7 @@ import pytest
 
 from difs.host.disk import AppDisk
 from difs.host.paths import ChannelSpec, Path, PathState
-from difs.host.connection import CommandTimedOut, PathFailed
+from difs.host.errors import CommandTimedOut, PathFailed
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackendError
 from difs.policy.fast import DATA_DIGEST, NegotiatedServices, Requirement

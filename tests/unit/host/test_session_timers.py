@@ -12,12 +12,8 @@ from host_testtarget import BLOCK, TARGET, TestTarget, read16, write16
 from difs.host.disk import AppDisk
 from difs.host.pathgroup import PathGroup
 from difs.host.paths import ChannelSpec, PathState
-from difs.host.connection import (
-    CommandTimedOut,
-    IscsiSession,
-    PathFailed,
-    SessionTimers,
-)
+from difs.host.connection import IscsiSession, SessionTimers
+from difs.host.errors import CommandTimedOut, PathFailed
 from difs.iscsi.config import ChapCredentials, InitiatorConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
 from difs.policy.fast import AUTH, MUTUAL_AUTH, Requirement
