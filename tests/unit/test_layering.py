@@ -40,6 +40,10 @@ RULES = {
     "host-not-controller": (
         ("host",), ("difs.controller",), "controller and host are separate processes"),
     "cores-not-above": (CORES, ABOVE_CORES, "a core knows nothing of what is built on it"),
+    "sam-is-the-bottom": (
+        ("sam",), ("difs.iscsi", "difs.scsi", "difs.integrity", "difs.policy", "difs.nbd",
+                   "difs.storage", "difs.util"),
+        "the SCSI wire vocabulary sits below every package that speaks it"),
     "shared-not-processes": (
         ("nodelink", "storage"), ("difs.controller", "difs.host", "difs.cli", "difs.allinone"),
         "a package the processes share knows nothing of them"),
