@@ -180,14 +180,6 @@ class InitiatorConnection(InitiatorLogin, InitiatorWatch, PduEndpoint):
     # ------------------------------------------------------------------ adapter API
 
     @property
-    def state(self) -> State:
-        return self._machine.state
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def outstanding(self) -> int:
         return len(self._commands) + len(self._waiting)
 

@@ -1,9 +1,9 @@
 """What both ends of an iSCSI connection share: the outgoing PDU queue, the event queue,
-and the CRC32C digest accounting.
+the CRC32C digest accounting, and the state and closed views.
 
 :class:`TargetConnection` and :class:`InitiatorConnection` mix this in; each sets up
-``_events`` (a deque), ``_out`` (a list), ``_framer`` and the digest flags and counters
-in its own ``__init__``.
+``_events`` (a deque), ``_out`` (a list), ``_framer``, ``_machine`` (its login state table),
+``_closed`` and the digest flags and counters in its own ``__init__``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from .digest import data_digest, header_digest
 from .framer import PduFramer
+from .state import State, StateMachine
 
 
 class PduEndpoint:
@@ -23,6 +24,16 @@ class PduEndpoint:
     data_digest: bool
     digests_sent: int
     digest_bytes_sent: int
+    _machine: StateMachine
+    _closed: bool
+
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def next_event(self) -> Any:
         events = self._events

@@ -121,14 +121,6 @@ class TargetConnection(LoginPhase, IoPath, ControlPath, PduEndpoint):
 
     # ------------------------------------------------------------------ public API
 
-    @property
-    def state(self) -> State:
-        return self._machine.state
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes received from the transport."""
         if self._closed:
