@@ -74,7 +74,7 @@ from difs.policy.fast import (
     describe_flags,
 )
 from difs.policy.services import PolicyServices
-from difs.scsi import cdb as C
+from difs.sam import cdb as C
 from difs.scsi import sense as S
 from difs.util.logs import log_event
 

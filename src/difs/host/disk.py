@@ -34,7 +34,6 @@ import asyncio
 import errno
 import functools
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 
 from difs.host.pathgroup import PathGroup
@@ -54,15 +53,16 @@ from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
 from difs.policy.fast import Requirement, describe_flags
+from difs.sam import cdb as C
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.host")
 
-_RW16 = struct.Struct(">BBQIBB")  # opcode, flags, LBA, blocks, group, control
-_SYNC16 = _RW16
-_READ16, _WRITE16, _SYNC_CACHE16, _WRITE_SAME16 = 0x88, 0x8A, 0x91, 0x93
-_FUA = 0x08
-_WS_UNMAP = 0x08
+_RW16 = _SYNC16 = C.RW16  # opcode, flags, LBA, blocks, group, control
+_READ16, _WRITE16, _SYNC_CACHE16, _WRITE_SAME16 = (
+    C.READ_16, C.WRITE_16, C.SYNCHRONIZE_CACHE_16, C.WRITE_SAME_16)
+_FUA = C.FUA
+_WS_UNMAP = C.WS_UNMAP
 _GOOD, _CHECK_CONDITION = 0x00, 0x02
 #: Largest single SCSI transfer the disk issues (bigger requests are split).
 MAX_TRANSFER = 1 << 20

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from difs.sam.cdb import U16, U32, U64
 from difs.scsi import sense as S
-from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import GOOD, ScsiError
 

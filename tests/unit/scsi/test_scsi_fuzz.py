@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus, ScsiTarget
+from difs.scsi.commands import data_out_length
 from difs.scsi.sense import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, parse_sense
 
 KNOWN_OPCODES = [0x00, 0x03, 0x08, 0x0A, 0x12, 0x15, 0x16, 0x17, 0x1A, 0x1B, 0x1E, 0x25, 0x28,
@@ -48,5 +49,10 @@ def test_random_cdbs_never_raise(cdb, data, nexus, lun, thin):
         assert key in (0x2, 0x3, 0x5, 0x6, 0x7, 0xA, 0xE)
     else:
         assert result.sense == b""
-    if len(cdb) and target.luns.get(lun) is not None:
-        assert target.transfer_length_bytes(lun, cdb) >= 0
+    lu = target.luns.get(lun)
+    if len(cdb) and lu is not None:
+        assert result.transfer_length >= 0
+        # the handlers' own lengths agree with the CDB layout table's data-out rule
+        assert result.transfer_length == data_out_length(lu, cdb)
+    else:
+        assert result.transfer_length == 0
