@@ -76,7 +76,7 @@ from difs.policy.fast import (
 )
 from difs.policy.services import PolicyServices
 from difs.sam.sense import ASC_LU_ACCESS_NOT_AUTHORIZED, DATA_PROTECT, build_sense
-from difs.scsi import cdb as C
+from difs.sam import cdb as C
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.controller")

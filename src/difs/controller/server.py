@@ -69,6 +69,7 @@ from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target_connection import TargetConnection
 from difs.sam.sense import parse_sense, pi_check_kind
 from difs.sam.status import CHECK_CONDITION, GOOD
+from difs.scsi.commands import data_out_length
 from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
 from difs.scsi.store import BlockStore
@@ -349,7 +350,7 @@ class IscsiConnection(asyncio.Protocol):
             result = scsi.execute(lun, task.cdb, task.data_out, self.nexus)
             self.core.complete_command(
                 task, status=result.status, data_in=result.data, sense=result.sense,
-                transfer_length=scsi.transfer_length_bytes(lun, task.cdb) if task.write else None)
+                transfer_length=result.transfer_length if task.write else None)
             return
         cdb = task.cdb
         stats = guard.stats
@@ -359,7 +360,7 @@ class IscsiConnection(asyncio.Protocol):
             self.controller.enforcement.rejected(guard, reason, cdb)
             self.core.complete_command(
                 task, status=CHECK_CONDITION, data_in=b"", sense=guard.sense[lu.d_sense],
-                transfer_length=lu.transfer_length_bytes(cdb) if task.write else None)
+                transfer_length=data_out_length(lu, cdb) if task.write else None)
             return
         if lu.pi_type:
             store = lu.store
@@ -371,7 +372,7 @@ class IscsiConnection(asyncio.Protocol):
             result = lu.execute(cdb, task.data_out, self.nexus)
         if task.write:
             stats.write_bytes += len(task.data_out)
-            transfer_length = lu.transfer_length_bytes(cdb)
+            transfer_length = result.transfer_length
         else:
             transfer_length = None
         if result.data:

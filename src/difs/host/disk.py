@@ -35,7 +35,6 @@ import asyncio
 import errno
 import functools
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 
 from difs.host.pathgroup import PathGroup
@@ -70,15 +69,16 @@ from difs.nbd.backend import NbdBackend, NbdBackendError
 from difs.policy.fast import Requirement
 from difs.sam.sense import parse_sense, sense_information, sense_text
 from difs.sam.status import GOOD
+from difs.sam import cdb as C
 from difs.util.logs import log_event
 
 log = logging.getLogger("difs.host")
 
-_RW16 = struct.Struct(">BBQIBB")  # opcode, flags, LBA, blocks, group, control
-_SYNC16 = _RW16
-_READ16, _WRITE16, _SYNC_CACHE16, _WRITE_SAME16 = 0x88, 0x8A, 0x91, 0x93
-_FUA = 0x08
-_WS_UNMAP = 0x08
+_RW16 = _SYNC16 = C.RW16  # opcode, flags, LBA, blocks, group, control
+_READ16, _WRITE16, _SYNC_CACHE16, _WRITE_SAME16 = (
+    C.READ_16, C.WRITE_16, C.SYNCHRONIZE_CACHE_16, C.WRITE_SAME_16)
+_FUA = C.FUA
+_WS_UNMAP = C.WS_UNMAP
 #: Largest single SCSI transfer the disk issues (bigger requests are split).
 MAX_TRANSFER = 1 << 20
 _MAX_WRITE_SAME_BLOCKS = 0xFFFF

@@ -10,25 +10,34 @@ Columns: ``ua_exempt`` - INQUIRY, REPORT LUNS and REQUEST SENSE do not report un
 attentions; ``res`` - reservation class (see :mod:`difs.scsi.reservations`); ``spc2_ok``
 - allowed while another nexus holds an SPC-2 reservation; ``medium`` - needs the unit
 started (START STOP UNIT).
+
+Where the fields of a block command's CDB are (LBA, transfer length, protect field, FUA,
+GROUP NUMBER) and how many bytes of Data-Out it describes is the CDB layout table,
+:data:`difs.sam.cdb.LAYOUTS`, shared with the host; this table says which bits a CDB may
+set.  The read/write/verify/write-same handlers come from :mod:`difs.scsi.rw` (one path for
+plain and PI-formatted units).
 """
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Callable
 
-from difs.scsi import cdb as C
+from difs.sam import cdb as C
 from difs.scsi import inquiry, modes, provisioning, reservations, rmw, sbc, spc, xcopy
 from difs.scsi import sense as S
+from difs.scsi.rw import HANDLERS as RW
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
 
 Handler = Callable[..., object]
+_SIZED = frozenset(RW.values())
 
 
 class CommandSpec:
     __slots__ = ("opcode", "sa", "name", "usage", "cdb_len", "handler", "reject_mask",
-                 "ua_exempt", "res", "spc2_ok", "medium", "by_sa")
+                 "ua_exempt", "res", "spc2_ok", "medium", "by_sa", "fill_transfer_length")
 
     def __init__(self, opcode: int, name: str, usage: bytes, handler: Handler | None, *,
                  sa: int | None = None, ua_exempt: bool = False, res: str = "A",
@@ -49,6 +58,12 @@ class CommandSpec:
         self.spc2_ok = spc2_ok
         self.medium = medium
         self.by_sa: dict[int, CommandSpec] | None = None
+        #: a command with Data-Out whose handler leaves the result's transfer length to
+        #: execute() (the handlers of the read/write path set it themselves)
+        layout = C.LAYOUTS[opcode]
+        self.fill_transfer_length = (handler is not None and layout is not None
+                                     and layout.data_out is not C.NONE
+                                     and handler not in _SIZED)
 
     def select(self, cdb) -> CommandSpec:
         """For an opcode with service actions: the spec of the CDB's service action."""
@@ -95,8 +110,10 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            medium=True),
         cs(C.REQUEST_SENSE, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, FF, 0), spc.request_sense,
            ua_exempt=True, spc2_ok=True),
-        cs(C.READ_6, "READ(6)", _u(0x08, 0x1F, FF, FF, FF, 0), sbc.read6, res="R", medium=True),
-        cs(C.WRITE_6, "WRITE(6)", _u(0x0A, 0x1F, FF, FF, FF, 0), sbc.write6, res="W", medium=True),
+        cs(C.READ_6, "READ(6)", _u(0x08, 0x1F, FF, FF, FF, 0), RW[C.READ_6], res="R",
+           medium=True),
+        cs(C.WRITE_6, "WRITE(6)", _u(0x0A, 0x1F, FF, FF, FF, 0), RW[C.WRITE_6], res="W",
+           medium=True),
         cs(C.INQUIRY, "INQUIRY", _u(0x12, 0x01, FF, FF, FF, 0), inquiry.inquiry,
            ua_exempt=True, spc2_ok=True),
         cs(C.MODE_SELECT_6, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, FF, 0), modes.mode_select6,
@@ -112,13 +129,13 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            _u(0x1E, 0, 0, 0, 0x03, 0), spc.prevent_allow, res="W"),
         cs(C.READ_CAPACITY_10, "READ CAPACITY(10)", _u(0x25, 0, *LBA4, 0, 0, 0x01, 0),
            sbc.read_capacity10, medium=True),
-        cs(C.READ_10, "READ(10)", _u(0x28, 0xFE, *LBA4, 0x3F, FF, FF, 0), sbc.read10, res="R",
+        cs(C.READ_10, "READ(10)", _u(0x28, 0xFE, *LBA4, 0x3F, FF, FF, 0), RW[C.READ_10], res="R",
            medium=True),
-        cs(C.WRITE_10, "WRITE(10)", _u(0x2A, 0xFA, *LBA4, 0x3F, FF, FF, 0), sbc.write10,
+        cs(C.WRITE_10, "WRITE(10)", _u(0x2A, 0xFA, *LBA4, 0x3F, FF, FF, 0), RW[C.WRITE_10],
            res="W", medium=True),
         cs(C.WRITE_AND_VERIFY_10, "WRITE AND VERIFY(10)", _u(0x2E, 0xF6, *LBA4, 0x3F, FF, FF, 0),
-           sbc.write_verify10, res="W", medium=True),
-        cs(C.VERIFY_10, "VERIFY(10)", _u(0x2F, 0xF6, *LBA4, 0x3F, FF, FF, 0), sbc.verify10,
+           RW[C.WRITE_AND_VERIFY_10], res="W", medium=True),
+        cs(C.VERIFY_10, "VERIFY(10)", _u(0x2F, 0xF6, *LBA4, 0x3F, FF, FF, 0), RW[C.VERIFY_10],
            res="R", medium=True),
         cs(C.PRE_FETCH_10, "PRE-FETCH(10)", _u(0x34, 0x02, *LBA4, 0x3F, FF, FF, 0),
            sbc.pre_fetch10, res="R", medium=True),
@@ -128,7 +145,7 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            sbc.read_defect_data10, res="R", medium=True),
         cs(C.WRITE_SAME_10, "WRITE SAME(10)",
            _u(0x41, 0xE8, *LBA4, 0x3F, FF, FF, 0),
-           provisioning.write_same10, res="W", medium=True),
+           RW[C.WRITE_SAME_10], res="W", medium=True),
         cs(C.MODE_SELECT_10, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, FF, FF, 0),
            modes.mode_select10, res="W"),
         cs(C.RESERVE_10, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), reservations.reserve,
@@ -157,7 +174,7 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
            res="W", medium=True),
         cs(C.WRITE_SAME_16, "WRITE SAME(16)",
            _u(0x93, 0xE9, *LBA8, *LBA4, 0x3F, 0),
-           provisioning.write_same16, res="W", medium=True),
+           RW[C.WRITE_SAME_16], res="W", medium=True),
         _group(C.EXTENDED_COPY, "EXTENDED COPY", 16, [
             cs(C.EXTENDED_COPY, "EXTENDED COPY(LID1)", _u(0x83, 0x00, *bytes(8), *LBA4, 0, 0),
                xcopy.extended_copy, sa=0x00, res="W", medium=True),
@@ -167,13 +184,13 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
                _u(0x84, sa, FF, *bytes(7), *LBA4, 0, 0), xcopy.receive_copy_results, sa=sa)
             for sa, name in ((0x00, "COPY STATUS"), (0x03, "OPERATING PARAMETERS"))
         ]),
-        cs(C.READ_16, "READ(16)", _u(0x88, 0xFE, *LBA8, *LBA4, 0x3F, 0), sbc.read16, res="R",
+        cs(C.READ_16, "READ(16)", _u(0x88, 0xFE, *LBA8, *LBA4, 0x3F, 0), RW[C.READ_16], res="R",
            medium=True),
-        cs(C.WRITE_16, "WRITE(16)", _u(0x8A, 0xFA, *LBA8, *LBA4, 0x3F, 0), sbc.write16, res="W",
+        cs(C.WRITE_16, "WRITE(16)", _u(0x8A, 0xFA, *LBA8, *LBA4, 0x3F, 0), RW[C.WRITE_16], res="W",
            medium=True),
         cs(C.WRITE_AND_VERIFY_16, "WRITE AND VERIFY(16)", _u(0x8E, 0xF6, *LBA8, *LBA4, 0x3F, 0),
-           sbc.write_verify16, res="W", medium=True),
-        cs(C.VERIFY_16, "VERIFY(16)", _u(0x8F, 0xF6, *LBA8, *LBA4, 0x3F, 0), sbc.verify16,
+           RW[C.WRITE_AND_VERIFY_16], res="W", medium=True),
+        cs(C.VERIFY_16, "VERIFY(16)", _u(0x8F, 0xF6, *LBA8, *LBA4, 0x3F, 0), RW[C.VERIFY_16],
            res="R", medium=True),
         cs(C.PRE_FETCH_16, "PRE-FETCH(16)", _u(0x90, 0x02, *LBA8, *LBA4, 0x3F, 0),
            sbc.pre_fetch16, res="R", medium=True),
@@ -195,13 +212,13 @@ def _base_specs(lu: LogicalUnit) -> list[CommandSpec]:
                _u(0xA3, C.MI_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, *LBA4, 0, 0),
                spc.report_supported_tmfs, sa=C.MI_REPORT_SUPPORTED_TMFS, spc2_ok=True),
         ]),
-        cs(C.READ_12, "READ(12)", _u(0xA8, 0xFE, *LBA4, *LBA4, 0x3F, 0), sbc.read12, res="R",
+        cs(C.READ_12, "READ(12)", _u(0xA8, 0xFE, *LBA4, *LBA4, 0x3F, 0), RW[C.READ_12], res="R",
            medium=True),
-        cs(C.WRITE_12, "WRITE(12)", _u(0xAA, 0xFA, *LBA4, *LBA4, 0x3F, 0), sbc.write12, res="W",
+        cs(C.WRITE_12, "WRITE(12)", _u(0xAA, 0xFA, *LBA4, *LBA4, 0x3F, 0), RW[C.WRITE_12], res="W",
            medium=True),
         cs(C.WRITE_AND_VERIFY_12, "WRITE AND VERIFY(12)", _u(0xAE, 0xF6, *LBA4, *LBA4, 0x3F, 0),
-           sbc.write_verify12, res="W", medium=True),
-        cs(C.VERIFY_12, "VERIFY(12)", _u(0xAF, 0xF6, *LBA4, *LBA4, 0x3F, 0), sbc.verify12,
+           RW[C.WRITE_AND_VERIFY_12], res="W", medium=True),
+        cs(C.VERIFY_12, "VERIFY(12)", _u(0xAF, 0xF6, *LBA4, *LBA4, 0x3F, 0), RW[C.VERIFY_12],
            res="R", medium=True),
         cs(C.READ_DEFECT_DATA_12, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, *LBA4, *LBA4, 0, 0),
            sbc.read_defect_data12, res="R", medium=True),
@@ -225,12 +242,6 @@ def build_command_table(lu: LogicalUnit) -> list[CommandSpec | None]:
     table: list[CommandSpec | None] = [None] * 256
     for spec in _base_specs(lu):
         table[spec.opcode] = spec
-    if lu.pi_type:
-        # PI-formatted: the protect field of these commands means something
-        from difs.scsi.protection import HANDLERS
-
-        for opcode, handler in HANDLERS.items():
-            table[opcode].handler = handler  # type: ignore[union-attr]
     return table
 
 
@@ -248,73 +259,12 @@ def supported(table: list[CommandSpec | None]) -> list[CommandSpec]:
 
 
 def data_out_length(lu: LogicalUnit, cdb) -> int:
-    """Bytes of data-out ``cdb`` describes on ``lu`` (0 for commands without data-out).
-
-    On a PI-formatted unit a non-zero WRPROTECT / VRPROTECT (with BYTCHK=01b) means each
-    block travels with its 8 bytes of PI (see :mod:`difs.scsi.protection`)."""
-    if lu.pi_type:
-        n = _protected_data_out_length(lu, cdb)
-        if n is not None:
-            return n
-    op = cdb[0]
-    shift = lu.block_shift
-    if op == C.WRITE_6:
-        return (cdb[4] or 256) << shift
-    if op in (C.WRITE_10, C.WRITE_AND_VERIFY_10):
-        return C.U16.unpack_from(cdb, 7)[0] << shift
-    if op in (C.WRITE_12, C.WRITE_AND_VERIFY_12):
-        return C.U32.unpack_from(cdb, 6)[0] << shift
-    if op in (C.WRITE_16, C.WRITE_AND_VERIFY_16, C.ORWRITE_16):
-        return C.U32.unpack_from(cdb, 10)[0] << shift
-    if op in (C.VERIFY_10, C.VERIFY_12, C.VERIFY_16):
-        bytchk = (cdb[1] >> 1) & 0x03
-        if bytchk == 3:
-            return 1 << shift
-        if bytchk != 1:
-            return 0
-        if op == C.VERIFY_10:
-            return C.U16.unpack_from(cdb, 7)[0] << shift
-        if op == C.VERIFY_12:
-            return C.U32.unpack_from(cdb, 6)[0] << shift
-        return C.U32.unpack_from(cdb, 10)[0] << shift
-    if op == C.WRITE_ATOMIC_16:
-        return C.U16.unpack_from(cdb, 12)[0] << shift
-    if op == C.COMPARE_AND_WRITE:
-        return 2 * cdb[13] << shift
-    if op == C.WRITE_SAME_10:
-        return 1 << shift
-    if op == C.WRITE_SAME_16:
-        return 0 if cdb[1] & 0x01 else 1 << shift
-    if op == C.MODE_SELECT_6:
-        return cdb[4]
-    if op in (C.MODE_SELECT_10, C.UNMAP, C.SANITIZE):
-        return C.U16.unpack_from(cdb, 7)[0]
-    if op == C.PERSISTENT_RESERVE_OUT:
-        return C.U32.unpack_from(cdb, 5)[0]
-    if op == C.EXTENDED_COPY:
-        return C.U32.unpack_from(cdb, 10)[0]
-    return 0
-
-
-_PROTECTED_LENGTH = {
-    C.WRITE_10: (C.U16, 7), C.WRITE_AND_VERIFY_10: (C.U16, 7), C.VERIFY_10: (C.U16, 7),
-    C.WRITE_12: (C.U32, 6), C.WRITE_AND_VERIFY_12: (C.U32, 6), C.VERIFY_12: (C.U32, 6),
-    C.WRITE_16: (C.U32, 10), C.WRITE_AND_VERIFY_16: (C.U32, 10), C.VERIFY_16: (C.U32, 10),
-}
-
-
-def _protected_data_out_length(lu: LogicalUnit, cdb) -> int | None:
-    """Data-out length of a command carrying PI (None: no PI travels, use the plain rule)."""
-    op = cdb[0]
-    protect = cdb[1] >> 5
-    if not 0 < protect < 6:
-        return None
-    unit = lu.block_size + 8
-    if op in (C.WRITE_SAME_10, C.WRITE_SAME_16):
-        return 0 if op == C.WRITE_SAME_16 and cdb[1] & 0x01 else unit
-    field = _PROTECTED_LENGTH.get(op)
-    if field is None:
-        return None
-    if op in (C.VERIFY_10, C.VERIFY_12, C.VERIFY_16) and (cdb[1] >> 1) & 0x03 != 1:
-        return None
-    return field[0].unpack_from(cdb, field[1])[0] * unit
+    """Bytes of Data-Out ``cdb`` describes on ``lu`` (0 for commands without Data-Out, and
+    for a CDB too short to hold its length field): the data-out rule of the CDB layout
+    table (:func:`difs.sam.cdb.data_out_length`).  On a PI-formatted unit a non-zero
+    WRPROTECT / VRPROTECT (with BYTCHK=01b) means each block travels with its 8 bytes of
+    PI (see :mod:`difs.scsi.protection`)."""
+    try:
+        return C.data_out_length(cdb, lu.block_size, pi_formatted=bool(lu.pi_type))
+    except (IndexError, ValueError, struct.error):
+        return 0

@@ -15,14 +15,15 @@ How a command is processed (:meth:`LogicalUnit.execute`):
    REQUEST SENSE, per SAM-5);
 4. apply reservations (SPC-2 RESERVE/RELEASE and persistent reservations);
 5. run the handler, a plain function ``handler(lu, cdb, data_out, nexus)``; READ/WRITE
-   handlers are the hot path (:mod:`difs.scsi.sbc`).
+   handlers are the hot path (:mod:`difs.scsi.rw`, one path for plain and PI units).
 
 Data-out shorter than the CDB's transfer length (iSCSI EDTL < SCSI transfer length): the
 device writes the whole blocks it received and returns GOOD; a data-out that ends inside
 a block is rejected with ILLEGAL REQUEST 0Eh/03h (INVALID FIELD IN COMMAND INFORMATION
 UNIT).  Longer data-out is truncated to the transfer length.  This is what libiscsi's
 iSCSIResiduals tests accept (and what Linux LIO does); the iSCSI layer reports the
-residual from :meth:`LogicalUnit.transfer_length_bytes` against its EDTL.
+residual from the result's ``transfer_length`` (the bytes of Data-Out the CDB asked for,
+set on every result, failed commands included) against its EDTL.
 
 Thread safety: ``execute`` is meant to be called from one thread per LU at a time, except
 that read-modify-write commands (COMPARE AND WRITE, ORWRITE, EXTENDED COPY) take
@@ -32,7 +33,6 @@ commands in a thread pool.
 
 from __future__ import annotations
 
-import struct
 import threading
 import uuid as uuid_mod
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ from difs.sam.sense import (
 from difs.scsi import sense as S
 from difs.scsi.commands import CommandSpec, build_command_table, data_out_length, supported
 from difs.scsi.nexus import Nexus
+from difs.scsi.protection import ProtectRules
 from difs.scsi.reservations import Reservations
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ScsiError
@@ -170,13 +171,13 @@ class LogicalUnit:
         self._lost: set[Nexus] = set()
         self._ua: dict[Nexus, list[tuple[int, int]]] = {}
         self.reservations = Reservations(self, persistent_state, on_persistent_change)
-        # protection information (SBC-4 4.22): formatted with PI when the store keeps it
+        # protection information (SBC-4 4.22): formatted with PI when the store keeps it;
+        # the protect-field rules say what each RD/WR/VRPROTECT value does here
         self.pi_type = store.pi_type
-        self.pi_rules = None
-        if self.pi_type:
-            from difs.scsi.protection import PiRules
-
-            self.pi_rules = PiRules(self.pi_type)
+        self.protect_rules = ProtectRules(self.pi_type)
+        # READ and WRITE look their rule up per I/O: one attribute away
+        self.read_rules = self.protect_rules.read
+        self.write_rules = self.protect_rules.write
         self.target = None  # set by ScsiTarget.add_lun (for EXTENDED COPY, REPORT LUNS)
         self.copy_results: dict = {}
         self.xcopy_supported = True
@@ -207,26 +208,26 @@ class LogicalUnit:
             if self.stopped and spec.medium:
                 raise ScsiError(NOT_READY, *ASC_LU_NOT_READY_INIT_REQUIRED,
                                 message="logical unit stopped")
-            return spec.handler(self, cdb, data_out, nexus)
+            result = spec.handler(self, cdb, data_out, nexus)
+            if spec.fill_transfer_length:
+                result.transfer_length = data_out_length(self, cdb)
+            return result
         except ScsiError as err:
-            return ScsiResult.from_error(err, descriptor=self.d_sense)
+            return self._failed(err, cdb)
         except PiError as err:
             # a PI check failed (ABORTED COMMAND 10h/01h-03h, INFORMATION = LBA)
-            return ScsiResult.from_error(pi_error(err), descriptor=self.d_sense)
+            return self._failed(pi_error(err), cdb)
         except IndexError:
-            return ScsiResult.from_error(S.invalid_opcode(), descriptor=self.d_sense)
+            return self._failed(S.invalid_opcode(), cdb)
         except OSError as exc:
-            write = bool(self.transfer_length_bytes(cdb)) if len(cdb) else False
-            err = S.medium_error(write=write)
+            err = S.medium_error(write=bool(len(cdb) and data_out_length(self, cdb)))
             err.args = (f"store error: {exc}",)
-            return ScsiResult.from_error(err, descriptor=self.d_sense)
+            return self._failed(err, cdb)
 
-    def transfer_length_bytes(self, cdb: bytes | memoryview) -> int:
-        """Bytes of data-out the CDB asks the initiator to send (0 if none)."""
-        try:
-            return data_out_length(self, cdb)
-        except (IndexError, ValueError, struct.error):
-            return 0  # a CDB too short to carry its length field
+    def _failed(self, err: ScsiError, cdb) -> ScsiResult:
+        """The answer to a command that failed; it still carries the transfer length."""
+        length = data_out_length(self, cdb) if len(cdb) else 0
+        return ScsiResult.from_error(err, descriptor=self.d_sense, transfer_length=length)
 
     def supported_commands(self) -> list[CommandSpec]:
         """Every supported command (service actions expanded), sorted."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from difs.sam.status import GOOD
+from difs.sam.cdb import U16, U32, U64
 from difs.scsi import sense as S
-from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.result import ScsiResult
 
 if TYPE_CHECKING:

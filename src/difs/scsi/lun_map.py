@@ -23,9 +23,9 @@ from difs.sam.sense import (
     build_sense,
 )
 from difs.sam.status import GOOD
-from difs.scsi import cdb as C
+from difs.sam import cdb as C
+from difs.sam.cdb import U16, U32
 from difs.scsi import sense as S
-from difs.scsi.cdb import U16, U32
 from difs.scsi.inquiry import standard_inquiry
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ScsiError
@@ -133,10 +133,6 @@ class ScsiTarget:
                                descriptor=bool(cdb[1] & 0x01))
             return ScsiResult(GOOD, data[:cdb[4]])
         raise S.lu_not_supported()
-
-    def transfer_length_bytes(self, lun: int, cdb: bytes | memoryview) -> int:
-        lu = self.luns.get(lun)
-        return lu.transfer_length_bytes(cdb) if lu is not None else 0
 
     # --- events from the transport ----------------------------------------------------
 

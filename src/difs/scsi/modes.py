@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Callable
 
 from difs.sam.sense import ASC_SAVING_PARAMETERS_NOT_SUPPORTED, ILLEGAL_REQUEST
 from difs.sam.status import GOOD
+from difs.sam.cdb import U16, U32, U64
 from difs.scsi import sense as S
-from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ScsiError
 

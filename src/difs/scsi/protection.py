@@ -1,5 +1,6 @@
-"""Protection information (SBC-4 4.22) on a PI-formatted logical unit: the block commands
-whose protect field decides where PI comes from, whether it travels, and what is checked.
+"""Protection information (SBC-4 4.22) on a PI-formatted logical unit: the protect-field
+rules of a unit and the PI steps of the block commands (where PI comes from, whether it
+travels, what is checked).
 
 A logical unit is PI-formatted when its store is a :class:`~difs.scsi.store.PiBlockStore`
 (``lu.pi_type`` 1 or 3, 512-byte blocks + 8 bytes of PI each).  It then reports
@@ -7,9 +8,11 @@ INQUIRY PROTECT=1, READ CAPACITY(16) PROT_EN=1 / P_TYPE = type - 1 / P_I_EXPONEN
 Extended INQUIRY VPD (86h) SPT (000b type 1, 100b type 3), GRD_CHK=1, APP_CHK=1 when the
 volume has an expected application tag, REF_CHK=1 for type 1, and ATO=1 in the Control
 mode page (the application client owns the application tag: the device server stores it
-as received and never changes it).  The command table (:mod:`difs.scsi.commands`) routes
-the commands below here; everything else reaches the store through ``pread``/``pwrite``,
-which check / generate PI like protect field 000b (see :mod:`difs.storage.pistore`).
+as received and never changes it).  The commands below run the one block-command path of
+:mod:`difs.scsi.rw` (plain and PI units alike), which takes the protect field's rule from
+the unit's :class:`ProtectRules` and calls the PI steps here on a PI-formatted unit;
+everything else reaches the store through ``pread``/``pwrite``, which check / generate PI
+like protect field 000b (see :mod:`difs.storage.pistore`).
 
 What each protect value does is :mod:`difs.integrity.protect`'s table (the checks Linux
 LIO applies too).  In short, on this logical unit:
@@ -53,6 +56,7 @@ from typing import TYPE_CHECKING
 
 from difs.integrity import (
     PI_SIZE,
+    InvalidProtectField,
     ProtectRule,
     crc16_t10dif,
     interleave,
@@ -63,34 +67,30 @@ from difs.integrity import (
     vrprotect_rule,
     wrprotect_rule,
 )
-from difs.sam.status import GOOD
-from difs.scsi import cdb as C
-from difs.scsi import sense as S
-from difs.scsi.cdb import RW10, RW12, RW16
-from difs.scsi.provisioning import write_same_range
-from difs.scsi.result import ScsiResult
-from difs.scsi.sbc import data_out_blocks, first_difference
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
-    from difs.scsi.nexus import Nexus
     from difs.scsi.store import PiBlockStore as PiStore
 
-_RW10_unpack = RW10.unpack_from
-_RW12_unpack = RW12.unpack_from
-_RW16_unpack = RW16.unpack_from
 _CHUNK = 1 << 20
 
 
-class PiRules:
-    """The :class:`ProtectRule` of every protect value for one protection type (index =
-    field value; None for the reserved values 6 and 7)."""
+class ProtectRules:
+    """The :class:`ProtectRule` of every protect value (index = field value) on a unit of
+    protection ``pi_type``; None where the value is INVALID FIELD IN CDB: the reserved
+    values 6 and 7, and on a unit without PI (``pi_type`` 0) every value but 000b."""
 
     __slots__ = ("read", "verify", "verify_bytchk", "write")
 
     def __init__(self, pi_type: int) -> None:
         def table(make, **kw) -> list[ProtectRule | None]:
-            return [make(v, pi_type=pi_type, **kw) if v < 6 else None for v in range(8)]
+            rules: list[ProtectRule | None] = []
+            for value in range(8):
+                try:
+                    rules.append(make(value, pi_type=pi_type, **kw))
+                except InvalidProtectField:
+                    rules.append(None)
+            return rules
 
         self.read = table(rdprotect_rule)
         self.write = table(wrprotect_rule)
@@ -98,295 +98,102 @@ class PiRules:
         self.verify_bytchk = table(vrprotect_rule, bytchk=1)
 
 
-def _check(store: PiStore, rule: ProtectRule, data, pi, lba: int) -> None:
+def check(store: PiStore, rule: ProtectRule, data, pi, lba: int) -> None:
+    """The checks ``rule`` asks of ``pi`` (stored or received) against ``data``."""
     if rule.check_guard or rule.check_app or rule.check_ref:
         store.verify(data, pi, lba, check_guard=rule.check_guard, check_app=rule.check_app,
                      check_ref=rule.check_ref)
 
 
-def pi_data_out(lu: LogicalUnit, data_out, n: int) -> tuple[memoryview | bytes, int]:
-    """(buffer, blocks) of interleaved data+PI Data-Out, like :func:`sbc.data_out_blocks`
-    with 520-byte units: short data-out uses the whole units received, a partial unit is
-    ILLEGAL REQUEST 0Eh/03h, longer data-out is truncated."""
-    unit = lu.block_size + PI_SIZE
-    need = n * unit
-    got = len(data_out) if data_out is not None else 0
-    if got == need:
-        return data_out, n
-    if got > need:
-        return memoryview(data_out)[:need], n
-    if got % unit:
-        raise S.invalid_field_in_command_iu()
-    return (memoryview(data_out) if got else b""), got // unit
+# --- reading the medium -------------------------------------------------------------------
 
 
-# --- READ -------------------------------------------------------------------------------
-
-
-def _read(lu: LogicalUnit, flags: int, lba: int, n: int, tl_byte: int) -> ScsiResult:
-    rule = lu.pi_rules.read[flags >> 5]
-    if rule is None:
-        raise S.invalid_field_in_cdb(1, 7)
-    nb = lu.num_blocks
-    if lba >= nb or lba + n > nb:
-        raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
-    if n > lu.max_transfer_blocks:
-        raise S.invalid_field_in_cdb(tl_byte)
-    if not n:
-        return ScsiResult(GOOD)
+def read_pi(lu: LogicalUnit, rule: ProtectRule, lba: int, n: int):
+    """READ on a PI unit: the stored PI checked as RDPROTECT says, the data returned with
+    its PI interleaved (001b-101b) or without it (000b)."""
     store = lu.store
     shift = lu.block_shift
     data, pi = store.pread_pi(lba << shift, n << shift)
-    _check(store, rule, data, pi, lba)
+    check(store, rule, data, pi, lba)
     if rule.transfers_pi:
-        return ScsiResult(GOOD, interleave(data, pi, block_size=lu.block_size))
-    return ScsiResult(GOOD, data)
+        return interleave(data, pi, block_size=lu.block_size)
+    return data
 
 
-def read10(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, _, n, _ = _RW10_unpack(cdb)
-    return _read(lu, flags, lba, n, 7)
+def read_checked(lu: LogicalUnit, rule: ProtectRule, lba: int, n: int):
+    """The data of ``n`` blocks; on a PI unit their stored PI is checked first when the
+    rule checks stored PI (VERIFY with VRPROTECT 000b, not with received PI)."""
+    shift = lu.block_shift
+    if not lu.pi_type:
+        return lu.store.pread(lba << shift, n << shift)
+    data, pi = lu.store.pread_pi(lba << shift, n << shift)
+    if rule.checks_stored_pi:
+        check(lu.store, rule, data, pi, lba)
+    return data
 
 
-def read12(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW12_unpack(cdb)
-    return _read(lu, flags, lba, n, 6)
-
-
-def read16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW16_unpack(cdb)
-    return _read(lu, flags, lba, n, 10)
-
-
-# --- WRITE / WRITE AND VERIFY -------------------------------------------------------------
-
-
-def _write(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, tl_byte: int,
-           fua: int) -> ScsiResult:
-    rule = lu.pi_rules.write[flags >> 5]
-    if rule is None:
-        raise S.invalid_field_in_cdb(1, 7)
-    nb = lu.num_blocks
-    if lba >= nb or lba + n > nb:
-        raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
-    if n > lu.max_transfer_blocks:
-        raise S.invalid_field_in_cdb(tl_byte)
-    if lu._write_protect:
-        lu.check_writable()
-    if not n:
-        return ScsiResult(GOOD)
+def check_stored(lu: LogicalUnit, rule: ProtectRule, lba: int, n: int) -> None:
+    """VERIFY BYTCHK=0 on a PI unit: the stored PI of every block, 1 MiB at a time."""
     store = lu.store
     shift = lu.block_shift
-    if rule.transfers_pi:
-        buf, n = pi_data_out(lu, data_out, n)
-        if not n:
-            return ScsiResult(GOOD)
-        data, pi = split(buf, block_size=lu.block_size)
-        _check(store, rule, data, pi, lba)
-        store.pwrite_pi(lba << shift, data, pi)
-    else:
-        if data_out is None or len(data_out) != n << shift:
-            data_out, n = data_out_blocks(lu, data_out, n)
-            if not n:
-                return ScsiResult(GOOD)
-        store.pwrite(lba << shift, data_out)
-    if fua or not lu.write_cache:
-        store.flush()
-    return ScsiResult(GOOD)
-
-
-def write10(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, _, n, _ = _RW10_unpack(cdb)
-    return _write(lu, flags, lba, n, data_out, 7, flags & 0x08)
-
-
-def write12(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW12_unpack(cdb)
-    return _write(lu, flags, lba, n, data_out, 6, flags & 0x08)
-
-
-def write16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW16_unpack(cdb)
-    return _write(lu, flags, lba, n, data_out, 10, flags & 0x08)
-
-
-def _write_and_verify(lu: LogicalUnit, flags: int, lba: int, n: int, data_out,
-                      tl_byte: int) -> ScsiResult:
-    if (flags >> 1) & 0x03 > 1:
-        raise S.invalid_field_in_cdb(1, 2)  # BYTCHK 10b/11b are reserved here
-    return _write(lu, flags, lba, n, data_out, tl_byte, 1)
-
-
-def write_verify10(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, _, n, _ = _RW10_unpack(cdb)
-    return _write_and_verify(lu, flags, lba, n, data_out, 7)
-
-
-def write_verify12(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW12_unpack(cdb)
-    return _write_and_verify(lu, flags, lba, n, data_out, 6)
-
-
-def write_verify16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW16_unpack(cdb)
-    return _write_and_verify(lu, flags, lba, n, data_out, 10)
-
-
-# --- VERIFY -------------------------------------------------------------------------------
-
-
-def _verify(lu: LogicalUnit, flags: int, lba: int, n: int, data_out) -> ScsiResult:
-    vr = flags >> 5
-    bytchk = (flags >> 1) & 0x03
-    if bytchk == 2:
-        raise S.invalid_field_in_cdb(1, 2)
-    rule = (lu.pi_rules.verify_bytchk if bytchk else lu.pi_rules.verify)[vr]
-    if rule is None or (bytchk == 3 and vr):
-        raise S.invalid_field_in_cdb(1, 7)
-    lu.check_range(lba, n)
-    if not n:
-        return ScsiResult(GOOD)
-    store = lu.store
-    shift = lu.block_shift
-    bs = lu.block_size
-    if bytchk == 0:
-        # medium verification: the stored PI of every block, 1 MiB at a time
-        if rule.check_guard or rule.check_app or rule.check_ref:
-            step = max(1, _CHUNK >> shift)
-            for done in range(0, n, step):
-                k = min(step, n - done)
-                data, pi = store.pread_pi((lba + done) << shift, k << shift)
-                _check(store, rule, data, pi, lba + done)
-        return ScsiResult(GOOD)
-    if bytchk == 1:
-        if n > lu.max_transfer_blocks:
-            raise S.invalid_field_in_cdb(1, 2)
-        if rule.transfers_pi:
-            buf, n = pi_data_out(lu, data_out, n)
-            if not n:
-                return ScsiResult(GOOD)
-            expected, pi = split(buf, block_size=bs)
-            _check(store, rule, expected, pi, lba)
-            actual, _ = store.pread_pi(lba << shift, n << shift)
-        else:
-            expected, n = data_out_blocks(lu, data_out, n)
-            if not n:
-                return ScsiResult(GOOD)
-            actual, pi = store.pread_pi(lba << shift, n << shift)
-            _check(store, rule, actual, pi, lba)
-        if actual != expected:
-            off = first_difference(expected, actual)
-            if rule.transfers_pi:
-                off = (off // bs) * (bs + PI_SIZE) + off % bs
-            raise S.miscompare(off)
-        return ScsiResult(GOOD)
-    # BYTCHK 11b, VRPROTECT 000b: one block of data-out compared with every block
-    pattern, got = data_out_blocks(lu, data_out, 1)
-    if not got:
-        raise S.invalid_field_in_command_iu()
-    pattern = bytes(pattern)
     step = max(1, _CHUNK >> shift)
     for done in range(0, n, step):
         k = min(step, n - done)
-        actual, pi = store.pread_pi((lba + done) << shift, k << shift)
-        _check(store, rule, actual, pi, lba + done)
-        if actual != pattern * k:
-            off = first_difference(pattern * k, actual)
-            raise S.miscompare((off % bs) if done + off // bs else off)
-    return ScsiResult(GOOD)
+        data, pi = store.pread_pi((lba + done) << shift, k << shift)
+        check(store, rule, data, pi, lba + done)
 
 
-def verify10(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, _, n, _ = _RW10_unpack(cdb)
-    return _verify(lu, flags, lba, n, data_out)
+def split_checked(lu: LogicalUnit, rule: ProtectRule, buf, lba: int):
+    """The data of interleaved data+PI ``buf``, its received PI checked as the rule says."""
+    data, pi = split(buf, block_size=lu.block_size)
+    check(lu.store, rule, data, pi, lba)
+    return data
 
 
-def verify12(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW12_unpack(cdb)
-    return _verify(lu, flags, lba, n, data_out)
+# --- writing ------------------------------------------------------------------------------
 
 
-def verify16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = _RW16_unpack(cdb)
-    return _verify(lu, flags, lba, n, data_out)
+def write_pi(lu: LogicalUnit, rule: ProtectRule, lba: int, buf, fua: int) -> None:
+    """WRITE with WRPROTECT 001b-101b: the PI of the interleaved Data-Out ``buf`` (whole
+    units) checked as the rule says, then data and PI stored as received."""
+    store = lu.store
+    data, pi = split(buf, block_size=lu.block_size)
+    check(store, rule, data, pi, lba)
+    store.pwrite_pi(lba << lu.block_shift, data, pi)
+    if fua or not lu.write_cache:
+        store.flush()
 
 
-# --- WRITE SAME -------------------------------------------------------------------------
-
-
-def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: bool,
-                nb_byte: int) -> ScsiResult:
-    wr = flags >> 5
-    rule = lu.pi_rules.write[wr]
-    if rule is None or (ndob and wr):
-        raise S.invalid_field_in_cdb(1, 7)
-    n, unmap = write_same_range(lu, flags, lba, n, nb_byte)
+def write_same_pi(lu: LogicalUnit, rule: ProtectRule, lba: int, n: int, block: bytes,
+                  data_out, unmap: bool) -> None:
+    """WRITE SAME on a PI unit: 001b-101b checks the received tuple against the first LBA
+    (also with UNMAP=1), then every block gets its guard and application tag and, for
+    type 1, reference tag = received tag + i; 000b generates the block's PI for every LBA.
+    UNMAP=1 unmaps the range (zeros, escape PI)."""
     store: PiStore = lu.store
     bs = lu.block_size
-    unit = bs + PI_SIZE if rule.transfers_pi else bs
-    if ndob:
-        if data_out:
-            raise S.invalid_field_in_command_iu()
-        block = bytes(bs)
-    else:
-        if data_out is None or len(data_out) != unit:
-            raise S.invalid_field_in_command_iu()
-        block = bytes(data_out[:bs])
+    offset = lba * bs
     if rule.transfers_pi:
-        pi0 = bytes(data_out[bs:unit])
-        _check(store, rule, block, pi0, lba)
+        pi0 = bytes(data_out[bs:bs + PI_SIZE])
+        check(store, rule, block, pi0, lba)
         guard, app, ref = unpack_tuple(pi0)
-    else:
+    elif not unmap:
         guard = crc16_t10dif(block)
         app = store.app_tag or 0
         ref = lba & 0xFFFFFFFF if store.pi_type != 3 else 0
-    offset = lba * bs
+        store.generated_blocks += n
     if unmap:
         lu.deallocate(offset, n * bs)
-    else:
-        if not rule.transfers_pi:
-            store.generated_blocks += n
-        increment = store.pi_type != 3
-        zero = not any(block)
-        per_chunk = max(1, _CHUNK // bs)
-        chunk = b"" if zero else block * min(per_chunk, n)
-        for done in range(0, n, per_chunk):
-            k = min(per_chunk, n - done)
-            pi = repeated_pi(guard, app, ref + done if increment else ref, k,
-                             increment=increment)
-            if zero:
-                store.write_zeroes_pi(offset + done * bs, k * bs, pi)
-            else:
-                store.pwrite_pi(offset + done * bs,
-                                chunk if k * bs == len(chunk) else chunk[:k * bs], pi)
-    if not lu.write_cache:
-        store.flush()
-    return ScsiResult(GOOD)
-
-
-def write_same10(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, _, n, _ = RW10.unpack_from(cdb)
-    return _write_same(lu, flags, lba, n, data_out, False, 7)
-
-
-def write_same16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = RW16.unpack_from(cdb)
-    return _write_same(lu, flags & 0xFE, lba, n, data_out, bool(flags & 0x01), 10)
-
-
-#: opcode -> handler, installed in a PI-formatted logical unit's command table
-HANDLERS = {
-    C.READ_10: read10, C.READ_12: read12, C.READ_16: read16,
-    C.WRITE_10: write10, C.WRITE_12: write12, C.WRITE_16: write16,
-    C.WRITE_AND_VERIFY_10: write_verify10, C.WRITE_AND_VERIFY_12: write_verify12,
-    C.WRITE_AND_VERIFY_16: write_verify16,
-    C.VERIFY_10: verify10, C.VERIFY_12: verify12, C.VERIFY_16: verify16,
-    C.WRITE_SAME_10: write_same10, C.WRITE_SAME_16: write_same16,
-}
-
-
-def protected_unit(lu: LogicalUnit, protect: int) -> int:
-    """Bytes per logical block of Data-Out for a protect field value on ``lu``."""
-    if lu.pi_type and 0 < protect < 6:
-        return lu.block_size + PI_SIZE
-    return lu.block_size
+        return
+    increment = store.pi_type != 3
+    zero = not any(block)
+    per_chunk = max(1, _CHUNK // bs)
+    chunk = b"" if zero else block * min(per_chunk, n)
+    for done in range(0, n, per_chunk):
+        k = min(per_chunk, n - done)
+        pi = repeated_pi(guard, app, ref + done if increment else ref, k, increment=increment)
+        if zero:
+            store.write_zeroes_pi(offset + done * bs, k * bs, pi)
+        else:
+            store.pwrite_pi(offset + done * bs,
+                            chunk if k * bs == len(chunk) else chunk[:k * bs], pi)

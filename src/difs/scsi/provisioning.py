@@ -1,4 +1,5 @@
-"""Logical block provisioning (SBC-4 4.7): WRITE SAME(10/16), UNMAP, GET LBA STATUS.
+"""Logical block provisioning (SBC-4 4.7): UNMAP, GET LBA STATUS, and what WRITE SAME
+(whose path is :mod:`difs.scsi.rw`) does with them.
 
 Thin and resource-provisioned LUs advertise LBPME/LBPRZ, LBPU, LBPWS and LBPWS10: UNMAP
 and WRITE SAME with the UNMAP bit unmap through ``lu.deallocate`` and those blocks read
@@ -19,83 +20,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from difs.sam.status import GOOD
+from difs.sam.cdb import U16, U32, U64
 from difs.scsi import sense as S
-from difs.scsi.cdb import RW10, RW16, U16, U32, U64
 from difs.scsi.result import ScsiResult
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit
     from difs.scsi.nexus import Nexus
 
-_CHUNK = 1 << 20
 PROVISIONING_MAPPED, PROVISIONING_DEALLOCATED, PROVISIONING_ANCHORED = 0, 1, 2
-
-
-def write_same_range(lu: LogicalUnit, flags: int, lba: int, n: int, nb_byte: int
-                     ) -> tuple[int, bool]:
-    """The checks every WRITE SAME shares (plain and PI units): returns (blocks, unmap).
-
-    Zero blocks means from LBA to the last LBA (WSNZ=0, SBC-4 5.50); ANCHOR is refused
-    (anchored LBAs are not supported); UNMAP needs logical block provisioning."""
-    if n == 0:
-        if lba >= lu.num_blocks:
-            raise S.lba_out_of_range(lba if lba <= 0xFFFFFFFF else None)
-        n = lu.num_blocks - lba
-    if n > lu.max_write_same_blocks:
-        raise S.invalid_field_in_cdb(nb_byte)
-    lu.check_range(lba, n)
-    lu.check_writable()
-    unmap = bool(flags & 0x08)
-    if flags & 0x10:
-        raise S.invalid_field_in_cdb(1, 4)
-    if unmap and not lu.lbpme:
-        raise S.invalid_field_in_cdb(1, 3)
-    return n, unmap
-
-
-def _write_same(lu: LogicalUnit, flags: int, lba: int, n: int, data_out, ndob: bool,
-                nb_byte: int) -> ScsiResult:
-    if flags & 0xE0:
-        raise S.invalid_field_in_cdb(1, 7)  # WRPROTECT
-    n, unmap = write_same_range(lu, flags, lba, n, nb_byte)
-    bs = lu.block_size
-    if ndob:
-        if data_out:
-            raise S.invalid_field_in_command_iu()
-        block = None
-    else:
-        if data_out is None or len(data_out) != bs:
-            raise S.invalid_field_in_command_iu()
-        block = bytes(data_out)
-    store = lu.store
-    offset, length = lba * bs, n * bs
-    if unmap:
-        # UNMAP=1 unmaps whatever the data-out holds (LBPRZ: the blocks read back as
-        # zeros), as Linux LIO does and libiscsi's WriteSame*.UnmapUntilEnd expects
-        lu.deallocate(offset, length)
-    elif block is None or not any(block):
-        store.write_zeroes(offset, length)
-    else:
-        per_chunk = max(1, _CHUNK // bs)
-        chunk = block * min(per_chunk, n)
-        done = 0
-        while done < n:
-            k = min(per_chunk, n - done)
-            store.pwrite(offset + done * bs, chunk if k * bs == len(chunk) else chunk[:k * bs])
-            done += k
-    if not lu.write_cache:
-        store.flush()
-    return ScsiResult(GOOD)
-
-
-def write_same10(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, _, n, _ = RW10.unpack_from(cdb)
-    return _write_same(lu, flags, lba, n, data_out, False, 7)
-
-
-def write_same16(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:
-    _, flags, lba, n, _, _ = RW16.unpack_from(cdb)
-    return _write_same(lu, flags & 0xFE, lba, n, data_out, bool(flags & 0x01), 10)
 
 
 def unmap(lu: LogicalUnit, cdb, data_out, nexus: Nexus) -> ScsiResult:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from difs.sam.status import GOOD
+from difs.sam.cdb import RW16, U64
 from difs.scsi import sense as S
-from difs.scsi.cdb import RW16, U64
 from difs.scsi.result import ScsiResult
-from difs.scsi.sbc import data_out_blocks, first_difference
+from difs.scsi.rw import data_out_blocks, first_difference
 
 if TYPE_CHECKING:
     from difs.scsi.device import LogicalUnit

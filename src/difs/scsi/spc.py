@@ -15,8 +15,8 @@ from difs.sam.sense import (
     build_sense,
 )
 from difs.sam.status import GOOD
+from difs.sam.cdb import U16, U32
 from difs.scsi import sense as S
-from difs.scsi.cdb import U16, U32
 from difs.scsi.result import ScsiResult
 
 if TYPE_CHECKING:

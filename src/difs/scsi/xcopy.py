@@ -28,8 +28,8 @@ from difs.sam.sense import (
     ILLEGAL_REQUEST,
 )
 from difs.sam.status import GOOD
+from difs.sam.cdb import U16, U32, U64
 from difs.scsi import sense as S
-from difs.scsi.cdb import U16, U32, U64
 from difs.scsi.result import ScsiResult
 from difs.scsi.sense import ScsiError
 

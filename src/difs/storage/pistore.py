@@ -30,7 +30,7 @@ crash in between leaves the old data with an escape tuple (unchecked, but the UN
 never acknowledged), never new zeros under the old guard.
 
 Reads and writes through the plain :class:`BlockStore` methods are protected too, so every
-command that only knows ``pread``/``pwrite`` (READ(6), COMPARE AND WRITE, ORWRITE, EXTENDED
+command that only knows ``pread``/``pwrite`` (COMPARE AND WRITE, ORWRITE, EXTENDED
 COPY, WRITE ATOMIC) gets SBC-4's protect-field-000b behaviour for free:
 
 * ``pwrite`` *generates* PI (guard; application tag = ``app_tag`` or 0; reference tag =

@@ -7,6 +7,7 @@ from scsi_cdbs import (assert_check, assert_good, read_capacity10, read_capacity
                        sync_cache10, verify10, write10)
 
 from difs.sam.sense import ILLEGAL_REQUEST, MISCOMPARE
+from difs.scsi.commands import data_out_length
 
 BS = 512
 
@@ -70,13 +71,13 @@ def test_prefetch(fx):
 def test_verify_bytchk0_checks_range_only(fx):
     assert_good(fx.run(verify10(0, 16)))
     assert_check(fx.run(verify10(4096, 1)), ILLEGAL_REQUEST, 0x21)
-    assert fx.lu.transfer_length_bytes(verify10(0, 16)) == 0
+    assert data_out_length(fx.lu, verify10(0, 16)) == 0
 
 
 def test_verify_bytchk1_match_and_miscompare_with_offset(fx):
     data = bytes(range(256)) * 8  # 4 blocks
     assert_good(fx.run(write10(8, 4), data))
-    assert fx.lu.transfer_length_bytes(verify10(8, 4, 1)) == 4 * BS
+    assert data_out_length(fx.lu, verify10(8, 4, 1)) == 4 * BS
     assert_good(fx.run(verify10(8, 4, 1), data))
     bad = bytearray(data)
     bad[1234] ^= 0x58

@@ -14,6 +14,7 @@ from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
 from difs.sam.sense import ABORTED_COMMAND, ILLEGAL_REQUEST, parse_sense
 from difs.sam.status import CHECK_CONDITION, GOOD
 from difs.storage.pistore import PiStore
+from difs.scsi.commands import data_out_length
 
 BLOCKS = 256
 N1 = Nexus("iqn.2024-01.test:init,i,0x23d000000001", "iqn.2024-01.test:tgt,t,0x1", 1)
@@ -335,15 +336,15 @@ def test_write_and_verify_with_wrprotect():
 
 def test_transfer_lengths_grow_by_eight_bytes_per_block_when_pi_travels():
     lu = make_lu(1)
-    assert lu.transfer_length_bytes(rw10(0x2A, 0, 8)) == 8 * 512
-    assert lu.transfer_length_bytes(rw10(0x2A, 0, 8, 1 << 5)) == 8 * 520
-    assert lu.transfer_length_bytes(rw12(0xAA, 0, 8, 5 << 5)) == 8 * 520
-    assert lu.transfer_length_bytes(rw16(0x8E, 0, 8, 3 << 5)) == 8 * 520
-    assert lu.transfer_length_bytes(rw16(0x8F, 0, 8, (1 << 5) | 0x02)) == 8 * 520
-    assert lu.transfer_length_bytes(rw16(0x8F, 0, 8, 1 << 5)) == 0  # BYTCHK 0
-    assert lu.transfer_length_bytes(rw10(0x41, 0, 8, 1 << 5)) == 520
-    assert lu.transfer_length_bytes(rw16(0x93, 0, 8, (1 << 5) | 0x01)) == 0  # NDOB
-    assert make_lu(0).transfer_length_bytes(rw10(0x2A, 0, 8, 1 << 5)) == 8 * 512
+    assert data_out_length(lu, rw10(0x2A, 0, 8)) == 8 * 512
+    assert data_out_length(lu, rw10(0x2A, 0, 8, 1 << 5)) == 8 * 520
+    assert data_out_length(lu, rw12(0xAA, 0, 8, 5 << 5)) == 8 * 520
+    assert data_out_length(lu, rw16(0x8E, 0, 8, 3 << 5)) == 8 * 520
+    assert data_out_length(lu, rw16(0x8F, 0, 8, (1 << 5) | 0x02)) == 8 * 520
+    assert data_out_length(lu, rw16(0x8F, 0, 8, 1 << 5)) == 0  # BYTCHK 0
+    assert data_out_length(lu, rw10(0x41, 0, 8, 1 << 5)) == 520
+    assert data_out_length(lu, rw16(0x93, 0, 8, (1 << 5) | 0x01)) == 0  # NDOB
+    assert data_out_length(make_lu(0), rw10(0x2A, 0, 8, 1 << 5)) == 8 * 512
 
 
 def test_short_interleaved_data_out():

@@ -6,6 +6,7 @@ import pytest
 from scsi_cdbs import assert_check, assert_good, read10, rw10, rw16, write10
 
 from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from difs.scsi.commands import data_out_length
 
 BS = 512
 
@@ -82,8 +83,8 @@ def test_write_same_checks(fx):
     assert_check(fx.run(ws10(0, 1, unmap=1), bytes(BS)), ILLEGAL_REQUEST, 0x24)  # not thin
     assert_check(fx.run(ws10(0, 1), bytes(BS // 2)), ILLEGAL_REQUEST)            # short data
     assert_check(fx.run(ws10(0, 1), bytes(2 * BS)), ILLEGAL_REQUEST)             # long data
-    assert fx.lu.transfer_length_bytes(ws10(0, 9)) == BS
-    assert fx.lu.transfer_length_bytes(ws16(0, 9, ndob=1)) == 0
+    assert data_out_length(fx.lu, ws10(0, 9)) == BS
+    assert data_out_length(fx.lu, ws16(0, 9, ndob=1)) == 0
 
 
 def test_write_same_on_read_only_is_data_protect_even_with_unmap(make_fx):

@@ -6,6 +6,7 @@ import threading
 from scsi_cdbs import assert_check, assert_good, read16, rw16, write16
 
 from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST, MISCOMPARE
+from difs.scsi.commands import data_out_length
 
 BS = 512
 
@@ -20,7 +21,7 @@ def orwrite(lba, n, flags=0):
 
 def test_compare_and_write_success(fx):
     assert_good(fx.run(write16(7, 2), b"A" * (2 * BS)))
-    assert fx.lu.transfer_length_bytes(caw(7, 2)) == 4 * BS
+    assert data_out_length(fx.lu, caw(7, 2)) == 4 * BS
     assert_good(fx.run(caw(7, 2), b"A" * (2 * BS) + b"B" * (2 * BS)))
     assert bytes(fx.run(read16(7, 2)).data) == b"B" * (2 * BS)
 
@@ -81,4 +82,4 @@ def test_orwrite(fx):
     assert_good(fx.run(orwrite(0, 0), None))
     assert_check(fx.run(orwrite(4095, 2), bytes(2 * BS)), ILLEGAL_REQUEST, 0x21)
     assert_check(fx.run(orwrite(0, 1, 0x20), bytes(BS)), ILLEGAL_REQUEST, 0x24)
-    assert fx.lu.transfer_length_bytes(orwrite(0, 3)) == 3 * BS
+    assert data_out_length(fx.lu, orwrite(0, 3)) == 3 * BS

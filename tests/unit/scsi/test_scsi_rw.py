@@ -5,6 +5,7 @@ from scsi_cdbs import (assert_check, assert_good, read6, read10, read16, rw12, w
                        write16)
 
 from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from difs.scsi.commands import data_out_length
 
 BS = 512
 
@@ -33,7 +34,7 @@ def test_read6_length_zero_means_256_blocks(fx):
 
 
 def test_write6_length_zero_means_256_blocks(fx):
-    assert fx.lu.transfer_length_bytes(write6(0, 0)) == 256 * BS
+    assert data_out_length(fx.lu, write6(0, 0)) == 256 * BS
     assert_good(fx.run(write6(0, 0), b"\xAB" * (256 * BS)))
     assert fx.store.pread(255 * BS, BS) == b"\xAB" * BS
 
@@ -144,11 +145,11 @@ def test_partial_block_data_out_is_invalid_field_in_command_iu(fx):
 
 
 def test_transfer_length_bytes(fx):
-    assert fx.lu.transfer_length_bytes(write10(0, 3)) == 3 * BS
-    assert fx.lu.transfer_length_bytes(write16(0, 5)) == 5 * BS
-    assert fx.lu.transfer_length_bytes(read10(0, 3)) == 0
-    assert fx.target.transfer_length_bytes(0, write10(0, 2)) == 2 * BS
-    assert fx.target.transfer_length_bytes(7, write10(0, 2)) == 0
+    assert data_out_length(fx.lu, write10(0, 3)) == 3 * BS
+    assert data_out_length(fx.lu, write16(0, 5)) == 5 * BS
+    assert data_out_length(fx.lu, read10(0, 3)) == 0
+    assert fx.target.execute(0, write10(0, 2), bytes(2 * BS), fx.n1).transfer_length == 2 * BS
+    assert fx.target.execute(7, write10(0, 2), bytes(2 * BS), fx.n1).transfer_length == 0
 
 
 def test_write_to_read_only_is_data_protect(make_fx):

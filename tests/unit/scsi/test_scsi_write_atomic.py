@@ -11,6 +11,7 @@ from scsi_cdbs import assert_check, assert_good, rsoc, write10
 from difs.sam.sense import DATA_PROTECT, ILLEGAL_REQUEST
 from difs.scsi import LogicalUnit, LuIdentity, MemoryStore, Nexus
 from difs.storage.filestore import _JOURNAL, _JOURNAL_MAGIC, FileStore
+from difs.scsi.commands import data_out_length
 
 BS = 512
 MiB = 1 << 20
@@ -25,7 +26,7 @@ def test_write_atomic_writes_the_blocks(fx):
     assert_good(fx.run(wa16(100, 16), data))
     assert fx.store.pread(100 * BS, 16 * BS) == data
     assert fx.store.flushes >= 1                       # stable before GOOD
-    assert fx.lu.transfer_length_bytes(wa16(0, 16)) == 16 * BS
+    assert data_out_length(fx.lu, wa16(0, 16)) == 16 * BS
 
 
 def test_write_atomic_zero_blocks_and_range(fx):
