@@ -342,10 +342,14 @@ class IscsiConnection(asyncio.Protocol):
         scsi = self.scsi
         lun = task.lun
         lu = scsi.luns.get(lun)
-        guard = self._guards.get(lun)
-        if lu is not None and (guard is None or guard.lu is not lu
-                               or guard.policy is not self.controller.enforcement.policies.get(lu)):
-            guard = self._new_guard(lun, lu)
+        if lu is None:  # no such LUN, or it left this session's view: forget its guard
+            self._guards.pop(lun, None)
+            guard = None
+        else:
+            guard = self._guards.get(lun)
+            if (guard is None or guard.lu is not lu
+                    or guard.policy is not self.controller.enforcement.policies.get(lu)):
+                guard = self._new_guard(lun, lu)
         if guard is None:  # no such LUN (or a logical unit without a policy record)
             result = scsi.execute(lun, task.cdb, task.data_out, self.nexus)
             self.core.complete_command(

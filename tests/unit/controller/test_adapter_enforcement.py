@@ -284,3 +284,30 @@ def test_volume_policy_compiles_once_and_reports_session_reasons_in_order():
     lu = object()
     first = e.register(lu, Meta)
     assert e.register(lu, Meta) is first  # same version and content: not recompiled
+
+
+def test_a_lun_leaving_the_view_mid_session_is_a_check_condition_not_a_crash(tmp_path):
+    """Issue 17 finding 7: the session had a guard for LUN 0 (its volume has a policy); the
+    LUN then leaves the target's view (unbind) while the initiator keeps sending. The next
+    command must be answered LOGICAL UNIT NOT SUPPORTED on the same connection, and the
+    connection must go on serving; before, a stale guard made ``lu.pi_type`` raise
+    AttributeError out of the adapter and the transport dropped the connection."""
+    async def main():
+        ctl = make_controller(tmp_path / "u", policy="bronze")
+        client = Client(ctl, INIT)
+        client.command(TUR)  # the power-on unit attention
+        assert client.command(read16(0, 8), expected_in=4096).status == GOOD
+        target = next(iter(ctl.volumes.values())).scsi
+        lu = target.remove_lun(0)
+        gone = client.command(read16(0, 8), expected_in=4096)
+        assert gone.status == CHECK_CONDITION and sense_code(gone) == (0x05, 0x25, 0x00)
+        gone = client.command(rw16(0x8A, 0, 8), data_out=bytes(4096))
+        assert gone.status == CHECK_CONDITION and sense_code(gone) == (0x05, 0x25, 0x00)
+        assert not client.transport.closing
+        target.add_lun(0, lu)  # back in the view: served again, with a fresh guard
+        for _ in range(2):  # REPORTED LUNS DATA HAS CHANGED may come first
+            done = client.command(read16(0, 8), expected_in=4096)
+            if done.status == GOOD:
+                break
+        assert done.status == GOOD and not client.transport.closing
+    run(main())
