@@ -50,6 +50,36 @@ def test_pi_policy_on_a_volume_without_pi_refuses_to_start(tmp_path: Path) -> No
         assert not host.lines  # no NBD export was offered
 
 
+def test_one_application_that_cannot_start_leaves_the_others_running(tmp_path: Path) -> None:
+    """Issue 17 finding 9: a standalone host used to exit when one application's policy could
+    not be met at start, taking the healthy applications with it."""
+    need_tool("qemu-io")
+    pi1 = policy_file(tmp_path, "pi1", protection_information=1)
+    nbd = free_port()
+    with controller(tmp_path / "ctl", "--volume", "plain:8M", "--volume", "other:8M") as ctl:
+        host = start_difs("host", "--nbd", f"127.0.0.1:{nbd}",
+                          "--app", f"db=iscsi://{ctl.host}:{ctl.port}/{ctl.iqn('plain')}/0",
+                          "--policy", f"db={pi1}",
+                          "--app", f"web=iscsi://{ctl.host}:{ctl.port}/{ctl.iqn('other')}/0",
+                          "--channels", "plain", "--path-wait", "3")
+        try:
+            urls = host.wait_for_lines(1, "nbd://")
+            assert urls == [f"nbd://127.0.0.1:{nbd}/web"], urls
+            out = run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 64k",
+                       "-c", "read -P 0x5a 0 64k", f"nbd://127.0.0.1:{nbd}/web"])
+            assert "read 65536/65536" in out.stdout, out.stdout + out.stderr
+            refused = run(["qemu-io", "-f", "raw", "-c", "read 0 4k",
+                           f"nbd://127.0.0.1:{nbd}/db"], check=False)
+            assert refused.returncode != 0
+            assert host.popen.poll() is None  # still serving
+        finally:
+            rc = host.stop()
+        err = host.log_text()
+        assert rc == 0, err
+        line = next(l for l in err.splitlines() if "application not started" in l)
+        assert "app=db" in line and "not formatted with protection information" in line, line
+
+
 async def read_stored_pi(portal: tuple[str, int], target: str, lba: int, blocks: int):
     """Data and PI tuples the controller has for ``blocks`` at ``lba`` (READ(16) RDPROTECT=001b
     from a bare difs initiator, no host in between)."""

@@ -121,6 +121,8 @@ class Host:
     def __init__(self, config: HostConfig) -> None:
         self.config = config
         self.apps: dict[str, Application] = {}
+        #: applications given at start that could not start: name -> why (the others run)
+        self.failed: dict[str, str] = {}
         self.groups: dict[tuple[str, str], PathGroup] = {}
         self.nbd = NbdServer(max_connections=config.nbd_max_connections,
                              handshake_timeout=config.nbd_handshake_timeout or None,
@@ -140,7 +142,13 @@ class Host:
                                      lun=lun, requirement=Requirement.from_policy(policy.services),
                                      policy_name=policy.name)
             except NbdBackendError as exc:
-                raise HostError(f"application {name}: {exc.message}") from None
+                # one application that cannot start does not take the healthy ones with it
+                self.failed[name] = exc.message
+                log_event(log, "application not started", level=logging.ERROR, app=name,
+                          reason=exc.message)
+        if self.failed and not self.apps and not self.config.manager:
+            raise HostError("; ".join(f"application {name}: {why}"
+                                      for name, why in self.failed.items()))
 
     async def group_for(self, *, controller: str, portal: str, target: str) -> PathGroup:
         key = (portal, target)
