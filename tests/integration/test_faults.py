@@ -140,6 +140,27 @@ def test_header_digest_catches_flipped_header_bits_both_ways(cluster) -> None:
     assert "header digest" in log.lower()
 
 
+def test_a_path_that_keeps_breaking_is_not_stormed_with_logins(cluster) -> None:
+    """Issue 17 finding 5: 30 % of the Data-Ins on the digest channel arrive with a broken
+    header digest, so the connection drops soon after each login. The host used to log in
+    again at once, every time (53 logins in the ~3 s this workload took, hundreds a second on
+    a longer run); it now backs off (recovery.ReconnectBackoff), so over 8 s of the same
+    workload it logs in a handful of times, and no read returns wrong data."""
+    need_tool("qemu-io")
+    ctl, proxy, host, url = cluster("silver")  # silver: digests, so channel 0 only
+    flips = proxy.add(BitFlip(TO_HOST, where="header", channel=0, opcodes={DATA_IN},
+                              rate=0.3, limit=None))
+    logins_before = host.log_text().count("path up path=")
+    reads = [c for _ in range(16) for c in ("-c", "read -P 0 0 1M")]
+    result = run(["timeout", "8", "qemu-io", "-f", "raw", *reads, url], check=False, timeout=30)
+    out = result.stdout + result.stderr
+    assert "Pattern verification failed" not in out, out
+    logins = host.log_text().count("path up path=") - logins_before
+    assert flips.fired >= 2  # the path really broke, again and again
+    # backoff from 0.2 s, doubling to 5 s, with jitter: at most ~7 logins in 8 s
+    assert 2 <= logins <= 10, (logins, host.log_text()[-3000:])
+
+
 def test_without_digests_or_pi_a_flipped_bit_is_stored_silently(cluster, tmp_path) -> None:
     """Bronze asks for no integrity service: a bit flipped in a Data-Out on the plain channel
     is stored and read back, and nobody notices (asserted: the write and the read succeed,

@@ -3,7 +3,9 @@
 A ``PathGroup`` opens one session per :class:`~difs.host.paths.ChannelSpec`
 (channel 0 with CRC32C digests, channel 1 plain, by default), records what
 each *actually* negotiated — digests and authentication (none, chap,
-mutual_chap) — and re-establishes a lost path with exponential backoff.
+mutual_chap) — and re-establishes a lost path with exponential backoff and
+jitter (:class:`~difs.host.recovery.ReconnectBackoff`: a path that breaks right
+after its login is retried ever more slowly).
 Anyone waiting for a path to (re)appear awaits :meth:`changed`.
 
 A path keeps its ISID (the channel number is its qualifier) across reconnects,
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec, Path, PathState
 from difs.host.connection import DEFAULT_TIMERS, IscsiSession, SessionTimers
 from difs.host.errors import LoginError
+from difs.host.recovery import ReconnectBackoff
 from difs.iscsi.config import ChapCredentials, InitiatorConfig
 from difs.policy.fast import NegotiatedServices
 from difs.util.logs import log_event
@@ -118,7 +121,8 @@ class PathGroup:
                                wait if wait is not None else self.timers.login_timeout + 5)
 
     async def _keep_up(self, path: Path, first: asyncio.Future) -> None:
-        delay = self.backoff[0]
+        backoff = ReconnectBackoff(*self.backoff)
+        loop = asyncio.get_running_loop()
         reported: str | None = None  # the failure already logged for this outage
         while not self._closing:
             try:
@@ -134,10 +138,9 @@ class PathGroup:
                               target=self.target, reason=problem)
                 if not first.done():
                     first.set_result(None)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff[1])
+                await asyncio.sleep(backoff.failed())
                 continue
-            delay = self.backoff[0]
+            backoff.up(loop.time())
             reported = None
             self.last_error.pop(path.channel, None)
             session.on_drain = lambda why, path=path: self._drain(path, why)
@@ -154,6 +157,8 @@ class PathGroup:
                 self.last_error[path.channel] = f"connection lost: {reason}"
             path.state = PathState.CLOSED if self._closing else PathState.DOWN
             self._notify()
+            if not self._closing and (wait := backoff.dropped(loop.time())) > 0:
+                await asyncio.sleep(wait)
 
     def mark_failed(self, path: Path) -> None:
         """A command saw the path break: stop choosing it until it is re-established."""

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -265,3 +267,48 @@ _RULES: dict[type, Any] = {
     Completed: _completed,
     PiVerifyFailed: _pi_verify_failed,
 }
+
+
+# -- when a path logs in again ----------------------------------------------------------------
+
+
+class ReconnectBackoff:
+    """When a path logs in again after its login failed or its connection dropped (pure).
+
+    Exponential from ``base`` to ``cap`` seconds with equal jitter (each wait is drawn between
+    half the step and the step, so paths that broke together do not log in together). A path
+    that drops less than ``stable_after`` seconds after it came up counts as a failure: a path
+    that logs in and breaks at once (a link corrupting every PDU, a target that drops the
+    session) is retried ever more slowly, not hundreds of times a second. A path that stayed
+    up that long starts again from nothing: its first reconnect is immediate.
+    ``rng`` returns a float in [0, 1) (``random.random``; fixed in tests).
+    """
+
+    __slots__ = ("base", "cap", "stable_after", "_step", "_up_at", "_rng")
+
+    def __init__(self, base: float, cap: float, *, stable_after: float = 10.0,
+                 rng: Callable[[], float] = random.random) -> None:
+        if not 0 < base <= cap:
+            raise ValueError(f"backoff must satisfy 0 < base <= cap, not {base}, {cap}")
+        self.base, self.cap, self.stable_after = base, cap, stable_after
+        self._step = base
+        self._up_at: float | None = None
+        self._rng = rng
+
+    def failed(self) -> float:
+        """A login failed: seconds to wait before the next one."""
+        step = self._step
+        self._step = min(step * 2, self.cap)
+        return step / 2 + self._rng() * step / 2
+
+    def up(self, now: float) -> None:
+        """The path logged in at ``now``."""
+        self._up_at = now
+
+    def dropped(self, now: float) -> float:
+        """The path's connection ended at ``now``: seconds to wait before logging in again."""
+        up_at, self._up_at = self._up_at, None
+        if up_at is not None and now - up_at >= self.stable_after:
+            self._step = self.base
+            return 0.0
+        return self.failed()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from difs.host.recovery import (
+    ReconnectBackoff,
     MAX_ABORTED,
     MAX_PI_RETRIES,
     MAX_TIMEOUTS,
@@ -241,3 +242,62 @@ def test_failures_end_in_eio_within_a_bounded_number_of_attempts(outcomes) -> No
         assert Tally.FAILED not in decision.tally
     else:
         raise AssertionError(f"still retrying after {n} failed attempts")
+
+
+# -- ReconnectBackoff -----------------------------------------------------------------------
+
+
+def test_login_failures_back_off_exponentially_with_jitter_up_to_the_cap():
+    low = ReconnectBackoff(0.2, 5.0, rng=lambda: 0.0)
+    assert [low.failed() for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.5, 2.5]
+    high = ReconnectBackoff(0.2, 5.0, rng=lambda: 0.999999)
+    waits = [high.failed() for _ in range(7)]
+    assert all(a < b for a, b in zip(waits[:5], waits[1:5]))
+    assert max(waits) < 5.0 and waits[-1] == pytest.approx(5.0, rel=1e-5)
+
+
+def test_a_path_that_drops_right_after_its_login_is_retried_ever_more_slowly():
+    """Issue 17 finding 5: a path corrupting every PDU logged in ~225 times a second."""
+    b = ReconnectBackoff(0.2, 5.0, stable_after=10.0, rng=lambda: 0.5)
+    now, waits = 0.0, []
+    for _ in range(8):
+        b.up(now)
+        now += 0.01  # broke at once
+        wait = b.dropped(now)
+        waits.append(wait)
+        now += wait
+    assert waits[0] > 0 and waits == sorted(waits) and waits[-1] == pytest.approx(3.75)
+    assert len(waits) / now < 1.0  # fewer than one login a second once backed off
+
+
+def test_a_path_that_stayed_up_reconnects_at_once_and_forgets_its_history():
+    b = ReconnectBackoff(0.2, 5.0, stable_after=10.0, rng=lambda: 0.0)
+    for _ in range(5):
+        b.failed()
+    b.up(100.0)
+    assert b.dropped(110.0) == 0.0  # up long enough: reconnect now
+    assert b.failed() == 0.1  # and the steps start again from the base
+    assert b.dropped(200.0) == 0.2  # dropped without having come up: a failure
+
+
+@given(events=st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=60),
+       r=st.floats(0, 0.999999))
+@settings(max_examples=200, deadline=None)
+def test_backoff_waits_stay_between_zero_and_the_cap(events, r):
+    b, now = ReconnectBackoff(0.2, 5.0, rng=lambda: r), 0.0
+    for came_up, lasted in events:
+        if came_up:
+            b.up(now)
+            now += lasted
+            wait = b.dropped(now)
+        else:
+            wait = b.failed()
+        assert 0.0 <= wait <= 5.0
+        now += wait
+
+
+def test_backoff_refuses_nonsense():
+    with pytest.raises(ValueError):
+        ReconnectBackoff(0, 5)
+    with pytest.raises(ValueError):
+        ReconnectBackoff(6, 5)
