@@ -74,12 +74,13 @@ def manager(tmp_path: Path, *args: str) -> Iterator[Manager]:
         log.close()
 
 
-def raw_post(port: int, path: str, size: int, *, token: str | None = None) -> tuple[bytes, int]:
-    """POST ``size`` bytes with a Content-Length, streaming the body while a thread reads the
-    answer; returns (the answer, bytes of body the server took before it stopped us)."""
+def raw_post(port: int, path: str, size: int, *, token: str | None = None,
+             chunked: bool = False) -> tuple[bytes, int]:
+    """POST ``size`` bytes (with a Content-Length, or ``chunked``), streaming the body while a
+    thread reads the answer; returns (the answer, bytes of body sent before the server closed)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     head = [f"POST {path} HTTP/1.1", "Host: x", "Content-Type: application/json",
-            f"Content-Length: {size}"]
+            "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"]
     if token:
         head.append(f"Authorization: Bearer {token}")
     answer = bytearray()
@@ -92,12 +93,16 @@ def raw_post(port: int, path: str, size: int, *, token: str | None = None) -> tu
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     sent = 0
-    chunk = b" " * (256 << 10)
+    piece = 256 << 10
     try:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         while sent < size:
-            sock.sendall(chunk[: size - sent])
-            sent += min(len(chunk), size - sent)
+            n = min(piece, size - sent)
+            body = b" " * n
+            sock.sendall(f"{n:x}\r\n".encode() + body + b"\r\n" if chunked else body)
+            sent += n
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
     except OSError:
         pass  # the server closed: what it had not read was never read
     reader.join(30)
@@ -120,44 +125,14 @@ def test_a_huge_unauthenticated_body_is_refused_before_it_is_read(tmp_path):
         assert status_of(answer) in (401, 413), answer[:300]
         assert b"application/problem+json" in answer
         # chunked, so no length to judge by: refused for its missing token, body unread
-        answer, _sent = raw_post_chunked(mgr.port, "/api/v1/policies", 50 * MiB)
+        answer, _sent = raw_post(mgr.port, "/api/v1/policies", 50 * MiB, chunked=True)
         assert status_of(answer) == 401, answer[:300]
-        answer, _sent = raw_post_chunked(mgr.port, "/api/v1/policies", 50 * MiB, token="not-a-token")
+        answer, _sent = raw_post(mgr.port, "/api/v1/policies", 50 * MiB, token="not-a-token",
+                                chunked=True)
         assert status_of(answer) == 401, answer[:300]
         grown_mib = (mgr.rss_kib() - before) / 1024
         assert grown_mib < 25, f"the manager's memory grew by {grown_mib:.0f} MiB"
         assert mgr.healthz() == 200
-
-
-def raw_post_chunked(port: int, path: str, size: int, *, token: str | None = None) -> tuple[bytes, int]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = [f"POST {path} HTTP/1.1", "Host: x", "Content-Type: application/json",
-            "Transfer-Encoding: chunked"]
-    if token:
-        head.append(f"Authorization: Bearer {token}")
-    answer = bytearray()
-
-    def read() -> None:
-        with contextlib.suppress(OSError):
-            while chunk := sock.recv(65536):
-                answer.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    sent = 0
-    piece = 256 << 10
-    frame = f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n"
-    try:
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        while sent < size:
-            sock.sendall(frame)
-            sent += piece
-        sock.sendall(b"0\r\n\r\n")
-    except OSError:
-        pass
-    reader.join(30)
-    sock.close()
-    return bytes(answer), sent
 
 
 def test_a_body_over_the_limit_with_a_valid_token_gets_413(tmp_path):
@@ -169,7 +144,7 @@ def test_a_body_over_the_limit_with_a_valid_token_gets_413(tmp_path):
         answer, _ = raw_post(mgr.port, "/api/v1/policies", 2 * MiB, token=mgr.token)
         assert status_of(answer) == 413, answer[:300]
         assert b"urn:difs:problem:content-too-large" in answer and b"65536 bytes" in answer
-        answer, _ = raw_post_chunked(mgr.port, "/api/v1/policies", 2 * MiB, token=mgr.token)
+        answer, _ = raw_post(mgr.port, "/api/v1/policies", 2 * MiB, token=mgr.token, chunked=True)
         assert status_of(answer) == 413, answer[:300]
         assert b"urn:difs:problem:content-too-large" in answer
         assert mgr.healthz() == 200

@@ -74,6 +74,7 @@ from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
 from difs.scsi.store import BlockStore
 from difs.scsi.lun_map import ScsiTarget
+from difs.util.coretimer import CoreTimer
 from difs.util.logs import log_event
 from difs.util.units import format_portal, parse_portal
 
@@ -256,7 +257,7 @@ class Controller:
                 and (connection_ids is None or c.connection_id in connection_ids)]
 
 
-class IscsiConnection(asyncio.Protocol):
+class IscsiConnection(CoreTimer, asyncio.Protocol):
     """One TCP connection: moves bytes and timers, dispatches the core's events."""
 
     def __init__(self, controller: Controller) -> None:
@@ -525,20 +526,3 @@ class IscsiConnection(asyncio.Protocol):
             if out:
                 self.transport.writelines(out)
             self.transport.close()
-
-    # timers ------------------------------------------------------------------
-
-    def _arm_timer(self) -> None:
-        when = self.core.get_timer()
-        if self._timer is not None:
-            if when is not None and self._timer.when() == when:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.core.handle_timer(self._loop.time())
-        self._pump()

@@ -59,6 +59,7 @@ from difs.iscsi.initiator_events import (
     PingComplete,
 )
 from difs.iscsi.initiator_timers import InitiatorTimers
+from difs.util.coretimer import CoreTimer
 from difs.util.logs import log_event
 from difs.util.units import parse_portal
 
@@ -86,7 +87,7 @@ class SessionTimers(InitiatorTimers):
 DEFAULT_TIMERS = SessionTimers()
 
 
-class IscsiSession(asyncio.Protocol):
+class IscsiSession(CoreTimer, asyncio.Protocol):
     """One TCP connection = one iSCSI session (difs uses one connection per session)."""
 
     def __init__(self, config: InitiatorConfig, *, name: str = "",
@@ -325,18 +326,3 @@ class IscsiSession(asyncio.Protocol):
             self.closed.set_result(reason)
             if self.session is not None:
                 log_event(log, "path closed", path=self.name, reason=reason)
-
-    def _arm_timer(self) -> None:
-        when = self.core.get_timer() if self.core is not None else None
-        if self._timer is not None:
-            if when is not None and self._timer.when() == when:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.core.handle_timer(self._loop.time())
-        self._pump()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from fuzzing import edits, mutate
 from hypothesis import strategies as st
 from pairs.helpers import ConnectionPair, read10, write10
 
@@ -55,23 +56,8 @@ SEEDS = {name: (VECTORS / f"{name}.bin").read_bytes() for name in sorted(MANIFES
 TARGET_SEEDS = sorted(n for n, m in MANIFEST.items() if m["direction"] == "t2c")
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16), st.integers(0, 255)),
-                 max_size=6)
 
 
-def mutate(data: bytes, changes: list[tuple[int, int, int]]) -> bytes:
-    buf = bytearray(data)
-    for kind, position, value in changes:
-        if not buf:
-            break
-        pos = position % len(buf)
-        if kind == 0:
-            buf[pos] = value
-        elif kind == 1:
-            del buf[pos:pos + (value % 8) + 1]
-        else:
-            buf[pos:pos] = bytes([value]) * ((value % 5) + 1)
-    return bytes(buf)
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:

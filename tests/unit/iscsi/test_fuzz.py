@@ -4,6 +4,7 @@ login errors or a ConnectionClosed event — no exception ever escapes to the ad
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
+from fuzzing import edits, mutate
 from hypothesis import strategies as st
 
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
@@ -87,23 +88,8 @@ def drive(conn: TargetConnection, chunks: list[bytes]) -> list:
     return seen
 
 
-def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    buf = bytearray(data)
-    for kind, position, value in edits:
-        if not buf:
-            break
-        pos = position % len(buf)
-        if kind == 0:
-            buf[pos] = value
-        elif kind == 1:
-            del buf[pos:pos + (value % 8) + 1]
-        else:
-            buf[pos:pos] = bytes([value]) * ((value % 5) + 1)
-    return bytes(buf)
 
 
-edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16), st.integers(0, 255)),
-                 max_size=6)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
