@@ -11,17 +11,25 @@ registers the nodes, creates two applications — ``app1`` with the integrity
 policy ``integrity`` (CRC32C header and data digests + T10 PI type 1) and ``app2``
 with none (tier bronze) — binds them to
 the host, and waits until both disks are served over NBD. Then it keeps running
-for the user's own clients until Ctrl-C, and stops everything cleanly.
+for the user's own clients until Ctrl-C (or SIGTERM), and stops everything cleanly.
 
-State lives under ``--data-dir`` (``var/up``): a second ``difs up`` finds the same
-applications and data.
+While it runs it supervises them (:mod:`difs.util.supervise`): a child that dies is
+reported (how it ended, the tail of its log) and restarted with exponential backoff and
+jitter, with the same arguments, ports, tokens and data dir; the others keep running
+untouched — a restarted manager finds its database, the nodes' links reconnect, and
+applications keep their I/O through the manager's absence. While the cluster is still
+coming up a dead child is a set-up failure instead (:class:`UpError`, with its log).
+
+State lives under ``--data-dir`` (``var/up``, 0700; tokens, logs, the database and the
+volumes inside are 0600, and every child runs with umask 077): a second ``difs up`` finds
+the same applications and data. ``up-status.json`` there holds every child's pid, state,
+restarts and last exit.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +40,7 @@ from pathlib import Path
 import httpx
 
 from difs.nodelink.client import ManagerClient, ManagerError
+from difs.util.supervise import Child, ChildSpec, Exit, RestartPolicy, Supervisor, log_tail
 
 DEMO_APPS = (("app1", "integrity"), ("app2", "bronze"))
 
@@ -42,6 +51,10 @@ INTEGRITY_POLICY = {
     "services": {"integrity": {"header_digest": True, "data_digest": True,
                                "protection_information": 1}},
 }
+
+
+#: in the data dir: every child's pid, state, restarts and last exit (JSON, rewritten on change)
+STATUS_FILE = "up-status.json"
 
 
 class UpError(Exception):
@@ -58,24 +71,23 @@ class UpConfig:
     app_size: str = "256M"
     interval: float = 1.0
     log_level: str = "info"
-
-
-@dataclass
-class Child:
-    name: str
-    popen: subprocess.Popen
-    log: Path
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_grace: float = 20.0  # seconds between a child's SIGTERM and its SIGKILL
 
 
 @dataclass
 class Cluster:
     config: UpConfig
-    children: list[Child] = field(default_factory=list)
+    supervisor: Supervisor
     admin_token: str = ""
 
     @property
     def manager_url(self) -> str:
         return f"http://{self.config.manager_listen}"
+
+    @property
+    def children(self) -> list[Child]:
+        return self.supervisor.children
 
     def nbd_url(self, app: str) -> str:
         return f"nbd://{self.config.nbd}/{app}"
@@ -83,33 +95,26 @@ class Cluster:
     # -- processes ---------------------------------------------------------------
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
-        log = self.config.data_dir / f"{name}.log"
-        out = open(log, "ab")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "difs.cli.main", *args, "--log-level", self.config.log_level],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            start_new_session=True)
-        child = Child(name, popen, log)
-        self.children.append(child)
-        return child
+        argv = [sys.executable, "-m", "difs.cli.main", *args, "--log-level", self.config.log_level]
+        return self.supervisor.start(ChildSpec(name, argv, self.config.data_dir / f"{name}.log",
+                                               env or {}))
 
     def check_alive(self) -> None:
+        """While the cluster comes up a dead child is a set-up failure (a port in use, a bad
+        option): say so at once, with its log, rather than restart it."""
         for child in self.children:
-            if child.popen.poll() is not None:
-                tail = child.log.read_text(errors="replace").splitlines()[-15:]
-                raise UpError(f"the {child.name} exited ({child.popen.returncode}); its log "
-                              f"({child.log}) ends:\n  " + "\n  ".join(tail))
+            if child.popen is not None and child.popen.poll() is not None:
+                tail = log_tail(child.log, 15)
+                how = Exit.from_returncode(child.popen.returncode).describe()
+                raise UpError(f"the {child.name} {how}; its log ({child.log}) ends:\n  "
+                              + "\n  ".join(tail))
+
+    def supervise(self) -> None:
+        """Once up: report and restart (with backoff) any child that died; call it often."""
+        self.supervisor.check()
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.popen.poll() is None:
-                child.popen.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            try:
-                child.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                child.popen.kill()
-                child.popen.wait(5)
+        self.supervisor.stop(grace=self.config.stop_grace)
 
     def wait_for(self, what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -144,12 +149,16 @@ def _node_token(client: ManagerClient, name: str, kind: str) -> str:
         return client.request("POST", f"/nodes/{name}/token")["token"]
 
 
-def bring_up(config: UpConfig, say: Callable[[str], None]) -> Cluster:
-    """Start everything and return the running cluster (``stop()`` it when done)."""
+def bring_up(config: UpConfig, say: Callable[[str], None],
+             report: Callable[[str], None] | None = None) -> Cluster:
+    """Start everything and return the running cluster (``supervise()`` it often, ``stop()``
+    it when done). ``report`` gets the supervisor's messages (a death, a restart)."""
     from difs.util.units import parse_size
 
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cluster = Cluster(config)
+    os.chmod(config.data_dir, 0o700)  # one made by hand, or by an older difs, is private too
+    cluster = Cluster(config, Supervisor(
+        status_file=config.data_dir / STATUS_FILE, say=report or say, policy=config.restart))
     cluster.admin_token = _token(config.data_dir / "admin-token")
     try:
         say(f"starting the manager on {cluster.manager_url} (SQLite in {config.data_dir}/manager)")

@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         typer.echo("difs up: starting the all-in-one cluster on loopback")
         try:
-            cluster = bring_up(cfg, lambda msg: typer.echo(f"  {msg}"))
+            cluster = bring_up(cfg, lambda msg: typer.echo(f"  {msg}"),
+                               report=lambda msg: typer.echo(f"difs up: {msg}"))
         except UpError as exc:
             typer.echo(f"difs up: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -51,16 +52,13 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         if demo:
             typer.echo("\nstill running for your own clients; Ctrl-C stops everything.")
+        # a child that dies from here on is reported and restarted; only a stop request ends
+        # the loop (the handlers just set the event: nothing is reaped or restarted after it)
         try:
-            while not stop.is_set():
-                stop.wait(0.5)
-                cluster.check_alive()
+            while not stop.wait(0.2):
+                cluster.supervise()
         except KeyboardInterrupt:
             pass
-        except UpError as exc:
-            typer.echo(f"difs up: {exc}", err=True)
-            cluster.stop()
-            raise typer.Exit(1) from None
         typer.echo("difs up: stopping")
         cluster.stop()
         typer.echo("difs up: stopped")
