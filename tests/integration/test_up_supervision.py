@@ -73,6 +73,13 @@ class Up:
         assert wait_until(back, 30), f"{name} not restarted: {self.status()}\n{self.output()}"
         return self.child(name)["pid"]
 
+    def pid(self, name: str) -> int:
+        """The pid of the running ``difs <name>`` child, read from /proc (not the status file)."""
+        found = [pid for pid, ppid, cmdline in processes()
+                 if ppid == self.proc.popen.pid and f"difs.cli.main {name} " in cmdline]
+        assert len(found) == 1, (name, found, self.output())
+        return found[0]
+
     def stop(self) -> int:
         return self.proc.stop(signal.SIGTERM, timeout=60)
 
@@ -147,29 +154,34 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (here: the cluster's data dir)."""
+def processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every live process."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if text in cmdline and int(entry.name) != os.getpid() and alive(int(entry.name)):
-                found.append(int(entry.name))
+            if stat[0] != "Z":
+                found.append((int(entry.name), int(stat[1]), cmdline))
     return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (here: the cluster's data dir)."""
+    return [pid for pid, _, cmdline in processes() if text in cmdline and pid != os.getpid()]
 
 
 @pytest.mark.slow
 def test_the_manager_killed_twice_comes_back_while_the_application_keeps_its_io(up) -> None:
-    first = up.status()["children"]
-    others = {n: first[n]["pid"] for n in ("controller", "host")}
+    others = {n: up.pid(n) for n in ("controller", "host")}
     app = Application(up.ports["nbd"])
     try:
         assert wait_until(lambda: len(app.done) >= 5), app.errors
         for restarts, sig in ((1, signal.SIGTERM), (2, signal.SIGKILL)):
-            old = up.child("manager")["pid"]
+            old = up.pid("manager")
             killed_at = time.monotonic()
             os.kill(old, sig)
             # reported: one line naming it, how it ended, and its log's tail
@@ -211,11 +223,10 @@ def test_the_manager_killed_twice_comes_back_while_the_application_keeps_its_io(
 @pytest.mark.slow
 def test_the_host_killed_is_restarted_and_serves_again_and_stopping_up_leaves_no_process(
         up) -> None:
-    private_files(up.data)
     app = Application(up.ports["nbd"])
     assert wait_until(lambda: len(app.done) >= 10), app.errors
     app.close()
-    seen = {n: c["pid"] for n, c in up.status()["children"].items()}
+    seen = {n: up.pid(n) for n in ("manager", "controller", "host")}
     os.kill(seen["host"], signal.SIGKILL)
     line = f"difs up: host (pid {seen['host']}) killed by SIGKILL"
     assert wait_until(lambda: any(l.startswith(line) for l in up.proc.lines), 10), up.output()
@@ -232,7 +243,7 @@ def test_the_host_killed_is_restarted_and_serves_again_and_stopping_up_leaves_no
     assert wait_until(served_with_its_data, 60), up.output()
     assert up.child("manager")["pid"] == seen["manager"]
     assert up.child("controller")["pid"] == seen["controller"]
-    private_files(up.data)  # the restarted host's files too
+    private_files(up.data)  # what difs up and its children made, the restarted host's too
     # SIGTERM of difs up: every child it ever ran is gone, no process of the cluster is left
     assert up.stop() == 0, up.output()
     assert "difs up: stopped" in up.proc.lines
