@@ -339,3 +339,22 @@ def test_children_run_with_umask_077(tmp_path) -> None:
     child.popen.wait(10)
     sup.stop(grace=1)
     assert made.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_restart_that_cannot_start_the_program_is_said_and_tried_again(tmp_path) -> None:
+    said: list[str] = []
+    sup = supervisor(tmp_path, said)
+    program = tmp_path / "program"
+    program.write_text(f"#!{sys.executable}\nprint('ran', flush=True)\n")
+    program.chmod(0o700)
+    child = sup.start(ChildSpec("flaky", [str(program)], tmp_path / "flaky.log"))
+    child.popen.wait(10)
+    program.rename(tmp_path / "away")  # the restart finds nothing to run
+    try:
+        assert check_until(sup, lambda: any("could not be started" in s for s in said))
+        assert child.track.state is not ChildState.RUNNING and child.popen is None
+        (tmp_path / "away").rename(program)
+        assert check_until(sup, lambda: any(s.startswith("flaky restarted") for s in said))
+        assert wait_until(lambda: (tmp_path / "flaky.log").read_text().count("ran") >= 2)
+    finally:
+        sup.stop(grace=5)

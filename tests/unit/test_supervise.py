@@ -97,4 +97,10 @@ def test_a_stopped_child_is_never_due() -> None:
 ])
 def test_how_a_child_ended_is_told_by_exit_code_or_signal(returncode, text, as_json) -> None:
     how = Exit.from_returncode(returncode)
-    assert how.describe() == text and how.as_json() == as_json
+    assert how.describe() == text and how.as_json() == {**as_json, "error": None}
+
+
+def test_a_child_that_could_not_be_started_says_why() -> None:
+    how = Exit(error="[Errno 24] Too many open files")
+    assert how.describe() == "could not be started ([Errno 24] Too many open files)"
+    assert how.as_json() == {"code": None, "signal": None, "error": "[Errno 24] Too many open files"}

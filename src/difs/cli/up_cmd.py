@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
     ) -> None:
         """Start manager, controller and host on loopback with two demo applications;
-        keep them running until Ctrl-C."""
+        keep them running until Ctrl-C, restarting any that dies."""
         from difs.allinone import UpConfig, UpError, bring_up, summary
 
         cfg = UpConfig(data_dir=data_dir, manager_listen=manager, portal=portal, nbd=nbd,
@@ -59,8 +59,9 @@ def register(app: typer.Typer) -> None:
                 cluster.supervise()
         except KeyboardInterrupt:
             pass
-        typer.echo("difs up: stopping")
-        cluster.stop()
+        finally:  # whatever ends the loop, no child outlives difs up
+            typer.echo("difs up: stopping")
+            cluster.stop()
         typer.echo("difs up: stopped")
 
 

@@ -69,16 +69,19 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class Exit:
-    """How a child ended: its exit code, or the signal that killed it."""
+    """How a child ended: its exit code, the signal that killed it, or why it could not start."""
 
     code: int | None = None
     signal: int | None = None
+    error: str | None = None  # it could not be started (the OSError's text)
 
     @classmethod
     def from_returncode(cls, returncode: int) -> Exit:
         return cls(signal=-returncode) if returncode < 0 else cls(code=returncode)
 
     def describe(self) -> str:
+        if self.error is not None:
+            return f"could not be started ({self.error})"
         if self.signal is not None:
             try:
                 return f"killed by {signal.Signals(self.signal).name}"
@@ -93,7 +96,7 @@ class Exit:
                 name = signal.Signals(self.signal).name
             except ValueError:
                 name = str(self.signal)
-        return {"code": self.code, "signal": name}
+        return {"code": self.code, "signal": name, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -228,9 +231,7 @@ class Supervisor:
                 self._died(child, now)
                 changed = True
             elif child.popen is None and child.track.due(now):
-                self._spawn(child)
-                self.say(f"{child.name} restarted (pid {child.popen.pid}, restart "
-                         f"{child.track.restarts})")
+                self._restart(child, now)
             else:
                 changed |= child.track.settled(now)
         if changed:
@@ -271,6 +272,17 @@ class Supervisor:
         child.track.started(self._clock())
         self.write_status()
 
+    def _restart(self, child: Child, now: float) -> None:
+        try:
+            self._spawn(child)
+        except OSError as exc:  # no descriptors, no memory, a full disk: try again later
+            decision = child.track.exited(now, Exit(error=str(exc)))
+            self.say(f"{child.name} {child.track.last_exit.describe()}; trying again in "
+                     f"{decision.delay:.1f}s")
+            return
+        self.say(f"{child.name} restarted (pid {child.popen.pid}, restart "
+                 f"{child.track.restarts})")
+
     def _died(self, child: Child, now: float) -> None:
         how = Exit.from_returncode(child.popen.returncode)
         pid, child.popen = child.popen.pid, None
@@ -299,13 +311,18 @@ class Supervisor:
                     "log": str(c.log)} for c in self.children}}
 
     def write_status(self) -> None:
+        """Replace the status file (a failure to write it is said, never fatal: the children
+        matter more than their report)."""
         tmp = self.status_file.with_name(self.status_file.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(fd, 0o600)
-            json.dump(self.status(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, self.status_file)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(fd, 0o600)  # a stale .tmp keeps its old mode through O_CREAT
+                json.dump(self.status(), f, indent=1)
+                f.write("\n")
+            os.replace(tmp, self.status_file)
+        except OSError as exc:
+            self.say(f"could not write {self.status_file}: {exc}")
 
 
 def log_tail(path: Path, lines: int, *, window: int = 16384) -> list[str]:
