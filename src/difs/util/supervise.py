@@ -279,6 +279,7 @@ class Supervisor:
             decision = child.track.exited(now, Exit(error=str(exc)))
             self.say(f"{child.name} {child.track.last_exit.describe()}; trying again in "
                      f"{decision.delay:.1f}s")
+            self.write_status()
             return
         self.say(f"{child.name} restarted (pid {child.popen.pid}, restart "
                  f"{child.track.restarts})")
