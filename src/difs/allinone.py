@@ -132,6 +132,7 @@ class Cluster:
 
 def _token(path: Path) -> str:
     if path.exists():
+        os.chmod(path, 0o600)  # one left readable by an older difs is private from now on
         return path.read_text().strip()
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
@@ -294,7 +295,7 @@ def run_demo(cluster: Cluster, *, size_mib: int = 64, say: Callable[[str], None]
              ) -> list[AppFigures]:
     """Write then read ``size_mib`` through each application in turn and measure it."""
     metrics_url = f"http://{cluster.config.host_metrics}/metrics"
-    pids = [c.popen.pid for c in cluster.children if c.name in ("host", "controller")]
+    pids = [c.pid for c in cluster.children if c.name in ("host", "controller") and c.pid]
     figures = []
     for app, tier in DEMO_APPS:
         before = _scrape(metrics_url)
