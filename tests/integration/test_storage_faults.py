@@ -1,0 +1,119 @@
+"""A real ``difs controller`` whose data directory is a small tmpfs that fills up.
+
+A write that needs space the file system no longer has gets what a thin-provisioned array
+answers - CHECK CONDITION, DATA PROTECT 27h/07h SPACE ALLOCATION FAILED WRITE PROTECT - for
+that command only: the same session keeps reading what was acknowledged before (with PI
+that still verifies on a PI volume), the controller logs it once per burst with the volume
+name, and once space is freed the same write succeeds.  On a PI volume, a write whose data
+landed in part before the disk ran out leaves no block failing its PI check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from support import controller, fill, tmpfs
+
+from difs.host.connection import IscsiSession, SessionTimers
+from difs.integrity import split, verify
+from difs.iscsi.config import InitiatorConfig
+from difs.sam.sense import DATA_PROTECT, parse_sense
+
+pytestmark = pytest.mark.integration
+
+QUIET = SessionTimers(nop_interval=None, command_timeout=10.0, login_timeout=5.0)
+SPACE_FAILED = (DATA_PROTECT, 0x27, 0x07)
+N = 64  # blocks per write: 32 KiB, 8 pages of the data file
+FAR = 4096  # an LBA whose pages were never allocated
+
+
+def rw16(op: int, lba: int, n: int, protect: int = 0) -> bytes:
+    return struct.pack(">BBQIBB", op, protect << 5, lba, n, 0, 0)
+
+
+async def session(ctl, volume: str, isid: int) -> IscsiSession:
+    config = InitiatorConfig(initiator_name="iqn.2026-11.io.difs:test.full", isid=isid,
+                             target_name=ctl.iqn(volume))
+    s = await IscsiSession.connect(f"127.0.0.1:{ctl.port}", config, name=volume, timers=QUIET)
+    await s.execute(0, bytes(6))  # the power-on unit attention
+    return s
+
+
+async def write(s: IscsiSession, lba: int, data: bytes):
+    return await s.execute(0, rw16(0x8A, lba, len(data) // 512), data_out=data)
+
+
+async def read(s: IscsiSession, lba: int, n: int, protect: int = 0) -> bytes:
+    unit = 520 if protect else 512
+    done = await s.execute(0, rw16(0x88, lba, n, protect), expected_in_length=n * unit)
+    assert done.status == 0, bytes(done.sense).hex()
+    return bytes(done.data)
+
+
+async def full_disk_scenario(ctl, fs: Path, volume: str, isid: int, pi: bool) -> None:
+    rng = random.Random(isid)
+    s = await session(ctl, volume, isid)
+    try:
+        before = rng.randbytes(N * 512)
+        assert (await write(s, 0, before)).status == 0
+        fill(fs / "filler")
+        new = rng.randbytes(N * 512)
+        for _ in range(2):  # a burst: logged once
+            done = await write(s, FAR, new)
+            assert done.status == 2  # CHECK CONDITION
+            assert parse_sense(done.sense) == SPACE_FAILED, bytes(done.sense).hex()
+        # that command only: the session is up and returns what was acknowledged
+        assert s.is_up
+        assert (await s.execute(0, bytes(6))).status == 0
+        assert await read(s, 0, N) == before
+        assert await read(s, FAR, N) == bytes(N * 512)  # the failed write left nothing
+        if pi:
+            data, tuples = split(await read(s, 0, N, protect=1))
+            verify(data, tuples, lba=0, pi_type=1)
+            assert bytes(data) == before
+        os.unlink(fs / "filler")  # space again: the same write succeeds
+        assert (await write(s, FAR, new)).status == 0
+        assert await read(s, FAR, N) == new
+        assert await read(s, 0, N) == before
+    finally:
+        await s.logout()
+
+
+async def partial_pi_write(ctl, fs: Path) -> None:
+    """Overwrite 8 allocated pages and 8 new ones with 2 pages left: the data lands in the
+    allocated pages (and perhaps one more), then ENOSPC."""
+    rng = random.Random(7)
+    s = await session(ctl, "pv", 0x023D00000103)
+    try:
+        lba = 2 * FAR
+        assert (await write(s, lba, rng.randbytes(N * 512))).status == 0
+        fill(fs / "filler", leave=2 * 4096)
+        done = await write(s, lba, rng.randbytes(2 * N * 512))
+        assert parse_sense(done.sense) == SPACE_FAILED, bytes(done.sense).hex()
+        await read(s, lba, 2 * N)  # protect 000b: the controller checks every block's PI
+        data, tuples = split(await read(s, lba, 2 * N, protect=1))
+        verify(data, tuples, lba=lba, pi_type=1)  # and the host finds them agreeing
+        os.unlink(fs / "filler")
+    finally:
+        await s.logout()
+
+
+def test_full_disk_is_space_allocation_failed_for_that_command_only(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "fs", "4m") as fs:
+        with controller(fs / "ctl", "--volume", "tv:64M", "--volume", "pv:64M:pi1") as ctl:
+            asyncio.run(full_disk_scenario(ctl, fs, "tv", 0x023D00000101, pi=False))
+            asyncio.run(full_disk_scenario(ctl, fs, "pv", 0x023D00000102, pi=True))
+            asyncio.run(partial_pi_write(ctl, fs))
+            log = ctl.proc.log_text()
+        lines = [line for line in log.splitlines() if "volume out of space" in line]
+        assert any("volume=tv" in line for line in lines), log[-3000:]
+        assert any("volume=pv" in line for line in lines), log[-3000:]
+        # rate-limited: the burst of two failures on each volume is one line
+        assert sum("volume=tv" in line for line in lines) == 1, lines
+        assert "ENOSPC" in lines[0] and "SPACE ALLOCATION FAILED WRITE PROTECT" in lines[0]
+        print("\n".join(lines))
