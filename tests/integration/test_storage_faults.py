@@ -6,19 +6,30 @@ that command only: the same session keeps reading what was acknowledged before (
 that still verifies on a PI volume), the controller logs it once per burst with the volume
 name, and once space is freed the same write succeeds.  On a PI volume, a write whose data
 landed in part before the disk ran out leaves no block failing its PI check.
+
+A real EIO comes from a loop device whose backing file sits on a full tmpfs (device-mapper's
+``error`` target is not available in this container): the block device accepts the write
+into its page cache, and the FUA write's fdatasync reports EIO - MEDIUM ERROR 0Ch/00h
+WRITE ERROR for that command, the session carrying on.  (A read EIO has no real source
+here - a loop device reads a backing file's holes as zeros - so it is injected at the store
+boundary in tests/unit/controller/test_adapter_store_faults.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import struct
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import controller, fill, tmpfs
 
+from difs.controller.volumes import VolumeDirectory
 from difs.host.connection import IscsiSession, SessionTimers
 from difs.integrity import split, verify
 from difs.iscsi.config import InitiatorConfig
@@ -30,6 +41,7 @@ QUIET = SessionTimers(nop_interval=None, command_timeout=10.0, login_timeout=5.0
 SPACE_FAILED = (DATA_PROTECT, 0x27, 0x07)
 N = 64  # blocks per write: 32 KiB, 8 pages of the data file
 FAR = 4096  # an LBA whose pages were never allocated
+VOLUME_SIZE = 8 << 20
 
 
 def rw16(op: int, lba: int, n: int, protect: int = 0) -> bytes:
@@ -117,3 +129,62 @@ def test_full_disk_is_space_allocation_failed_for_that_command_only(tmp_path: Pa
         assert sum("volume=tv" in line for line in lines) == 1, lines
         assert "ENOSPC" in lines[0] and "SPACE ALLOCATION FAILED WRITE PROTECT" in lines[0]
         print("\n".join(lines))
+
+
+# --- a real EIO: the volume on a loop device whose backing file cannot grow ---------------
+
+
+@contextlib.contextmanager
+def loop_device(backing: Path) -> Iterator[str]:
+    """A loop device over ``backing`` (root; skipped where the kernel offers none)."""
+    made = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"no loop device here: {made.stderr.strip()}")
+    dev = made.stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+async def eio_scenario(ctl) -> None:
+    rng = random.Random(11)
+    s = await session(ctl, "ev", 0x023D00000104)
+    try:
+        before = rng.randbytes(N * 512)
+        fua = rw16(0x8A, 0, N)[:1] + b"\x08" + rw16(0x8A, 0, N)[2:]  # WRITE(16) FUA=1
+        assert (await s.execute(0, fua, data_out=before)).status == 0
+        big = 4096  # blocks: 2 MiB, more than the tmpfs under the loop device holds
+        for lba in (8192, 12288):  # a burst of two: one log line
+            cdb = struct.pack(">BBQIBB", 0x8A, 0x08, lba, big, 0, 0)
+            done = await s.execute(0, cdb, data_out=rng.randbytes(big * 512))
+            assert done.status == 2
+            assert parse_sense(done.sense) == (0x3, 0x0C, 0x00), bytes(done.sense).hex()
+        assert s.is_up
+        assert (await s.execute(0, bytes(6))).status == 0
+        assert await read(s, 0, N) == before
+    finally:
+        await s.logout()
+
+
+def test_eio_from_the_device_is_write_error_for_that_command_only(tmp_path: Path) -> None:
+    """The loop device's backing file lives on a 1 MiB tmpfs: writing it back fails, and
+    the block device reports EIO to the controller's fdatasync (a FUA write)."""
+    with tmpfs(tmp_path / "fs", "1m") as fs:
+        backing = fs / "backing"
+        with open(backing, "wb") as f:
+            f.truncate(VOLUME_SIZE)
+        with loop_device(backing) as dev:
+            data_dir = tmp_path / "ctl"
+            directory = VolumeDirectory(data_dir)
+            directory.ensure("ev", VOLUME_SIZE)
+            image = directory.data_path("ev")
+            image.unlink()
+            image.symlink_to(dev)  # the volume's blocks are the loop device
+            with controller(data_dir, "--volume", "ev") as ctl:
+                asyncio.run(eio_scenario(ctl))
+                log = ctl.proc.log_text()
+    lines = [line for line in log.splitlines() if "volume I/O error" in line]
+    assert len(lines) == 1, log[-3000:]
+    assert "volume=ev" in lines[0] and "EIO" in lines[0] and "WRITE ERROR" in lines[0]
