@@ -60,7 +60,8 @@ def faults(fx):
 def test_full_disk_on_write_is_space_allocation_failed(fx, faults, code):
     assert_good(fx.run(write10(0, 2), b"a" * 2 * BS))
     faults.once("pwrite", OSError(code, "no space"))
-    assert_check(fx.run(write10(8, 2), b"b" * 2 * BS), DATA_PROTECT, *SPACE)
+    sense = assert_check(fx.run(write10(8, 2), b"b" * 2 * BS), DATA_PROTECT, *SPACE)
+    assert "SPACE ALLOCATION FAILED WRITE PROTECT" in sense_text(sense)
     # that command only: the unit still reads what it acknowledged, and writes again
     assert fx.run(read10(0, 2)).data == b"a" * 2 * BS
     assert_good(fx.run(write10(8, 2), b"b" * 2 * BS))
