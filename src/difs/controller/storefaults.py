@@ -5,7 +5,7 @@ DATA PROTECT 27h/07h for a full file system, MEDIUM ERROR for EIO, HARDWARE ERRO
 anything else) and tells its logical unit's ``on_store_fault``; this is that hook for a
 volume.  Each kind of fault is one rate-limited log line per volume (a full disk fails
 every write until space is freed: the first is logged, the rest counted), and an
-unexpected failure also logs its traceback once per exception type.
+unexpected failure also logs its traceback once per volume and exception type.
 """
 
 from __future__ import annotations
@@ -56,7 +56,3 @@ class StoreFaultLog:
             log_event(log, "volume store failure traceback", level=logging.ERROR,
                       exc_info=exc, **fields)
         event(**fields)
-
-    def counts(self) -> dict[str, int]:
-        """Faults seen so far, by kind (space, medium, internal)."""
-        return {kind: event.count for kind, event in self._events.values()}
