@@ -13,6 +13,9 @@ into its page cache, and the FUA write's fdatasync reports EIO - MEDIUM ERROR 0C
 WRITE ERROR for that command, the session carrying on.  (A read EIO has no real source
 here - a loop device reads a backing file's holes as zeros - so it is injected at the store
 boundary in tests/unit/controller/test_adapter_store_faults.py.)
+
+And a crash right after writes failed for lack of space: the controller restarts on the
+still-full file system, replays its intent log, and every block's PI verifies.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import controller, fill, tmpfs
+from support import controller, fill, free_port, start_difs, tmpfs
 
 from difs.controller.volumes import VolumeDirectory
 from difs.host.connection import IscsiSession, SessionTimers
@@ -188,3 +192,78 @@ def test_eio_from_the_device_is_write_error_for_that_command_only(tmp_path: Path
     lines = [line for line in log.splitlines() if "volume I/O error" in line]
     assert len(lines) == 1, log[-3000:]
     assert "volume=ev" in lines[0] and "EIO" in lines[0] and "WRITE ERROR" in lines[0]
+
+
+# --- a crash after a full disk --------------------------------------------------------------
+
+
+class Restartable:
+    """``difs controller`` on a fixed data directory and port, killed with SIGKILL."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = start_difs("controller", "--portal", f"127.0.0.1:{self.port}",
+                               "--data-dir", str(self.data_dir), "--name", "test",
+                               "--volume", "pv:64M:pi1")
+        self.proc.wait_for_lines(1, "iscsi://")
+
+    def iqn(self, volume: str) -> str:
+        return f"iqn.2026-11.io.difs:test.{volume}"
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(signal.SIGKILL)
+
+
+async def before_the_crash(ctl, fs: Path) -> tuple[bytes, bytes]:
+    rng = random.Random(21)
+    s = await session(ctl, "pv", 0x023D00000105)
+    a, c = rng.randbytes(N * 512), rng.randbytes(N * 512)
+    assert (await write(s, 0, a)).status == 0
+    assert (await write(s, FAR, c)).status == 0
+    fill(fs / "filler", leave=2 * 4096)
+    for lba, n in ((FAR, 2 * N), (3 * FAR, N)):  # in part, and not at all
+        done = await write(s, lba, rng.randbytes(n * 512))
+        assert parse_sense(done.sense) == SPACE_FAILED, bytes(done.sense).hex()
+    s.abort()
+    return a, c
+
+
+async def after_the_crash(ctl, fs: Path, a: bytes) -> None:
+    s = await session(ctl, "pv", 0x023D00000106)
+    try:
+        data, tuples = split(await read(s, 0, N, protect=1))
+        verify(data, tuples, lba=0, pi_type=1)
+        assert bytes(data) == a  # acknowledged before the disk filled: intact
+        for lba in (FAR, 3 * FAR):  # the failed writes' blocks: old or new, PI agreeing
+            await read(s, lba, 2 * N)
+            data, tuples = split(await read(s, lba, 2 * N, protect=1))
+            verify(data, tuples, lba=lba, pi_type=1)
+        os.unlink(fs / "filler")
+        fresh = random.Random(22).randbytes(N * 512)
+        assert (await write(s, 3 * FAR, fresh)).status == 0
+        assert await read(s, 3 * FAR, N) == fresh
+    finally:
+        await s.logout()
+
+
+@pytest.mark.slow
+def test_pi_volume_after_a_full_disk_and_a_crash(tmp_path: Path) -> None:
+    """kill -9 right after writes failed for lack of space; the controller restarts on the
+    still-full file system, replays its intent log, and every block's PI verifies."""
+    with tmpfs(tmp_path / "fs", "4m") as fs:
+        ctl = Restartable(fs / "ctl")
+        try:
+            ctl.start()
+            a, _c = asyncio.run(before_the_crash(ctl, fs))
+            ctl.kill()
+            ctl.start()
+            asyncio.run(after_the_crash(ctl, fs, a))
+            log = ctl.proc.log_text()
+            assert "torn blocks" not in log, log[-3000:]
+        finally:
+            ctl.kill()
