@@ -4,7 +4,7 @@ unexpected), the connection and session carry on, and the controller logs it rat
 with the volume name (an unexpected failure with its traceback, once per exception type).
 
 The store's file object is replaced by one raising at the store boundary (no sockets, no
-disk): the real EIO and ENOSPC sources are in tests/integration/test_storage_faults.py.
+disk): the real EIO and ENOSPC sources are in tests/integration/test_volume_storage_faults.py.
 """
 
 from __future__ import annotations
