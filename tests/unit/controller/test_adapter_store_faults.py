@@ -93,3 +93,17 @@ def test_an_unexpected_store_failure_ends_only_its_command(tmp_path, caplog):
     assert len(traced) == 1 and traced[0].exc_info is not None  # the traceback, once
     assert traced[0].difs_fields["volume"] == "vol"
     assert len(store_fault_records(caplog, "volume store failure")) == 1
+
+
+def test_a_flush_failing_at_shutdown_is_logged_and_the_store_still_closed(tmp_path, caplog):
+    async def main():
+        ctl = make_controller(tmp_path)
+        store = lu_of(ctl).store
+        failing(store, "flush", OSError(errno.EIO, "Input/output error"))
+        await ctl.close()
+        assert store.fd == -1  # closed all the same
+
+    with caplog.at_level(logging.INFO, logger="difs.controller"):
+        run(main())
+    (line,) = store_fault_records(caplog, "volume flush failed at shutdown")
+    assert line.difs_fields["volume"] == "vol"
