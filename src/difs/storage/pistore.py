@@ -74,6 +74,10 @@ def complement(buf) -> bytes:
     (:func:`difs.integrity.layout.to_stored` / ``from_stored``, in one C call)."""
     return bytes(buf).translate(_INVERT)
 
+#: failed writes whose PI re-alignment is kept for retry (beyond: their blocks answer a
+#: PI check failure until rewritten, never wrong data)
+MAX_UNALIGNED = 1024
+
 #: log size at which the store syncs data and PI and empties the log (bounds replay work:
 #: 1 MiB of records covers 128 Ki blocks = 64 MiB of data to re-read after a crash)
 CHECKPOINT_BYTES = 1 << 20
@@ -278,7 +282,8 @@ class PiStore(PiBlockStore):
             result, stored = self._reconcile(lba, pi)
             self._store_realigned(lba, stored, result.pi)
         except Exception:
-            self._unaligned.append((lba, bytes(pi)))
+            if len(self._unaligned) < MAX_UNALIGNED:  # a PI file failing for good: bounded
+                self._unaligned.append((lba, bytes(pi)))
 
     def _reconcile(self, lba: int, pi) -> tuple[Reconciled, bytes]:
         """Recovery's rule for one intent: (the tuples to keep, the tuples stored now)."""
