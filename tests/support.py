@@ -6,6 +6,7 @@ Processes started here are always stopped by the fixture that started them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -140,3 +141,45 @@ def run(cmd: list[str], *, timeout: float = 120, check: bool = True, **kw) -> su
         raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\n"
                              f"stderr:\n{result.stderr}")
     return result
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A small tmpfs mounted at ``path`` (root only): a real file system that fills up.
+    Unmounted (lazily if still busy) whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                   check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path: Path, *, leave: int = 0) -> int:
+    """Write ``path`` until its file system is full, then give back ``leave`` bytes (whole
+    pages); returns the bytes it holds."""
+    chunk = b"\xa5" * (1 << 16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    size = 0
+    try:
+        while True:
+            try:
+                n = os.write(fd, chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    break
+                chunk = chunk[:len(chunk) // 2]
+                continue
+            size += n
+        if leave:
+            size = max(0, size - leave)
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    return size

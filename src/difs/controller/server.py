@@ -213,7 +213,11 @@ class Controller:
         for server in self._servers:
             await server.wait_closed()
         for vol in self.volumes.values():
-            vol.store.flush()
+            try:
+                vol.store.flush()
+            except OSError as exc:  # a failing disk must not keep the others open
+                log_event(log, "volume flush failed at shutdown", level=logging.ERROR,
+                          volume=vol.config.name, error=str(exc))
             vol.store.close()
         if self.endpoint is not None:
             self.endpoint.close()

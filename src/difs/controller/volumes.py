@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from difs.controller.storefaults import StoreFaultLog
 from difs.scsi.device import LogicalUnit, LuIdentity
 from difs.scsi.store import BlockStore
 from difs.storage.filestore import FileStore
@@ -181,7 +182,7 @@ class VolumeDirectory:
             block_size=meta.block_size, read_only=meta.read_only,
             provisioning=volume_provisioning(meta),
             persistent_state=self.load_reservations(name),
-            on_persistent_change=save_reservations)
+            on_persistent_change=save_reservations, on_store_fault=StoreFaultLog(name))
         return lu, store
 
     def meta_path(self, name: str) -> Path:

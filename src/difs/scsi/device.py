@@ -25,6 +25,13 @@ iSCSIResiduals tests accept (and what Linux LIO does); the iSCSI layer reports t
 residual from the result's ``transfer_length`` (the bytes of Data-Out the CDB asked for,
 set on every result, failed commands included) against its EDTL.
 
+A fault of the backing store ends at most the command it happened in: a full file system
+(ENOSPC, EDQUOT, EFBIG) is DATA PROTECT 27h/07h SPACE ALLOCATION FAILED WRITE PROTECT, as a
+thin-provisioned array answers; EIO is MEDIUM ERROR (11h/00h for a read, 0Ch/00h for a
+command that writes); any other exception is HARDWARE ERROR 44h/00h
+(:func:`difs.scsi.sense.store_error`).  ``on_store_fault(exc, error, cdb)`` is told, so the
+adapter can log it.
+
 Thread safety: ``execute`` is meant to be called from one thread per LU at a time, except
 that read-modify-write commands (COMPARE AND WRITE, ORWRITE, EXTENDED COPY) take
 ``lu.rmw_lock`` so they stay atomic with respect to each other when an adapter runs
@@ -123,10 +130,14 @@ class LogicalUnit:
         max_transfer_bytes: int = 8 << 20,
         persistent_state: dict | None = None,
         on_persistent_change: Callable[[dict], None] | None = None,
+        on_store_fault: Callable[[Exception, ScsiError, bytes], None] | None = None,
     ) -> None:
         if block_size < 512 or block_size & (block_size - 1):
             raise ValueError("block_size must be a power of two >= 512")
         self.store = store
+        #: told (exception, the answer, CDB) when the store fails a command: the adapter
+        #: logs it (this core does no logging)
+        self.on_store_fault = on_store_fault
         self.identity = identity
         self.block_size = block_size
         self.block_shift = block_size.bit_length() - 1
@@ -219,10 +230,23 @@ class LogicalUnit:
             return self._failed(pi_error(err), cdb)
         except IndexError:
             return self._failed(S.invalid_opcode(), cdb)
-        except OSError as exc:
-            err = S.medium_error(write=bool(len(cdb) and data_out_length(self, cdb)))
-            err.args = (f"store error: {exc}",)
-            return self._failed(err, cdb)
+        except Exception as exc:  # the store failed (or a bug): this command only
+            return self._store_fault(exc, cdb)
+
+    def _store_fault(self, exc: Exception, cdb) -> ScsiResult:
+        """The answer to a command the store failed under (:func:`sense.store_error`:
+        full disk, I/O error, anything else), reported to ``on_store_fault``."""
+        err = S.store_error(exc, write=self._writes(cdb))
+        if self.on_store_fault is not None:
+            self.on_store_fault(exc, err, cdb)
+        return self._failed(err, cdb)
+
+    def _writes(self, cdb) -> bool:
+        """Whether ``cdb`` is a command that writes (reservation class W)."""
+        spec = self._table[cdb[0]] if len(cdb) else None
+        if spec is not None and spec.by_sa is not None and len(cdb) > 1:
+            spec = spec.by_sa.get(cdb[1] & 0x1F)
+        return spec is not None and spec.res == "W"
 
     def _failed(self, err: ScsiError, cdb) -> ScsiResult:
         """The answer to a command that failed; it still carries the transfer length."""

@@ -13,6 +13,16 @@ Exception tree::
          │                              field pointer (SKSV)
          └── ReservationConflict        status RESERVATION CONFLICT, no sense data
 
+What a fault of the backing store becomes (:func:`store_error`, applied by
+:meth:`LogicalUnit.execute` to that one command; the session carries on)::
+
+    OSError ENOSPC, EDQUOT, EFBIG   DATA PROTECT 27h/07h SPACE ALLOCATION FAILED WRITE
+                                    PROTECT (what a thin-provisioned array answers when
+                                    its pool is full, SBC-4 4.7.3.6)
+    OSError EIO                     MEDIUM ERROR 11h/00h UNRECOVERED READ ERROR (a read)
+                                    or 0Ch/00h WRITE ERROR (a command that writes)
+    any other exception             HARDWARE ERROR 44h/00h INTERNAL TARGET FAILURE
+
 Helpers below build the common errors with the field pointer SPC-4 asks for
 (``invalid_field_in_cdb(byte, bit)`` points at the offending CDB byte/bit).
 
@@ -23,7 +33,10 @@ The codes and the sense builder are the shared wire vocabulary of :mod:`difs.sam
 
 from __future__ import annotations
 
+import errno
+
 from difs.sam.sense import (
+    ASC_INTERNAL_TARGET_FAILURE,
     ASC_INVALID_COMMAND_OPERATION_CODE,
     ASC_INVALID_FIELD_IN_CDB,
     ASC_INVALID_FIELD_IN_CIU,
@@ -33,10 +46,12 @@ from difs.sam.sense import (
     ASC_MISCOMPARE_DURING_VERIFY,
     ASC_PARAMETER_LIST_LENGTH_ERROR,
     ASC_SOFTWARE_WRITE_PROTECTED,
+    ASC_SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
     ASC_UNRECOVERED_READ_ERROR,
     ASC_WRITE_ERROR,
     ASC_WRITE_PROTECTED,
     DATA_PROTECT,
+    HARDWARE_ERROR,
     ILLEGAL_REQUEST,
     MEDIUM_ERROR,
     MISCOMPARE,
@@ -158,3 +173,34 @@ def unit_attention(asc: int, ascq: int) -> ScsiError:
 def medium_error(*, write: bool, lba: int | None = None) -> ScsiError:
     asc = ASC_WRITE_ERROR if write else ASC_UNRECOVERED_READ_ERROR
     return ScsiError(MEDIUM_ERROR, *asc, information=lba, message="medium error")
+
+
+def space_allocation_failed() -> ScsiError:
+    return ScsiError(DATA_PROTECT, *ASC_SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+                     message="space allocation failed")
+
+
+def internal_target_failure() -> ScsiError:
+    return ScsiError(HARDWARE_ERROR, *ASC_INTERNAL_TARGET_FAILURE,
+                     message="internal target failure")
+
+
+#: errno values that mean the space behind a volume ran out (a full file system, a quota,
+#: a file-size limit): the answer of a thin-provisioned array whose pool is exhausted
+SPACE_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+#: errno values that mean the medium failed
+MEDIUM_ERRNOS = frozenset((errno.EIO,))
+
+
+def store_error(exc: BaseException, *, write: bool) -> ScsiError:
+    """The CHECK CONDITION for an exception raised by the backing store during a command
+    (``write``: the command writes the medium). See the table in the module docstring."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in SPACE_ERRNOS:
+        err = space_allocation_failed()
+    elif code in MEDIUM_ERRNOS:
+        err = medium_error(write=write)
+    else:
+        err = internal_target_failure()
+    err.args = (f"store error: {exc!r}",)
+    return err

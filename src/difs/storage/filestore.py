@@ -12,6 +12,11 @@ crash leaves either the old or the new data, never a mix:
 2. write the data in place and ``fdatasync`` the data file;
 3. truncate the journal and ``fdatasync`` it.
 
+A full file system must not break that promise: the range is allocated first
+(``fallocate``), so writing it in place after the commit point cannot run out of space,
+and a journal record that could not be written and synced whole is cut off again before
+the error propagates (only a committed record is ever replayed).
+
 Opening a store with a journal replays a complete record (its CRC32C matches) and drops
 a torn one (that write was never acknowledged).  A store opened without a journal path
 does not offer atomic writes.
@@ -83,6 +88,7 @@ class FileStore(BlockStore):
         self.granularity = granularity
         self._punch_ok = True
         self._zero_range_ok = True
+        self._allocate_ok = True
         self._journal_fd = -1
 
     @classmethod
@@ -146,13 +152,29 @@ class FileStore(BlockStore):
         if jfd < 0:
             super().pwrite_atomic(offset, data)  # raises: no journal, no atomic writes
         length = len(data)
+        self._allocate(offset, length)       # ENOSPC here: nothing done yet
         crc = crc32c(data, crc32c(_OFFSET_LENGTH.pack(offset, length)))
-        _pwrite_all(jfd, _JOURNAL.pack(_JOURNAL_MAGIC, offset, length, crc) + bytes(data), 0)
-        os.fdatasync(jfd)                    # committed: replayed after a crash
+        try:
+            _pwrite_all(jfd, _JOURNAL.pack(_JOURNAL_MAGIC, offset, length, crc) + bytes(data), 0)
+            os.fdatasync(jfd)                # committed: replayed after a crash
+        except BaseException:
+            os.ftruncate(jfd, 0)             # not committed: nothing to replay
+            raise
         self.pwrite(offset, data)
         os.fdatasync(self.fd)
         os.ftruncate(jfd, 0)                 # done: nothing to replay
         os.fdatasync(jfd)
+
+    def _allocate(self, offset: int, length: int) -> None:
+        """Reserve the space of a range (a thin file's holes); raises ENOSPC when there is
+        none. A file system or device without fallocate has nothing to reserve."""
+        if self._allocate_ok:
+            try:
+                fallocate(self.fd, FALLOC_FL_KEEP_SIZE, offset, length)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
+                    raise
+                self._allocate_ok = False
 
     def pread(self, offset: int, length: int) -> bytes:
         data = os.pread(self.fd, length, offset)

@@ -25,6 +25,16 @@ found on disk wins, and a block matching neither (torn) gets a poisoned tuple th
 the guard check on every read until rewritten.  So after ``kill -9`` data and PI of a
 block never disagree, and no acknowledged write reads back with a PI error.
 
+A write the store fails part-way (a full file system: ENOSPC after some pages landed; an
+I/O error) must not leave data and PI disagreeing until the next restart: before the error
+propagates, the PI of its range is re-aligned with the data found on disk, by the same
+per-block rule as recovery (:meth:`PiStore._realign`).  A tuple it cannot store then is
+harmless when the stored one is an escape (a never-written, thin PI page: reads are not
+checked); otherwise the record is retried at every checkpoint and the intent log is kept
+until it succeeds, so recovery at the next open does it at the latest.  An intent record
+that cannot be appended is cut off the log again (:meth:`FileIntentLog.append`): a torn
+record at the end would hide every later one from recovery.
+
 Unmapping (``discard`` / ``write_zeroes``) escapes the PI range *first*, then the data: a
 crash in between leaves the old data with an escape tuple (unchecked, but the UNMAP was
 never acknowledged), never new zeros under the old guard.
@@ -50,8 +60,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-from difs.integrity import PI_SIZE, PiCheckError, generate, verify
-from difs.integrity.layout import decode_intents, encode_intent, reconcile
+from difs.integrity import APP_TAG_ESCAPE, PI_SIZE, REF_TAG_ESCAPE, PiCheckError, generate, verify
+from difs.integrity.layout import Reconciled, decode_intents, encode_intent, reconcile
 from difs.scsi.store import BlockStore, MemoryStore, PiBlockStore
 
 __all__ = ["FileIntentLog", "IntentLog", "PiStore", "Recovery", "complement"]
@@ -63,6 +73,10 @@ def complement(buf) -> bytes:
     """Bitwise complement of every byte: PI as stored in the ``pi`` store, and back
     (:func:`difs.integrity.layout.to_stored` / ``from_stored``, in one C call)."""
     return bytes(buf).translate(_INVERT)
+
+#: failed writes whose PI re-alignment is kept for retry (beyond: their blocks answer a
+#: PI check failure until rewritten, never wrong data)
+MAX_UNALIGNED = 1024
 
 #: log size at which the store syncs data and PI and empties the log (bounds replay work:
 #: 1 MiB of records covers 128 Ki blocks = 64 MiB of data to re-read after a crash)
@@ -106,10 +120,15 @@ class FileIntentLog(IntentLog):
         return self._size
 
     def append(self, record: bytes) -> None:
+        """Append ``record`` whole, or (on an error, e.g. a full disk) not at all."""
         view = memoryview(record)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except BaseException:
+            os.ftruncate(self.fd, self._size)  # no torn record in front of later ones
+            raise
         self._size += len(record)
 
     def read_all(self) -> bytes:
@@ -163,6 +182,8 @@ class PiStore(PiBlockStore):
         self.checkpoint_bytes = checkpoint_bytes
         self._lock = threading.Lock()
         self._seq = 0
+        #: intents of failed writes whose PI could not be re-aligned yet: (lba, pi)
+        self._unaligned: list[tuple[int, bytes]] = []
         # PI work, for metrics
         self.checked_blocks = 0
         self.generated_blocks = 0
@@ -216,8 +237,12 @@ class PiStore(PiBlockStore):
         stored = complement(pi)
         with self._lock:
             self._log(lba, pi)
-            self.data.pwrite(offset, data)
-            self.pi.pwrite(lba * PI_SIZE, stored)
+            try:
+                self.data.pwrite(offset, data)
+                self.pi.pwrite(lba * PI_SIZE, stored)
+            except Exception:
+                self._realign(lba, pi)
+                raise
             if self.log.size >= self.checkpoint_bytes:
                 self._checkpoint()
 
@@ -227,8 +252,12 @@ class PiStore(PiBlockStore):
         stored = complement(pi)
         with self._lock:
             self._log(lba, pi)
-            self.data.write_zeroes(offset, length)
-            self.pi.pwrite(lba * PI_SIZE, stored)
+            try:
+                self.data.write_zeroes(offset, length)
+                self.pi.pwrite(lba * PI_SIZE, stored)
+            except Exception:
+                self._realign(lba, pi)
+                raise
             if self.log.size >= self.checkpoint_bytes:
                 self._checkpoint()
 
@@ -237,9 +266,60 @@ class PiStore(PiBlockStore):
         self.log.append(encode_intent(self._seq, lba, pi))
 
     def _checkpoint(self) -> None:
+        pending, self._unaligned = self._unaligned, []
+        for lba, pi in pending:
+            self._realign(lba, pi)  # what fails again stays pending
         self.data.flush()
         self.pi.flush()
-        self.log.reset()
+        if not self._unaligned:  # else the log keeps those intents for recovery
+            self.log.reset()
+
+    def _realign(self, lba: int, pi) -> None:
+        """A write of ``pi``'s blocks from ``lba`` failed part-way (its intent is logged):
+        store, per block, the PI that agrees with the data now on disk (see module doc).
+        Never raises: what cannot be done now is kept pending."""
+        try:
+            result, stored = self._reconcile(lba, pi)
+            self._store_realigned(lba, stored, result.pi)
+        except Exception:
+            if len(self._unaligned) < MAX_UNALIGNED:  # a PI file failing for good: bounded
+                self._unaligned.append((lba, bytes(pi)))
+
+    def _reconcile(self, lba: int, pi) -> tuple[Reconciled, bytes]:
+        """Recovery's rule for one intent: (the tuples to keep, the tuples stored now)."""
+        bs, n = self.block_size, len(pi) // PI_SIZE
+        data = self.data.pread(lba * bs, n * bs)
+        stored = complement(self.pi.pread(lba * PI_SIZE, n * PI_SIZE))
+        return reconcile(data, stored, pi, pi_type=self.pi_type, block_size=bs), stored
+
+    def _store_realigned(self, lba: int, stored: bytes, wanted: bytes) -> None:
+        """Write the tuples that changed, one page (4 KiB of PI) at a time; a page that
+        cannot be written (no space for it) is skipped when every tuple changed in it is
+        stored as an escape now: an unchecked block reads correctly whatever its data."""
+        base = lba * PI_SIZE
+        step = 4096
+        start = 0
+        while start < len(wanted):
+            end = min(len(wanted), (base + start) // step * step + step - base)
+            if wanted[start:end] != stored[start:end]:
+                try:
+                    self.pi.pwrite(base + start, complement(wanted[start:end]))
+                except OSError:
+                    if not self._only_escapes_change(stored, wanted, start, end):
+                        raise
+            start = end
+
+    def _only_escapes_change(self, stored: bytes, wanted: bytes, start: int, end: int) -> bool:
+        for at in range(start, end, PI_SIZE):
+            old = stored[at:at + PI_SIZE]
+            if old != wanted[at:at + PI_SIZE] and not self._is_escape(old):
+                return False
+        return True
+
+    def _is_escape(self, pi: bytes) -> bool:
+        if int.from_bytes(pi[2:4], "big") != APP_TAG_ESCAPE:
+            return False
+        return self.pi_type != 3 or int.from_bytes(pi[4:8], "big") == REF_TAG_ESCAPE
 
     # --- BlockStore interface (protect field 000b semantics) --------------------------
 
@@ -256,9 +336,13 @@ class PiStore(PiBlockStore):
         pi = self.generate(data, lba)
         with self._lock:
             self._log(lba, pi)
-            self.data.pwrite_atomic(offset, data)  # all or nothing, stable on return
-            self.pi.pwrite(lba * PI_SIZE, complement(pi))
-            self.pi.flush()
+            try:
+                self.data.pwrite_atomic(offset, data)  # all or nothing, stable on return
+                self.pi.pwrite(lba * PI_SIZE, complement(pi))
+                self.pi.flush()
+            except Exception:
+                self._realign(lba, pi)
+                raise
 
     def flush(self) -> None:
         with self._lock:
@@ -297,16 +381,14 @@ class PiStore(PiBlockStore):
         if not raw:
             return Recovery()
         records, _end = decode_intents(raw)
-        bs, nblocks = self.block_size, self.size >> self.block_shift
+        nblocks = self.size >> self.block_shift
         rolled = kept = 0
         poisoned: set[int] = set()  # torn by the *last* record touching them
         for rec in records:
             n = rec.nblocks
             if rec.lba + n > nblocks:
                 continue  # cannot be ours (the CRC matched a record for another geometry)
-            data = self.data.pread(rec.lba * bs, n * bs)
-            stored = complement(self.pi.pread(rec.lba * PI_SIZE, n * PI_SIZE))
-            result = reconcile(data, stored, rec.pi, pi_type=self.pi_type, block_size=bs)
+            result, stored = self._reconcile(rec.lba, rec.pi)
             if result.pi != stored:
                 self.pi.pwrite(rec.lba * PI_SIZE, complement(result.pi))
             rolled += result.rolled_forward
