@@ -18,9 +18,11 @@ from typing import Any
 _FIELDS = "difs_fields"
 
 
-def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO,
+              exc_info: BaseException | None = None, **fields: Any) -> None:
+    """Log ``event`` with ``fields`` (and ``exc_info``'s traceback when given)."""
     if logger.isEnabledFor(level):
-        logger.log(level, event, extra={_FIELDS: fields})
+        logger.log(level, event, exc_info=exc_info, extra={_FIELDS: fields})
 
 
 def _quote(value: Any) -> str:
