@@ -123,8 +123,10 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Manager, Controller]]:
     manager.start()
     ctl = None
     try:
-        token = manager.ok("POST", "/nodes", 201, json={"name": "ctl1", "kind": "controller"})["token"]
-        host_token = manager.ok("POST", "/nodes", 201, json={"name": "host1", "kind": "host"})["token"]
+        def register(name: str, kind: str) -> str:
+            return manager.ok("POST", "/nodes", 201, json={"name": name, "kind": kind})["token"]
+
+        token, host_token = register("ctl1", "controller"), register("host1", "host")
         ctl = Controller(tmp_path / "ctl", manager, token)
         ctl.start()
         wait_until(lambda: any(n["name"] == "ctl1" and n["state"] == "alive"

@@ -157,7 +157,7 @@ class ControllerManagerLink(NodeLink):
         if missing:
             log_event(log, "volumes of the persisted state missing on disk; not served",
                       level=logging.ERROR, volumes=missing)
-        log_event(log, "manager unreachable at start; serving from the persisted state and "
-                  "the volumes' own metadata", level=logging.WARNING, path=path,
+        log_event(log, "no answer from the manager at start; serving from the persisted "
+                  "state and the volumes' own metadata", level=logging.WARNING, path=path,
                   volumes=[v["name"] for v in present])
         await self.sync_volumes(present)
