@@ -282,7 +282,7 @@ def test_restart_without_the_manager_serves_and_reconciles_when_it_returns(clust
     wait_until(lambda: {v["name"]: v["allowed_initiators"] for v in ctl.state()["volumes"]}
                == {"app1-0": [INITIATOR], "app2-0": []}, "the state to follow the manager")
     read_back(ctl, {k: v for k, v in expected.items() if k[0] == luns["app1"]})
-    assert "manager reachable again" in ctl.proc.log_text()
+    wait_until(lambda: "manager reachable again" in ctl.proc.log_text(), "the link's log line")
 
     # and a restart without the manager now serves the manager's latest view
     manager.stop()
