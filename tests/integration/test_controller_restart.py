@@ -265,7 +265,7 @@ def test_restart_without_the_manager_serves_and_reconciles_when_it_returns(clust
     manager.stop()
     ctl.kill9()
     log = ctl.start()
-    assert "serving from the persisted state" in log.log_text(), log.log_text()[-3000:]
+    wait_until(lambda: "serving from the persisted state" in log.log_text(), "the log line")
     assert visible_luns(ctl) == set(luns.values())
     assert visible_luns(ctl, initiator=STRANGER) == set()  # isolation kept
     assert refused_without_digests(ctl, luns["app1"])  # policy kept
