@@ -8,6 +8,9 @@ Exception tree::
      │                      placed by the manager with one is refused, the others keep serving
      ├── VolumeError        a volume that cannot be created or opened (bad name, size, format,
      │                      metadata): exit 2 at start, a refused placement at run time
+     ├── StateError         a persisted manager-mode state (``controller/state.py``) that is
+     │                      torn, edited or not this controller's: logged, refused as a whole
+     │                      (nothing of it is served), the controller waits for the manager
      └── difs.scsi.sense.ScsiError
                             everything an I/O can fail with, carrying its sense key / ASC /
                             ASCQ; it never leaves the SCSI core as an exception, it becomes a
@@ -27,3 +30,7 @@ class ConfigError(Exception):
 
 class VolumeError(Exception):
     """A volume request that cannot be honoured; the message says what to do."""
+
+
+class StateError(Exception):
+    """A persisted state that cannot be trusted; the message says where and why."""

@@ -22,9 +22,21 @@ Every ``interval`` seconds the controller:
 It advertises CRC32C digests, PI types 1 and 3 (service and container), CHAP /
 mutual CHAP and exclusive access.
 
+After each sync the manager's answer is persisted in the data directory
+(:mod:`difs.controller.state`: atomically, 0600, checksummed). At start
+(:meth:`ControllerManagerLink.first_round`) the controller asks the manager
+first; only when it gets no answer does it serve from the persisted state and the
+volumes' own metadata — volumes at the LUNs and in the views they had, each with
+the policy it enforced — and says so in its log. A persisted state that is torn,
+edited or another controller's is refused as a whole with a log line that says
+why; the controller then serves nothing until the manager answers. When the
+manager answers again its view wins: volumes are added, changed and retired as it
+says, and the persisted state is rewritten. A volume stops being served only when
+the manager no longer lists it, never because the manager is away.
+
 The manager's client is synchronous, so calls run in a worker thread; I/O never
 waits for the manager. Without the manager the controller keeps serving what it
-has, from the volumes' own metadata.
+has.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ import logging
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from difs.controller.errors import StateError
+from difs.controller.state import ServedState
 from difs.nodelink.client import ManagerClient
 from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement
@@ -49,12 +63,14 @@ CONTAINER = "default"
 
 
 class ControllerManagerLink(NodeLink):
-    offline_behaviour = "serving from the volumes' own metadata"
+    offline_behaviour = "serving what the manager last placed here"
 
     def __init__(self, controller: Controller, client: ManagerClient, *, node: str,
                  interval: float = 5.0, lease: float = 30.0) -> None:
         super().__init__(client, node=node, log=log, interval=interval, lease=lease)
         self.controller = controller
+        self.state = ServedState(controller.config.data_dir, controller=node)
+        self.synced = False  # the manager's view has been applied
 
     def advertisement(self) -> Advertisement:
         cfg = self.controller.config
@@ -104,4 +120,44 @@ class ControllerManagerLink(NodeLink):
 
     async def exchange(self) -> None:
         await self.call(self.client.advertise, self.node, self.advertisement())
-        await self.sync_volumes(await self.call(self.client.controller_volumes, self.node))
+        volumes = await self.call(self.client.controller_volumes, self.node)
+        await self.sync_volumes(volumes)
+        self.synced = True
+        try:
+            if await self.call(self.state.save, volumes):
+                log_event(log, "served state saved", path=str(self.state.path),
+                          volumes=len(volumes))
+        except OSError as exc:
+            log_event(log, "cannot save the served state; a restart without the manager "
+                      "would serve the last saved one", level=logging.ERROR,
+                      path=str(self.state.path), reason=str(exc))
+
+    async def first_round(self) -> None:
+        """The round at start: the manager's view, or else the persisted one."""
+        await self.tick()
+        if not self.synced:
+            await self.restore()
+
+    async def restore(self) -> None:
+        """Serve the persisted state (the manager did not answer)."""
+        path = str(self.state.path)
+        try:
+            volumes = await asyncio.to_thread(self.state.load)
+        except StateError as exc:
+            log_event(log, "persisted state refused; serving nothing until the manager answers",
+                      level=logging.ERROR, path=path, reason=str(exc))
+            return
+        if volumes is None:
+            log_event(log, "no persisted state; serving nothing until the manager answers",
+                      level=logging.WARNING, path=path)
+            return
+        directory = self.endpoint.directory
+        present = [v for v in volumes if directory.meta_path(v["name"]).exists()]
+        missing = [v["name"] for v in volumes if v not in present]
+        if missing:
+            log_event(log, "volumes of the persisted state missing on disk; not served",
+                      level=logging.ERROR, volumes=missing)
+        log_event(log, "no answer from the manager at start; serving from the persisted "
+                  "state and the volumes' own metadata", level=logging.WARNING, path=path,
+                  volumes=[v["name"] for v in present])
+        await self.sync_volumes(present)

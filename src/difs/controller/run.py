@@ -36,6 +36,7 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
         controller.enable_endpoint()
         link = ControllerManagerLink(controller, ManagerClient(manager, token=token),
                                      node=config.name, interval=interval)
+        await link.first_round()  # the LUNs are in place before the portals listen
     await controller.start()
     if config.metrics:
         from difs.controller.metrics import serve_metrics
@@ -49,7 +50,6 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
     if link is not None:
         host, port = parse_portal(config.portals[0])
         print(f"iscsi://{format_portal(host, port)}/{controller.endpoint.name}", flush=True)
-        await link.tick()
         link.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

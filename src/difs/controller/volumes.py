@@ -303,19 +303,29 @@ class VolumeDirectory:
     # --- atomic replacement -------------------------------------------------------
 
     def _replace(self, final: Path, text: str) -> None:
-        tmp = final.with_name(final.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)  # a stale .tmp keeps its old mode through O_CREAT
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        self._sync_dir()
+        replace_private(final, text)
 
     def _sync_dir(self) -> None:
-        dir_fd = os.open(self.root, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_dir(self.root)
+
+
+def replace_private(final: Path, text: str) -> None:
+    """Replace ``final`` with ``text`` atomically, mode 0600: a temporary file beside it,
+    fsync, rename, fsync the directory — a crash leaves the old file or the new one."""
+    tmp = final.with_name(final.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # a stale .tmp keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    sync_dir(final.parent)
+
+
+def sync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -6,6 +6,12 @@ to follow) and pushes what it measured. The manager's client is synchronous,
 so subclasses call it with :meth:`call` (a worker thread); the I/O path never
 waits for the manager. An unreachable manager is logged once, with what the node
 keeps doing meanwhile, and once more when it is back.
+
+No exception ends the link: a round that fails in any other way (a bug, a reply of
+an unexpected shape, a full disk) is logged with its traceback the first time that
+failure is seen (at most :data:`DISTINCT_FAILURES` different ones until a round
+succeeds again), its repeats as one rate-limited line with a count, and the next
+round runs on time. Only cancellation (``close()``) stops it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
-from difs.util.logs import log_event
+from difs.util.logs import RateLimitedEvent, log_event
+
+#: how many different failures a link logs with their traceback before a round succeeds
+DISTINCT_FAILURES = 16
 
 
 class NodeLink(ABC):
@@ -33,6 +42,9 @@ class NodeLink(ABC):
         self.lease = lease
         self._unreachable = False
         self._task: asyncio.Task | None = None
+        self._failures: set[tuple[str, str]] = set()  # seen since the last good round
+        self._still_failing = RateLimitedEvent(log, "manager round still failing",
+                                               level=logging.WARNING, interval=60.0)
 
     @abstractmethod
     async def exchange(self) -> None:
@@ -54,9 +66,26 @@ class NodeLink(ABC):
             log_event(self.log, "manager refused a request", level=logging.WARNING,
                       status=exc.status, reason=str(exc))
             return
+        except Exception as exc:  # noqa: BLE001 - nothing but cancellation ends the link
+            self._round_failed(exc)
+            return
         if self._unreachable:
             log_event(self.log, "manager reachable again")
             self._unreachable = False
+        if self._failures:
+            log_event(self.log, "manager round works again", failures=len(self._failures))
+            self._failures.clear()
+
+    def _round_failed(self, exc: Exception) -> None:
+        """Log a new failure with its traceback, a repeated one rate-limited."""
+        error = f"{type(exc).__name__}: {exc}"
+        key = (type(exc).__qualname__, str(exc))
+        if key not in self._failures and len(self._failures) < DISTINCT_FAILURES:
+            self._failures.add(key)
+            log_event(self.log, "manager round failed; retrying next round",
+                      level=logging.ERROR, exc_info=exc, error=error)
+        else:
+            self._still_failing(error=error)
 
     async def run(self) -> None:
         while True:

@@ -20,6 +20,7 @@ _FIELDS = "difs_fields"
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO,
               exc_info: BaseException | None = None, **fields: Any) -> None:
+    """Log ``event`` with ``fields`` (and ``exc_info``'s traceback when given)."""
     if logger.isEnabledFor(level):
         logger.log(level, event, exc_info=exc_info, extra={_FIELDS: fields})
 
