@@ -18,7 +18,8 @@ manager-down``             seconds; meanwhile SIGKILL a controller or host, whic
 
 Per fault: the applications it affects (on the killed node, or behind the cut/flipped
 link; all of them for the manager), and after the run each one's recovery time — from the
-fault to the completion of its first successful I/O *issued* after the fault — and the
+fault (for the compound fault: from the node's kill) to the completion of its first
+successful I/O *issued* after it — and the
 manager's: from the fault until it answers with every node alive and every lease renewed
 after the fault.
 """
@@ -50,6 +51,8 @@ class FaultRecord:
     t_mono: float
     t_wall: float
     affected: list[str]
+    #: when the affected applications were hit (monotonic), if later than ``t_mono``
+    hit_mono: float | None = None
     detail: dict = field(default_factory=dict)
     manager_recovery_s: float | None = None
     app_recovery_s: dict[str, float | None] = field(default_factory=dict)
@@ -128,6 +131,14 @@ class FaultRunner:
     def _pick(self, role: str) -> str:
         return self.rng.choice([p.name for p in self.cluster.procs.values() if p.role == role])
 
+    def _pick_link(self, *, digests: bool = False) -> str:
+        """A controller the proxied host has applications on (with digests: applications
+        whose policy puts their I/O on the digest channel), so the fault hits someone."""
+        apps = [a for a in self.cluster.apps if a.host == self.cluster.proxied_host
+                and (not digests or a.policy != "bronze")]
+        used = sorted({a.controller for a in apps})
+        return self.rng.choice(used) if used else self._pick("controller")
+
     def _kill_controller(self, record: FaultRecord) -> None:
         record.target = self._pick("controller")
         record.affected = self._apps_on(record.target)
@@ -144,7 +155,7 @@ class FaultRunner:
         self.cluster.kill("manager")
 
     def _path_cut(self, record: FaultRecord) -> None:
-        ctl = self._pick("controller")
+        ctl = self._pick_link()
         record.target = f"{self.cluster.proxied_host}->{ctl}"
         record.affected = self._behind(ctl)
         proxy = self.cluster.proxies[ctl]
@@ -156,7 +167,7 @@ class FaultRunner:
         record.detail["outage_s"] = self.cut_seconds
 
     def _bit_flips(self, record: FaultRecord) -> None:
-        ctl = self._pick("controller")
+        ctl = self._pick_link(digests=True)
         record.target = f"{self.cluster.proxied_host}->{ctl} ch0"
         record.affected = self._behind(ctl)
         proxy = self.cluster.proxies[ctl]
@@ -183,6 +194,7 @@ class FaultRunner:
         record.affected = self._apps_on(node)
         self.cluster.kill("manager", hold=True)
         time.sleep(1.0)
+        record.hit_mono = time.monotonic()  # the applications' recovery counts from here
         self.cluster.kill(node)  # restarted by the supervisor while the manager is down
         time.sleep(max(0.0, self.manager_down - 1.0))
         self.cluster.release("manager")
@@ -208,8 +220,9 @@ class FaultRunner:
         applications saw until the next fault."""
         for i, record in enumerate(self.records):
             until = self.records[i + 1].t_mono if i + 1 < len(self.records) else end
+            hit = record.hit_mono or record.t_mono
             for app in record.affected:
-                record.app_recovery_s[app] = _first_success(drivers[app], record.t_mono, until)
+                record.app_recovery_s[app] = _first_success(drivers[app], hit, until)
             seen = set()
             for name, driver in drivers.items():
                 for t, kind in driver.stats.error_log:
