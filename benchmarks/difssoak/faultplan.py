@@ -79,11 +79,12 @@ def _r(x: float | None) -> float | None:
 
 
 class FaultRunner:
-    def __init__(self, cluster: Cluster, *, seed: int, order: str,
+    def __init__(self, cluster: Cluster, drivers: dict[str, AppDriver], *, seed: int, order: str,
                  kinds: tuple[str, ...] = KINDS, cut_seconds: float = 5.0,
                  burst_seconds: float = 5.0, flip_rate: float = 0.1,
                  manager_down: float = 10.0) -> None:
         self.cluster = cluster
+        self.drivers = drivers
         self.rng = random.Random(seed)
         self.order = order
         self.kinds = kinds
@@ -99,9 +100,10 @@ class FaultRunner:
         return self.rng.choice(self.kinds)
 
     def run(self, t0: float, duration: float, every: float, stop: threading.Event,
-            say) -> None:
+            say, *, tail: float = 60.0) -> None:
         """Inject a fault at t0 + every, t0 + 2 x every... while at least ``every / 2``
-        seconds of the run would be left to recover."""
+        seconds of the run would be left to recover. The last fault gets up to ``tail``
+        seconds (the I/O goes on) for the manager and its applications to recover."""
         index = 0
         while (at := (index + 1) * every) <= duration - every / 2:
             if stop.wait(max(0.0, t0 + at - time.monotonic())):
@@ -111,7 +113,9 @@ class FaultRunner:
             self.records.append(record)
             say(f"{record.at:6.1f}s  fault {kind} on {record.target} "
                 f"({len(record.affected)} applications affected)")
-            self.watch_manager(record, deadline=t0 + at + every - 1)
+            last = (index + 2) * every > duration - every / 2
+            self.watch(record, deadline=t0 + at + (max(tail, every) if last else every - 1),
+                       apps_too=last)
             index += 1
 
     # -- the faults ----------------------------------------------------------------------------
@@ -202,29 +206,37 @@ class FaultRunner:
 
     # -- measuring -----------------------------------------------------------------------------
 
-    def watch_manager(self, record: FaultRecord, *, deadline: float) -> None:
+    def watch(self, record: FaultRecord, *, deadline: float, apps_too: bool) -> None:
         """Poll until the manager answers with every node alive and advertised after the
-        fault (every lease renewed), or until ``deadline``."""
+        fault (every lease renewed) and, with ``apps_too``, every affected application has
+        done I/O again; or until ``deadline``."""
+        hit = record.hit_mono or record.t_mono
         while time.monotonic() < deadline:
-            try:
-                nodes = self.cluster.nodes()
-            except Exception:  # down or restarting: keep polling
-                nodes = None
-            if nodes and all(_renewed(n, record.t_wall) for n in nodes):
+            if record.manager_recovery_s is None and self._leases_renewed(record):
                 record.manager_recovery_s = time.monotonic() - record.t_mono
+            if record.manager_recovery_s is not None and (not apps_too or all(
+                    _first_success(self.drivers[a], hit, deadline) is not None
+                    for a in record.affected)):
                 return
             time.sleep(0.25)
 
-    def attribute(self, drivers: dict[str, AppDriver], end: float) -> None:
+    def _leases_renewed(self, record: FaultRecord) -> bool:
+        try:
+            nodes = self.cluster.nodes()
+        except Exception:  # down or restarting: keep polling
+            return False
+        return bool(nodes) and all(_renewed(n, record.t_wall) for n in nodes)
+
+    def attribute(self, end: float) -> None:
         """After the run: each fault's recovery per affected application, and the errors all
         applications saw until the next fault."""
         for i, record in enumerate(self.records):
             until = self.records[i + 1].t_mono if i + 1 < len(self.records) else end
             hit = record.hit_mono or record.t_mono
             for app in record.affected:
-                record.app_recovery_s[app] = _first_success(drivers[app], hit, until)
+                record.app_recovery_s[app] = _first_success(self.drivers[app], hit, until)
             seen = set()
-            for name, driver in drivers.items():
+            for name, driver in self.drivers.items():
                 for t, kind in driver.stats.error_log:
                     if record.t_mono <= t < until:
                         record.errors[kind] += 1
@@ -243,7 +255,7 @@ def _renewed(node: dict, since_wall: float) -> bool:
 
 
 def _first_success(driver: AppDriver, since: float, until: float) -> float | None:
-    for issued, done, ok in driver.stats.timeline:
+    for issued, done, ok in list(driver.stats.timeline):
         if issued >= since and ok:
-            return done - since if done <= until + 60 else None
+            return done - since if done <= until else None
     return None
