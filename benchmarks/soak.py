@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from difsbench.procs import ROOT, loadavg, machine  # noqa: E402
 from difssoak import report  # noqa: E402
-from difssoak.cluster import Cluster, SoakError, proc_status  # noqa: E402
+from difsbench.procs import cpu_seconds  # noqa: E402
+from difssoak.cluster import Cluster, SoakError, memory  # noqa: E402
 from difssoak.driver import AppDriver, open_export, verify  # noqa: E402
 from difssoak.faultplan import KINDS, FaultRunner  # noqa: E402
 
@@ -126,8 +127,8 @@ def soak(args: argparse.Namespace, cluster: Cluster, desc: dict, say) -> dict:
     drivers = {a.name: AppDriver(a.name, a.nbd_port, args.app_size << 20, rate=args.rate,
                                  seed=args.seed * 1000 + i, stop=stop)
                for i, a in enumerate(cluster.apps)}
-    rss_start = {**cluster.rss(), "soak": proc_status(os.getpid()).get("VmRSS")}
-    cpu_start = proc_status(os.getpid()).get("cpu_cs", 0) / 100
+    rss_start = {**cluster.rss(), "soak": memory(os.getpid())[0]}
+    cpu_start = cpu_seconds(os.getpid())
     cluster.reset_peaks()
     say(f"I/O for {args.duration:.0f} s, a fault every {args.fault_every:.0f} s")
     t0 = time.monotonic()
@@ -144,8 +145,8 @@ def soak(args: argparse.Namespace, cluster: Cluster, desc: dict, say) -> dict:
     seconds = end - t0
     say("I/O stopped; waiting for every unit to be up and every node alive")
     settle_s = settle(cluster, timeout=120)
-    rss_end = {**cluster.rss(), "soak": proc_status(os.getpid()).get("VmRSS")}
-    cpu_soak = proc_status(os.getpid()).get("cpu_cs", 0) / 100 - cpu_start
+    rss_end = {**cluster.rss(), "soak": memory(os.getpid())[0]}
+    cpu_soak = cpu_seconds(os.getpid()) - cpu_start
     say("reading back every application's volume")
     t_verify = time.monotonic()
     deadline = t_verify + 120
@@ -205,7 +206,7 @@ def build_doc(args, cluster: Cluster, desc: dict, drivers: dict[str, AppDriver],
     processes.append({"name": "soak (drivers, proxies, relay)", "role": "soak", "restarts": 0,
                       "unexpected_exits": 0, "rss_start": rss_start["soak"],
                       "rss_end": rss_end["soak"],
-                      "rss_peak": proc_status(os.getpid()).get("VmHWM"),
+                      "rss_peak": memory(os.getpid())[1],
                       "cpu_s": round(cpu_soak, 1)})
     return {
         "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -34,13 +34,12 @@ import httpx
 from faults import FaultProxy  # tests/faults.py
 
 from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
+from difsbench.procs import cpu_seconds, free_port
 
 from . import ROOT
 
 DIFS = [sys.executable, "-m", "difs.cli.main"]
 IQN = "iqn.2026-11.io.difs:{}"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: digests + PI end to end, as ``difs up`` defines it
 INTEGRITY_POLICY = {
@@ -55,27 +54,17 @@ class SoakError(Exception):
     """The cluster could not be set up; the message says why."""
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of ``pid`` in bytes, and its CPU seconds x 100."""
-    out: dict[str, int] = {}
+def memory(pid: int) -> tuple[int | None, int | None]:
+    """RSS and peak RSS (VmHWM) of ``pid`` in bytes (None: gone)."""
+    found: dict[str, int] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out["cpu_cs"] = (int(fields[11]) + int(fields[12])) * 100 // CLK_TCK
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+                found[key] = int(value.split()[0]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
         pass
-    return out
+    return found.get("VmRSS"), found.get("VmHWM")
 
 
 @dataclass
@@ -133,9 +122,9 @@ class Proc:
     def sample(self) -> None:
         if not self.alive():
             return
-        st = proc_status(self.pid)
-        self.rss_peak = max(self.rss_peak, st.get("VmRSS", 0), st.get("VmHWM", 0))
-        self.cpu_s = self.cpu_s_done + st.get("cpu_cs", 0) / 100
+        rss, hwm = memory(self.pid)
+        self.rss_peak = max(self.rss_peak, rss or 0, hwm or 0)
+        self.cpu_s = self.cpu_s_done + cpu_seconds(self.pid)
 
     def tail(self, lines: int = 12) -> str:
         text = self.log.read_text(errors="replace").splitlines()
@@ -382,7 +371,7 @@ class Cluster:
     def rss(self) -> dict[str, int | None]:
         """Each unit's RSS now (None: not running)."""
         with self._lock:
-            return {n: proc_status(p.pid).get("VmRSS") if p.alive() else None
+            return {n: memory(p.pid)[0] if p.alive() else None
                     for n, p in self.procs.items()}
 
     def reset_peaks(self) -> None:
