@@ -36,7 +36,7 @@ from difssoak import report  # noqa: E402
 from difsbench.procs import cpu_seconds  # noqa: E402
 from difssoak.cluster import Cluster, SoakError, memory  # noqa: E402
 from difssoak.driver import AppDriver, open_export, verify  # noqa: E402
-from difssoak.faultplan import KINDS, FaultRunner  # noqa: E402
+from difssoak.faultplan import CONTROLS, KINDS, FaultRunner  # noqa: E402
 
 from difs.nbd.client import NbdClientError  # noqa: E402
 
@@ -49,7 +49,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--fault-order", choices=("rotate", "random"), default="rotate",
                     help="faults in a fixed rotation, or drawn at random (with --seed)")
     ap.add_argument("--faults", default=",".join(KINDS),
-                    help="the fault kinds to use, in rotation order (default: all)")
+                    help="the fault kinds to use, in rotation order (default: all); "
+                         f"also {', '.join(CONTROLS)}: flips on the plain channel, which the "
+                         "soak must report as corruption (a check of the soak itself)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--controllers", type=int, default=2)
     ap.add_argument("--hosts", type=int, default=2)
@@ -77,7 +79,7 @@ def parse_args() -> argparse.Namespace:
                     help="keep the volumes and the manager's database after the run")
     args = ap.parse_args()
     args.faults = tuple(k.strip() for k in args.faults.split(",") if k.strip())
-    unknown = set(args.faults) - set(KINDS)
+    unknown = set(args.faults) - set(KINDS) - set(CONTROLS)
     if unknown or not args.faults:
         ap.error(f"--faults: unknown {sorted(unknown)}; the kinds are {', '.join(KINDS)}")
     return args

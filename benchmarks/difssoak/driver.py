@@ -88,8 +88,10 @@ class AppDriver(threading.Thread):
         self.io_timeout = io_timeout
         self.stats = AppStats()
         self.client: NbdClient | None = None
+        self.started = time.monotonic()
 
     def run(self) -> None:
+        self.started = time.monotonic()
         backoff = 0.2
         next_at = time.monotonic()
         while not self.stop_event.is_set():
@@ -155,8 +157,9 @@ class AppDriver(threading.Thread):
         for verdict, sectors in self.model.judge_extent(first, data).items():
             self.stats.online[verdict.value] += len(sectors)
             if len(self.stats.examples) < 5:
-                self.stats.examples.append(f"{verdict.value}: sectors {sectors[:4]} "
-                                           f"(of {len(sectors)}) at t={time.monotonic():.1f}")
+                self.stats.examples.append(f"{verdict.value}: sectors {sectors[:4]} (of "
+                                           f"{len(sectors)}) read at "
+                                           f"{time.monotonic() - self.started:.1f} s")
 
 
 @dataclass

@@ -41,6 +41,9 @@ from .driver import AppDriver
 
 KINDS = ("kill-controller", "kill-host", "path-cut", "kill-manager", "bit-flips",
          "node-restart-while-manager-down")
+#: not in the rotation: a check of the soak itself (flips where no digest can catch them
+#: must be reported as corrupt data and fail the run)
+CONTROLS = ("bit-flips-plain",)
 
 
 @dataclass
@@ -170,20 +173,22 @@ class FaultRunner:
         proxy.refused -= channels
         record.detail["outage_s"] = self.cut_seconds
 
-    def _bit_flips(self, record: FaultRecord) -> None:
-        ctl = self._pick_link(digests=True)
-        record.target = f"{self.cluster.proxied_host}->{ctl} ch0"
+    def _bit_flips(self, record: FaultRecord, *, channel: int = 0) -> None:
+        ctl = self._pick_link(digests=channel == 0)
+        record.target = f"{self.cluster.proxied_host}->{ctl} ch{channel}"
         record.affected = self._behind(ctl)
         proxy = self.cluster.proxies[ctl]
         seed = self.rng.randrange(1 << 30)
         flips = {
-            "data_to_controller": BitFlip(TO_TARGET, "data", channel=0, rate=self.flip_rate,
-                                          limit=None, seed=seed),
-            "data_to_host": BitFlip(TO_HOST, "data", channel=0, rate=self.flip_rate,
+            "data_to_controller": BitFlip(TO_TARGET, "data", channel=channel,
+                                          rate=self.flip_rate, limit=None, seed=seed),
+            "data_to_host": BitFlip(TO_HOST, "data", channel=channel, rate=self.flip_rate,
                                     limit=None, seed=seed + 1),
-            "header_to_controller": BitFlip(TO_TARGET, "header", channel=0,
-                                            rate=self.flip_rate / 4, limit=None, seed=seed + 2),
         }
+        if channel == 0:  # a flipped header on a channel without digests would break framing
+            flips["header_to_controller"] = BitFlip(TO_TARGET, "header", channel=channel,
+                                                    rate=self.flip_rate / 4, limit=None,
+                                                    seed=seed + 2)
         for flip in flips.values():
             proxy.add(flip)
         time.sleep(self.burst_seconds)
@@ -191,6 +196,9 @@ class FaultRunner:
         record.detail = {"burst_s": self.burst_seconds,
                          "flipped": {k: f.fired for k, f in flips.items()},
                          "pdus_seen": {k: f.seen for k, f in flips.items()}}
+
+    def _bit_flips_plain(self, record: FaultRecord) -> None:
+        self._bit_flips(record, channel=1)
 
     def _node_restart_while_manager_down(self, record: FaultRecord) -> None:
         node = self._pick(self.rng.choice(["controller", "host"]))
