@@ -136,9 +136,10 @@ def soak(args: argparse.Namespace, cluster: Cluster, desc: dict, say) -> dict:
     t0 = time.monotonic()
     for d in drivers.values():
         d.start()
-    runner = FaultRunner(cluster, drivers, seed=args.seed, order=args.fault_order, kinds=args.faults,
-                         cut_seconds=args.cut_seconds, burst_seconds=args.burst_seconds,
-                         flip_rate=args.flip_rate, manager_down=args.manager_down)
+    runner = FaultRunner(cluster, drivers, seed=args.seed, order=args.fault_order,
+                         kinds=args.faults, cut_seconds=args.cut_seconds,
+                         burst_seconds=args.burst_seconds, flip_rate=args.flip_rate,
+                         manager_down=args.manager_down)
     runner.run(t0, args.duration, args.fault_every, stop, say, tail=args.tail)
     stop.wait(max(0.0, t0 + args.duration - time.monotonic()))
     stop.set()

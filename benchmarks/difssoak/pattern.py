@@ -2,7 +2,7 @@
 
 Every 512-byte sector the soak writes is self-describing::
 
-    magic "DSK1" | application (16 bytes) | sector number (8) | generation (8) | CRC-32 (4) | filler (472)
+    "DSK1" | application (16 bytes) | sector (8) | generation (8) | CRC-32 (4) | filler (472)
 
 The generation is a per-application counter, one per write command (all sectors of one
 write share it). The CRC covers everything but itself, so a sector read back is exactly
