@@ -117,21 +117,41 @@ def main() -> int:
 
 
 def soak(args: argparse.Namespace, cluster: Cluster, desc: dict, say) -> dict:
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    say(f"starting the manager, {args.controllers} controllers, {args.hosts} hosts")
-    cluster.start()
-    say(f"creating {args.apps} applications of {args.app_size} MiB")
-    cluster.create_apps(args.apps, args.app_size << 20, policies)
-    for app in cluster.apps:
-        cluster.wait_for(f"{app.name}'s export on {app.host}", lambda a=app: served(a),
-                         timeout=120)
+    bring_up(args, cluster, say)
     stop = threading.Event()
     drivers = {a.name: AppDriver(a.name, a.nbd_port, args.app_size << 20, rate=args.rate,
                                  seed=args.seed * 1000 + i, stop=stop)
                for i, a in enumerate(cluster.apps)}
-    rss_start = {**cluster.rss(), "soak": memory(os.getpid())[0]}
-    cpu_start = cpu_seconds(os.getpid())
+    rss_start, cpu_start = memory_now(cluster), cpu_seconds(os.getpid())
     cluster.reset_peaks()
+    runner, seconds, end = run_io(args, cluster, drivers, stop, say)
+    say("I/O stopped; waiting for every unit to be up and every node alive")
+    settle_s = settle(cluster, timeout=120)
+    rss_end, cpu_soak = memory_now(cluster), cpu_seconds(os.getpid()) - cpu_start
+    say("reading back every application's volume")
+    verifications, verify_s = read_back(cluster, drivers)
+    runner.attribute(end)
+    doc = build_doc(args, cluster, desc, drivers, runner, verifications, seconds=seconds,
+                    settle_s=settle_s, rss=(rss_start, rss_end), cpu_soak=cpu_soak)
+    doc["verification"]["seconds"] = verify_s
+    return doc
+
+
+def bring_up(args: argparse.Namespace, cluster: Cluster, say) -> None:
+    say(f"starting the manager, {args.controllers} controllers, {args.hosts} hosts")
+    cluster.start()
+    say(f"creating {args.apps} applications of {args.app_size} MiB")
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    cluster.create_apps(args.apps, args.app_size << 20, policies)
+    for app in cluster.apps:
+        cluster.wait_for(f"{app.name}'s export on {app.host}", lambda a=app: served(a),
+                         timeout=120)
+
+
+def run_io(args: argparse.Namespace, cluster: Cluster, drivers: dict[str, AppDriver],
+           stop: threading.Event, say) -> tuple[FaultRunner, float, float]:
+    """The applications' I/O with the faults; returns the runner, the seconds of I/O and
+    when it stopped."""
     say(f"I/O for {args.duration:.0f} s, a fault every {args.fault_every:.0f} s")
     t0 = time.monotonic()
     for d in drivers.values():
@@ -145,23 +165,20 @@ def soak(args: argparse.Namespace, cluster: Cluster, desc: dict, say) -> dict:
     stop.set()
     end = time.monotonic()
     stop_drivers(drivers)
-    seconds = end - t0
-    say("I/O stopped; waiting for every unit to be up and every node alive")
-    settle_s = settle(cluster, timeout=120)
-    rss_end = {**cluster.rss(), "soak": memory(os.getpid())[0]}
-    cpu_soak = cpu_seconds(os.getpid()) - cpu_start
-    say("reading back every application's volume")
-    t_verify = time.monotonic()
-    deadline = t_verify + 120
+    return runner, end - t0, end
+
+
+def read_back(cluster: Cluster, drivers: dict[str, AppDriver]) -> tuple[list, float]:
+    """Every application's volume read back and judged (four at a time); and how long."""
+    t0 = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
-        verifications = list(pool.map(lambda a: verify(a.name, a.nbd_port, drivers[a.name].model,
-                                                       deadline=deadline), cluster.apps))
-    verify_s = time.monotonic() - t_verify
-    runner.attribute(end)
-    doc = build_doc(args, cluster, desc, drivers, runner, verifications, seconds=seconds,
-                    settle_s=settle_s, rss=(rss_start, rss_end), cpu_soak=cpu_soak)
-    doc["verification"]["seconds"] = verify_s
-    return doc
+        out = list(pool.map(lambda a: verify(a.name, a.nbd_port, drivers[a.name].model,
+                                             deadline=t0 + 120), cluster.apps))
+    return out, time.monotonic() - t0
+
+
+def memory_now(cluster: Cluster) -> dict[str, int | None]:
+    return {**cluster.rss(), "soak": memory(os.getpid())[0]}
 
 
 def served(app) -> bool:

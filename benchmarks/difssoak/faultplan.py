@@ -71,6 +71,7 @@ class FaultRecord:
                                "median": _r(statistics.median(times) if times else None),
                                "max": _r(max(times, default=None))},
             "apps_not_recovered": sorted(a for a, t in self.app_recovery_s.items() if t is None),
+            "app_recovery_by_app": {a: _r(t) for a, t in self.app_recovery_s.items()},
             "manager_recovery_s": _r(self.manager_recovery_s),
             "errors": dict(self.errors), "apps_with_errors": self.apps_with_errors,
             "detail": self.detail,
