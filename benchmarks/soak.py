@@ -204,7 +204,7 @@ def settle(cluster: Cluster, timeout: float) -> float | None:
     t0 = time.monotonic()
     try:
         cluster.wait_for("the cluster to settle", lambda: cluster.all_running() and all(
-            n["state"] == "alive" for n in cluster.nodes()), timeout=timeout)
+            n["state"] == "alive" for n in cluster.nodes()), timeout=timeout, fail_on_exit=False)
     except SoakError:
         return None
     return time.monotonic() - t0

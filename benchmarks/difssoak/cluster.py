@@ -293,16 +293,22 @@ class Cluster:
         hosts = list(self.nbd_ports)
         for i in range(count):
             name, host, policy = f"app{i:02d}", hosts[i % len(hosts)], policies[i % len(policies)]
-            created = self.admin.request("POST", "/apps", json={
-                "name": name, "size_bytes": size, "policy": policy, "host": host})
-            self.admin.bind(name, initiator_iqn=IQN.format(host), host=host)
+            try:
+                created = self.admin.request("POST", "/apps", json={
+                    "name": name, "size_bytes": size, "policy": policy, "host": host})
+                self.admin.bind(name, initiator_iqn=IQN.format(host), host=host)
+            except ManagerError as exc:
+                raise SoakError(f"creating {name} (policy {policy}) on {host}: {exc}") from None
             self.apps.append(AppPlacement(name, host, created["volumes"][0]["controller"],
                                           policy, self.nbd_ports[host]))
 
-    def wait_for(self, what: str, ready, timeout: float = 60.0) -> None:
+    def wait_for(self, what: str, ready, timeout: float = 60.0, *,
+                 fail_on_exit: bool = True) -> None:
+        """Poll ``ready`` until it is true; a unit exiting on its own fails at once (during
+        the set-up), unless ``fail_on_exit`` is false (the supervisor restarts it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for proc in self.procs.values():
+            for proc in self.procs.values() if fail_on_exit else ():
                 if proc.popen.poll() is not None and not proc.killed:
                     raise SoakError(f"{proc.name} exited ({proc.popen.returncode}); its log "
                                     f"({proc.log}) ends:\n  {proc.tail()}")
