@@ -146,38 +146,39 @@ def advertise(
     return AdvertisementAck(node=name, state="alive", lease_seconds=adv.lease_seconds, lease_expires_at=row.lease_expires_at)
 
 
-def has_expired_leases(*, session: Session, now: datetime) -> bool:
-    return (
-        session.scalar(
-            select(NodeRow.id).where(NodeRow.state == "alive", NodeRow.lease_expires_at <= now).limit(1)
-        )
-        is not None
+def alive_leases(*, session: Session) -> list[tuple[str, int, float]]:
+    """Every alive node as ``(name, renewal token, lease seconds)`` for the lease book."""
+    rows = session.execute(
+        select(NodeRow.name, NodeRow.advertisements, NodeRow.lease_seconds).where(NodeRow.state == "alive")
     )
+    return [(name, count, float(seconds or 0)) for name, count, seconds in rows]
 
 
-def expire_leases(*, session: Session, now: datetime, fresh_seconds: float) -> list[str]:
-    """Mark every node whose lease ran out as expired (once), record events, re-evaluate compliance."""
-    candidates = session.scalars(
-        select(NodeRow).where(NodeRow.state == "alive", NodeRow.lease_expires_at <= now)
-    ).all()
+def expire_leases(*, session: Session, now: datetime, overdue: dict[str, int], fresh_seconds: float) -> list[str]:
+    """Mark the alive nodes whose lease ran out (``overdue``: name -> the renewal token it was
+    judged at; a node that renewed since keeps its lease) as expired, once; record events;
+    re-evaluate compliance."""
     expired = []
-    for row in candidates:
+    for name, token in sorted(overdue.items()):
         res = session.execute(
             update(NodeRow)
-            .where(NodeRow.id == row.id, NodeRow.state == "alive", NodeRow.lease_expires_at <= now)
+            .where(NodeRow.name == name, NodeRow.state == "alive", NodeRow.advertisements == token)
             .values(state="expired")
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            expired.append(row)
-            record_event(
-                session,
-                now=now,
-                kind="node.lease_expired",
-                subject=row.name,
-                message=f"{row.kind} {row.name} stopped advertising: its lease ran out at "
-                f"{row.lease_expires_at.isoformat() if row.lease_expires_at else '?'}; its capabilities are withdrawn",
-            )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        row = session.scalars(select(NodeRow).where(NodeRow.name == name)).one()
+        expired.append(row)
+        record_event(
+            session,
+            now=now,
+            kind="node.lease_expired",
+            subject=row.name,
+            message=f"{row.kind} {row.name} stopped advertising: its lease of {row.lease_seconds:g} s "
+            f"ran out (last advertised at {row.last_advertised_at.isoformat() if row.last_advertised_at else '?'}); "
+            "its capabilities are withdrawn",
+        )
     if expired:
         session.expire_all()
         compliance.refresh(
@@ -187,6 +188,11 @@ def expire_leases(*, session: Session, now: datetime, fresh_seconds: float) -> l
             fresh_seconds=fresh_seconds,
         )
     return [r.name for r in expired]
+
+
+def renewal_token(*, session: Session, name: str) -> int:
+    """The node's renewal token (its advertisements counter) for the lease book."""
+    return int(session.scalars(select(NodeRow.advertisements).where(NodeRow.name == name)).one())
 
 
 def controller_volumes(*, session: Session, principal: Principal, name: str) -> list[ControllerVolume]:
