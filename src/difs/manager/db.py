@@ -7,7 +7,7 @@
 - PostgreSQL (``postgresql://`` or ``postgresql+psycopg://`` URLs, driven by
   psycopg 3): rows that must not be updated concurrently are read with
   ``SELECT ... FOR UPDATE`` by the services. Connecting, waiting for a pooled
-  connection and statements are bounded in time (``dbguard.POSTGRES_ENGINE_OPTIONS``).
+  connection, statements and whole transactions are bounded in time (``dbguard``).
 
 Migrations live inside the package (``difs/manager/migrations``) and run on
 every start (``upgrade head`` is a no-op when current).
@@ -49,9 +49,11 @@ def make_engine(url: str) -> Engine:
         )
         _sqlite_setup(engine)
         return engine
-    from difs.manager.dbguard import POSTGRES_ENGINE_OPTIONS
+    from difs.manager.dbguard import POSTGRES_ENGINE_OPTIONS, guard_postgres
 
-    return create_engine(url, **POSTGRES_ENGINE_OPTIONS)  # type: ignore[arg-type]
+    engine = create_engine(url, **POSTGRES_ENGINE_OPTIONS)  # type: ignore[arg-type]
+    guard_postgres(engine)
+    return engine
 
 
 def _private_sqlite_file(path: Path) -> None:

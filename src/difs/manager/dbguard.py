@@ -1,10 +1,14 @@
 """When the manager's database goes away: bounded waits, 503 answers, recovery without a restart.
 
-* **Bounded waits** (:data:`POSTGRES_ENGINE_OPTIONS`, used by ``db.make_engine``): a connection
-  attempt gives up after ``connect_timeout``; a pooled connection is pinged before use (a
-  connection PostgreSQL closed is replaced, not handed to a request); a request waits at most
-  ``pool_timeout`` for a free connection; TCP keepalives and ``tcp_user_timeout`` notice a server
-  whose machine vanished; the server cancels a statement after ``statement_timeout``.
+* **Bounded waits** (:data:`POSTGRES_ENGINE_OPTIONS` and :func:`guard_postgres`, used by
+  ``db.make_engine``): a connection attempt gives up after ``connect_timeout``; a pooled
+  connection is pinged before use (a connection PostgreSQL closed is replaced, not handed to a
+  request); a request waits at most ``pool_timeout`` for a free connection; the server cancels
+  a statement after ``statement_timeout``. A server that stops answering without closing
+  anything (its machine frozen, the process stopped) would still leave a request waiting on
+  its socket for ever: the :class:`StallWatchdog` shuts the socket of a checked-out connection
+  down when the ping (``PING_TIMEOUT``) or the whole transaction (``TRANSACTION_TIMEOUT``)
+  overruns, so the waiting request fails with a disconnect like any other.
 * **503, not 500** (:func:`is_unavailable`): connection failures, disconnects, pool and
   statement timeouts become :class:`~difs.manager.errors.DatabaseUnavailable` — a 503
   ``application/problem+json`` document with ``Retry-After`` (``api/problems.py``). A node's
@@ -20,28 +24,34 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from difs.util.logs import log_event
+from difs.util.logs import RateLimitedEvent, log_event
 
 log = logging.getLogger("difs.manager")
 
-#: seconds: how long a connection attempt, a wait for a pooled connection, and a statement may take
-CONNECT_TIMEOUT = 3
+#: seconds: a connection attempt (libpq's minimum is 2), the ping of a pooled connection, a
+#: wait for a free pooled connection, one statement (server side), one whole transaction
+CONNECT_TIMEOUT = 2
+PING_TIMEOUT = 2.0
 POOL_TIMEOUT = 5
-STATEMENT_TIMEOUT = 15
+STATEMENT_TIMEOUT = 8
+TRANSACTION_TIMEOUT = 10.0
 #: what a 503 tells the client to wait before retrying
 RETRY_AFTER_SECONDS = 2
 
 POSTGRES_ENGINE_OPTIONS: dict[str, object] = {
-    "pool_pre_ping": True,
+    "pool_pre_ping": False,  # guard_postgres pings, under the watchdog
     "pool_size": 10,
     "max_overflow": 10,
     "pool_timeout": POOL_TIMEOUT,
@@ -55,6 +65,88 @@ POSTGRES_ENGINE_OPTIONS: dict[str, object] = {
         "options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
     },
 }
+
+_stalled = RateLimitedEvent(log, "database connection stalled; cut", level=logging.WARNING)
+
+
+class StallWatchdog:
+    """Shuts down the socket of a connection whose deadline passed while it was checked out.
+
+    ``arm(conn, seconds)`` when a request takes a connection (and again after its ping),
+    ``disarm(conn)`` when it gives it back. One thread, started on demand and gone when nothing
+    is armed; the cut happens under the lock, so a connection already given back is never cut.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadlines: dict[int, tuple[float, Any, str]] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: Any, seconds: float, what: str) -> None:
+        with self._cond:
+            self._deadlines[id(conn)] = (time.monotonic() + seconds, conn, what)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="difs-db-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self, conn: Any) -> None:
+        with self._cond:
+            self._deadlines.pop(id(conn), None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._deadlines:
+                now = time.monotonic()
+                for key, (deadline, conn, what) in list(self._deadlines.items()):
+                    if deadline <= now:
+                        del self._deadlines[key]
+                        _cut(conn)
+                        _stalled(during=what)
+                if self._deadlines:
+                    self._cond.wait(min(d for d, _, _ in self._deadlines.values()) - now)
+            self._thread = None
+
+
+def _cut(conn: Any) -> None:
+    """Shut the connection's socket down: its blocked reader sees the end of the stream."""
+    try:
+        dup = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except Exception:  # already closed
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
+
+
+def guard_postgres(engine: Engine, watchdog: StallWatchdog | None = None) -> StallWatchdog:
+    """Ping each connection a request takes and bound the ping and the transaction in time."""
+    dog = watchdog or StallWatchdog()
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        dog.arm(dbapi_conn, PING_TIMEOUT, "ping")
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # closed by the server, or cut by the watchdog: take another
+            dog.disarm(dbapi_conn)
+            raise DisconnectionError(f"pooled connection unusable: {type(exc).__name__}") from exc
+        dog.arm(dbapi_conn, TRANSACTION_TIMEOUT, "transaction")
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: Any, _record: Any) -> None:
+        if dbapi_conn is not None:
+            dog.disarm(dbapi_conn)
+
+    @event.listens_for(engine, "close")
+    def _close(dbapi_conn: Any, _record: Any) -> None:
+        dog.disarm(dbapi_conn)
+
+    return dog
 
 
 def is_unavailable(exc: BaseException) -> bool:
