@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from difs.manager.auth import Principal, hash_token, new_node_token
@@ -98,6 +99,7 @@ def advertise(
     if adv.kind.value != row.kind:
         raise BadRequest(f"node {name} is registered as a {row.kind}, but advertised itself as a {adv.kind.value}")
     if row.kind == "host" and adv.iqn and adv.iqn != row.iqn:
+        _lock_initiator_name(session, adv.iqn)
         holder = session.scalars(
             select(NodeRow.name).where(NodeRow.kind == "host", NodeRow.iqn == adv.iqn, NodeRow.id != row.id)
         ).first()
@@ -144,6 +146,15 @@ def advertise(
         session=session, now=now, app_ids=compliance.apps_on_nodes(session, node_ids=[row.id]), fresh_seconds=fresh_seconds
     )
     return AdvertisementAck(node=name, state="alive", lease_seconds=adv.lease_seconds, lease_expires_at=row.lease_expires_at)
+
+
+def _lock_initiator_name(session: Session, iqn: str) -> None:
+    """Serialize the hosts taking ``iqn`` until this transaction ends, so the second one sees the
+    first and is refused (PostgreSQL: a transaction advisory lock on the name; SQLite writers are
+    serialized already). No unique constraint needed: the check above it is the rule."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(b"difs initiator name " + iqn.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def alive_leases(*, session: Session) -> list[tuple[str, int, float]]:
