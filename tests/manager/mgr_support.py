@@ -8,6 +8,7 @@ database on it. ``api`` is parametrised over both back ends.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -43,6 +44,7 @@ def free_port() -> int:
 class PgServer:
     port: int
     datadir: Path
+    root: Path | None = None
     _ids = itertools.count()
 
     def url(self, db: str) -> str:
@@ -66,6 +68,37 @@ class PgServer:
         run_migrations(engine)
         engine.dispose()
 
+    def start(self) -> None:
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "log"),
+                          "-o", opts, "-w", "-t", "60", "start"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: fast ends every session (clients see their connection close)."""
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"]),
+            capture_output=True,
+        )
+
+    def running(self) -> bool:
+        return (self.datadir / "postmaster.pid").exists()
+
+    def signal_all(self, sig: int) -> None:
+        """Send ``sig`` to the postmaster and every backend (SIGSTOP: a server that stops answering
+        without closing anything, as on a frozen machine; SIGCONT ends that)."""
+        pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for p in (pid, *map(int, children)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, sig)
+
 
 def _as_postgres(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
@@ -73,39 +106,43 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PgServer]:
+    """``initdb`` into a temp dir and run PostgreSQL on 127.0.0.1 and a free port until the block
+    ends (stopped then, whatever state a test left it in)."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (Debian package postgresql-15)")
     root = Path(tempfile.mkdtemp(prefix="difs-pg-"))
     data = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    port = free_port()
+    server = PgServer(port=free_port(), datadir=data, root=root)
     try:
         subprocess.run(
             _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
             check=True,
             capture_output=True,
         )
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-        )
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", opts, "-w", "-t", "60", "start"]),
-            check=True,
-            capture_output=True,
-        )
-        server = PgServer(port=port, datadir=data)
+        server.start()
         server.make_template()
         yield server
     finally:
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-            capture_output=True,
-        )
+        server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start (the shared one must
+    stay up for the other tests)."""
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

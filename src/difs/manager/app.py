@@ -4,7 +4,9 @@ It creates the engine, runs the migrations, installs the problem handler,
 the request guard (body size limit, token checked before a body is read),
 the API routers under ``/api/v1``, metrics at ``/metrics`` and the dashboard
 at ``/``. A background task expires leases every ``sweep_interval_seconds`` so
-that events and compliance changes happen even when nobody is asking.
+that events and compliance changes happen even when nobody is asking; it also tries the
+database each round, so an outage and the recovery are noticed without requests
+(``dbguard.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from difs.manager.api.routes import apps, containers, health, nodes, nodeviews, 
 from difs.manager.clock import Clock, system_clock
 from difs.manager.config import Settings
 from difs.manager.db import make_engine, run_migrations, session_factory
+from difs.manager.dbguard import is_unavailable, probe
 from difs.manager.schemas import Problem
 
 log = logging.getLogger("difs.manager")
@@ -106,8 +109,13 @@ async def _sweeper(state: ManagerState) -> None:
     while True:
         await asyncio.sleep(state.settings.sweep_interval_seconds)
         try:
+            if not (await run_in_threadpool(probe, state.engine, state.db)).up:
+                continue  # logged once per outage; leases are judged again when it is back
             expired = await run_in_threadpool(sweep, state, state.clock())
             if expired:
                 log.info("leases expired: %s", ", ".join(expired))
-        except Exception:  # keep sweeping; the next round retries
-            log.exception("lease sweep failed")
+        except Exception as exc:  # keep sweeping; the next round retries
+            if is_unavailable(exc):
+                state.db.failed(exc)
+            else:
+                log.exception("lease sweep failed")

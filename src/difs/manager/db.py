@@ -6,7 +6,8 @@
   reads use a plain ``BEGIN``.
 - PostgreSQL (``postgresql://`` or ``postgresql+psycopg://`` URLs, driven by
   psycopg 3): rows that must not be updated concurrently are read with
-  ``SELECT ... FOR UPDATE`` by the services.
+  ``SELECT ... FOR UPDATE`` by the services. Connecting, waiting for a pooled
+  connection, statements and whole transactions are bounded in time (``dbguard``).
 
 Migrations live inside the package (``difs/manager/migrations``) and run on
 every start (``upgrade head`` is a no-op when current).
@@ -48,7 +49,11 @@ def make_engine(url: str) -> Engine:
         )
         _sqlite_setup(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    from difs.manager.dbguard import POSTGRES_ENGINE_OPTIONS, guard_postgres
+
+    engine = create_engine(url, **POSTGRES_ENGINE_OPTIONS)  # type: ignore[arg-type]
+    guard_postgres(engine)
+    return engine
 
 
 def _private_sqlite_file(path: Path) -> None:

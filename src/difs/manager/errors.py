@@ -14,7 +14,9 @@ error response.
     │   └── Infeasible          409  a policy no placement / path can satisfy (carries ``unmet``)
     ├── PreconditionFailed      412  If-Match version is stale
     ├── ContentTooLarge         413  a request body over the manager's limit
-    └── PreconditionRequired    428  (reserved)
+    ├── PreconditionRequired    428  (reserved)
+    └── DatabaseUnavailable     503  the database cannot be reached or timed out (``Retry-After``);
+                                     SQLAlchemy's connection errors become this (``dbguard``)
 """
 
 from __future__ import annotations
@@ -76,3 +78,9 @@ class ContentTooLarge(DomainError):
     status = 413
     type_slug = "content-too-large"
     title = "Request body too large"
+
+
+class DatabaseUnavailable(DomainError):
+    status = 503
+    type_slug = "database-unavailable"
+    title = "Database unavailable"

@@ -359,6 +359,11 @@ class EventPublic(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    #: "degraded": the manager runs but its database does not answer (API requests get 503)
+    status: Literal["ok", "degraded"]
     version: str
     database: str
+    database_up: bool = True
+    #: why the database is down (the driver's error class), and for how long, when it is
+    database_error: str | None = None
+    database_down_seconds: float | None = None

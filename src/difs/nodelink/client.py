@@ -11,7 +11,9 @@ report statistics; the CLI uses it for everything else::
 
 Errors: :class:`ManagerUnreachable` (no connection: the manager is not
 running or the URL is wrong) and :class:`ManagerError` (the manager answered
-with a problem document; ``.status``, ``.problem``).
+with a problem document; ``.status``, ``.problem``). A 503 (e.g. the manager's
+database is down) is :class:`ManagerUnavailable`, both at once: for a node the
+same as unreachable — keep serving and retry.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ class ManagerError(Exception):
         self.status = status
         self.problem = problem
         super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
+
+
+class ManagerUnavailable(ManagerUnreachable, ManagerError):
+    """The manager answered 503 (its database is down, or it is overloaded): retry later.
+
+    Both kinds at once: a node's link catches it as unreachable (keeps serving, binds nothing
+    anew, tears nothing down); code that handles any refusal sees a ManagerError."""
+
+    def __init__(self, url: str, problem: dict[str, Any]) -> None:
+        Exception.__init__(self, f"the manager at {url} is unavailable: {problem.get('detail') or problem.get('title', '')}")
+        self.url = url
+        self.status = 503
+        self.problem = problem
 
 
 def _body(obj: Any) -> Any:
@@ -67,7 +82,10 @@ class ManagerClient:
                 problem = r.json()
             except ValueError:
                 problem = {"title": r.reason_phrase, "detail": r.text[:500]}
-            raise ManagerError(r.status_code, problem if isinstance(problem, dict) else {"detail": str(problem)})
+            problem = problem if isinstance(problem, dict) else {"detail": str(problem)}
+            if r.status_code == 503:
+                raise ManagerUnavailable(self.url, problem)
+            raise ManagerError(r.status_code, problem)
         if not r.content:
             return None
         return r.json()

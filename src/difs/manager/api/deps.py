@@ -4,13 +4,13 @@
 returns and rolls back when it raises (``scope="function"``: before the
 response is sent, so a failed commit is reported, not hidden). Before it
 opens, expired leases are swept in their own short transaction so every
-request sees current node states.
+request sees current node states (judged on the monotonic clock: ``leases.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -23,7 +23,9 @@ from difs.manager.auth import ADMIN, Principal, is_admin_token
 from difs.manager.clock import Clock
 from difs.manager.config import Settings
 from difs.manager.db import transaction
+from difs.manager.dbguard import DatabaseHealth, is_unavailable
 from difs.manager.errors import BadRequest, Unauthorized
+from difs.manager.leases import LeaseBook
 from difs.manager.services import nodes
 
 
@@ -33,15 +35,34 @@ class ManagerState:
     engine: Engine
     factory: sessionmaker[Session]
     clock: Clock
+    leases: LeaseBook = field(init=False)
+    db: DatabaseHealth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.leases = LeaseBook(resync_seconds=max(self.settings.sweep_interval_seconds, 1.0))
+        self.db = DatabaseHealth(monotonic=self.clock.monotonic, on_recovered=self.leases.extend)
 
 
 def sweep(state: ManagerState, now: datetime) -> list[str]:
-    """Expire leases that ran out (cheap read first; a write transaction only when needed)."""
-    with transaction(state.factory, write=False) as s:
-        if not nodes.has_expired_leases(session=s, now=now):
+    """Expire leases that ran out: the alive nodes are read only when the lease book says a
+    deadline may have passed, and a write transaction is opened only when one did."""
+    at = state.clock.monotonic()
+    if not state.leases.due(at):
+        return []
+    try:
+        with transaction(state.factory, write=False) as s:
+            alive = nodes.alive_leases(session=s)
+        state.db.ok()
+        overdue = state.leases.overdue(alive, at)
+        if not overdue:
             return []
-    with transaction(state.factory, write=True) as s:
-        return nodes.expire_leases(session=s, now=now, fresh_seconds=state.settings.stats_fresh_seconds)
+        with transaction(state.factory, write=True) as s:
+            return nodes.expire_leases(session=s, now=now, overdue=overdue,
+                                       fresh_seconds=state.settings.stats_fresh_seconds)
+    except Exception as exc:
+        if is_unavailable(exc):
+            state.db.failed(exc)
+        raise
 
 
 def get_state(request: Request) -> ManagerState:

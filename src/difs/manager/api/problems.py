@@ -3,7 +3,8 @@
 Domain errors carry their own status, title and extensions; request validation
 errors become 400 (malformed JSON) or 422 with one sentence per fault;
 framework HTTP errors (unknown route, wrong method) keep their status;
-database conflicts become 409/503; anything else is a 500 whose detail says
+database conflicts become 409; a database that cannot be reached or timed out
+becomes 503 with ``Retry-After`` (``dbguard.is_unavailable``); anything else is a 500 whose detail says
 to look at the log (the log gets the traceback; no request body or token is
 ever logged).
 """
@@ -17,10 +18,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from difs.manager.errors import DomainError
+from difs.manager import dbguard
+from difs.manager.errors import DatabaseUnavailable, DomainError
 
 log = logging.getLogger("difs.manager")
 
@@ -63,12 +66,16 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[str]
 def problem_response(request: Request, exc: Exception) -> JSONResponse:
     body: dict[str, Any]
     headers: dict[str, str] = {}
+    if not isinstance(exc, IntegrityError) and dbguard.is_unavailable(exc):
+        exc = _database_unavailable(request, exc)
     if isinstance(exc, DomainError):
         status = exc.status
         body = {"type": _type(exc.type_slug), "title": exc.title, "status": status, "detail": exc.detail}
         body.update({k: v for k, v in exc.extensions.items() if v is not None})
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
+        elif status == 503:
+            headers["Retry-After"] = str(dbguard.RETRY_AFTER_SECONDS)
     elif isinstance(exc, RequestValidationError):
         status, detail, errors = _validation_errors(exc)
         body = {
@@ -96,16 +103,6 @@ def problem_response(request: Request, exc: Exception) -> JSONResponse:
             "status": 409,
             "detail": "a concurrent request changed the same thing first; read it again and retry",
         }
-    elif isinstance(exc, OperationalError):
-        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "OperationalError")
-        status = 503
-        body = {
-            "type": _type("database-unavailable"),
-            "title": "Database unavailable",
-            "status": 503,
-            "detail": "the manager cannot reach its database right now; retry shortly",
-        }
-        headers["Retry-After"] = "1"
     else:
         log.exception("internal error on %s %s", request.method, request.url.path)
         status = 500
@@ -119,6 +116,16 @@ def problem_response(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _database_unavailable(request: Request, exc: Exception) -> DatabaseUnavailable:
+    state = getattr(request.app.state, "difs", None) if "app" in request.scope else None
+    if state is not None:
+        state.db.failed(exc)  # logs once per outage
+    return DatabaseUnavailable(
+        "the manager cannot reach its database right now; retry shortly (nodes keep serving "
+        "what they have meanwhile)"
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register :func:`problem_response` for every error type (one handler, many keys)."""
     for exc_type in (
@@ -126,7 +133,8 @@ def install(app: FastAPI) -> None:
         RequestValidationError,
         StarletteHTTPException,
         IntegrityError,
-        OperationalError,
+        DBAPIError,
+        PoolTimeout,
         Exception,
     ):
         app.add_exception_handler(exc_type, problem_response)  # type: ignore[arg-type]

@@ -58,7 +58,9 @@ def get_volume(session: Session, *, ref: str, lock: bool = False) -> VolumeRow:
 
 
 def node_alive(row: NodeRow, now: datetime) -> bool:
-    return row.state == "alive" and row.lease_expires_at is not None and row.lease_expires_at > now
+    """Alive by its state, which the lease sweep keeps current before every request (judged on
+    the monotonic clock, ``difs.manager.leases``: a wall clock step must not decide)."""
+    return row.state == "alive"
 
 
 def node_view(row: NodeRow, now: datetime) -> NodeView:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from difs.manager.auth import Principal, hash_token, new_node_token
@@ -98,6 +99,7 @@ def advertise(
     if adv.kind.value != row.kind:
         raise BadRequest(f"node {name} is registered as a {row.kind}, but advertised itself as a {adv.kind.value}")
     if row.kind == "host" and adv.iqn and adv.iqn != row.iqn:
+        _lock_initiator_name(session, adv.iqn)
         holder = session.scalars(
             select(NodeRow.name).where(NodeRow.kind == "host", NodeRow.iqn == adv.iqn, NodeRow.id != row.id)
         ).first()
@@ -146,38 +148,48 @@ def advertise(
     return AdvertisementAck(node=name, state="alive", lease_seconds=adv.lease_seconds, lease_expires_at=row.lease_expires_at)
 
 
-def has_expired_leases(*, session: Session, now: datetime) -> bool:
-    return (
-        session.scalar(
-            select(NodeRow.id).where(NodeRow.state == "alive", NodeRow.lease_expires_at <= now).limit(1)
-        )
-        is not None
+def _lock_initiator_name(session: Session, iqn: str) -> None:
+    """Serialize the hosts taking ``iqn`` until this transaction ends, so the second one sees the
+    first and is refused (PostgreSQL: a transaction advisory lock on the name; SQLite writers are
+    serialized already). No unique constraint needed: the check above it is the rule."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(b"difs initiator name " + iqn.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def alive_leases(*, session: Session) -> list[tuple[str, int, float]]:
+    """Every alive node as ``(name, renewal token, lease seconds)`` for the lease book."""
+    rows = session.execute(
+        select(NodeRow.name, NodeRow.advertisements, NodeRow.lease_seconds).where(NodeRow.state == "alive")
     )
+    return [(name, count, float(seconds or 0)) for name, count, seconds in rows]
 
 
-def expire_leases(*, session: Session, now: datetime, fresh_seconds: float) -> list[str]:
-    """Mark every node whose lease ran out as expired (once), record events, re-evaluate compliance."""
-    candidates = session.scalars(
-        select(NodeRow).where(NodeRow.state == "alive", NodeRow.lease_expires_at <= now)
-    ).all()
+def expire_leases(*, session: Session, now: datetime, overdue: dict[str, int], fresh_seconds: float) -> list[str]:
+    """Mark the alive nodes whose lease ran out (``overdue``: name -> the renewal token it was
+    judged at; a node that renewed since keeps its lease) as expired, once; record events;
+    re-evaluate compliance."""
     expired = []
-    for row in candidates:
+    for name, token in sorted(overdue.items()):
         res = session.execute(
             update(NodeRow)
-            .where(NodeRow.id == row.id, NodeRow.state == "alive", NodeRow.lease_expires_at <= now)
+            .where(NodeRow.name == name, NodeRow.state == "alive", NodeRow.advertisements == token)
             .values(state="expired")
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            expired.append(row)
-            record_event(
-                session,
-                now=now,
-                kind="node.lease_expired",
-                subject=row.name,
-                message=f"{row.kind} {row.name} stopped advertising: its lease ran out at "
-                f"{row.lease_expires_at.isoformat() if row.lease_expires_at else '?'}; its capabilities are withdrawn",
-            )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        row = session.scalars(select(NodeRow).where(NodeRow.name == name)).one()
+        expired.append(row)
+        record_event(
+            session,
+            now=now,
+            kind="node.lease_expired",
+            subject=row.name,
+            message=f"{row.kind} {row.name} stopped advertising: its lease of {row.lease_seconds:g} s "
+            f"ran out (last advertised at {row.last_advertised_at.isoformat() if row.last_advertised_at else '?'}); "
+            "its capabilities are withdrawn",
+        )
     if expired:
         session.expire_all()
         compliance.refresh(
@@ -187,6 +199,11 @@ def expire_leases(*, session: Session, now: datetime, fresh_seconds: float) -> l
             fresh_seconds=fresh_seconds,
         )
     return [r.name for r in expired]
+
+
+def renewal_token(*, session: Session, name: str) -> int:
+    """The node's renewal token (its advertisements counter) for the lease book."""
+    return int(session.scalars(select(NodeRow.advertisements).where(NodeRow.name == name)).one())
 
 
 def controller_volumes(*, session: Session, principal: Principal, name: str) -> list[ControllerVolume]:

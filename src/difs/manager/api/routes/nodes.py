@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from difs.manager.api.deps import AdminDep, FreshDep, NowDep, PrincipalDep, SessionDep
+from difs.manager.api.deps import AdminDep, FreshDep, NowDep, PrincipalDep, SessionDep, StateDep
 from difs.manager.api.responses import problems
 from difs.manager.schemas import AdvertisementAck, AdvertisementIn, Name, NodePublic, NodeRegister, NodeRegistered
 from difs.manager.services import nodes
@@ -42,7 +42,11 @@ def rotate_node_token(name: Name, session: SessionDep, now: NowDep, _: AdminDep)
 
 @router.put("/{name}/advertisement", response_model=AdvertisementAck, responses=problems(403, 404))
 def advertise(
-    name: Name, adv: AdvertisementIn, session: SessionDep, now: NowDep, principal: PrincipalDep, fresh: FreshDep
+    name: Name, adv: AdvertisementIn, session: SessionDep, now: NowDep, principal: PrincipalDep, fresh: FreshDep,
+    state: StateDep,
 ) -> AdvertisementAck:
     """A node's capabilities, valid for ``lease_seconds`` (renew before it runs out)."""
-    return nodes.advertise(session=session, now=now, principal=principal, name=name, adv=adv, fresh_seconds=fresh)
+    ack = nodes.advertise(session=session, now=now, principal=principal, name=name, adv=adv, fresh_seconds=fresh)
+    state.leases.renewed(name, token=nodes.renewal_token(session=session, name=name),
+                         seconds=adv.lease_seconds, at=state.clock.monotonic())
+    return ack
