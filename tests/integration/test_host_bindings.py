@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -251,3 +252,66 @@ def test_a_policy_the_volume_cannot_honour_fails_that_binding_only(cluster: Clus
     assert c.binding_state("app2")[0] == "failed"
     shown = run([*DIFS, "app", "show", "app2", "--manager", c.url, "--token", c.admin_token()])
     assert "failed: policy version 2 cannot be applied" in " ".join(shown.stdout.split())
+
+
+def _dead_controller(c: Cluster) -> None:
+    """ctl2: advertises everything (a QoS limit among it) on a portal nobody listens on."""
+    token = c.admin.request("POST", "/nodes", json={"name": "ctl2", "kind": "controller"})["token"]
+    with ManagerClient(c.url, token=token) as ctl2:
+        ctl2.advertise("ctl2", {
+            "kind": "controller", "iqn": "iqn.2026-11.io.difs:ctl2",
+            "services": {"integrity": {"header_digest": True, "data_digest": True, "pi_types": [1, 3]},
+                         "security": {"authentication": ["chap", "mutual_chap"]},
+                         "qos": {"limit": True, "reservation": True, "weight": True}},
+            "portals": [{"address": "127.0.0.1", "port": free_port()}],
+            "containers": [{"name": "pool2", "capacity_bytes": 1 << 30, "pi_types": []}],
+            "lease_seconds": 3600})
+
+
+def test_an_unsatisfiable_binding_holds_up_neither_the_link_nor_the_others(cluster: Cluster):
+    """Issue 16.2, and `difs app start` telling the truth (16.5)."""
+    c = cluster
+    c.path_wait = "6"
+    host = c.start_host()
+    c.create_and_bind("app1", policy="bronze")
+    c.wait_running("app1")
+    _dead_controller(c)
+    # only ctl2 can enforce a limit: app2 lands there, and the host cannot reach it
+    c.admin.request("POST", "/apps", json={"name": "app2", "size_bytes": 4 << 20,
+                                           "services": {"qos": {"limit_iops": 100}}})
+    assert c.app("app2")["volumes"][0]["controller"] == "ctl2"
+    started = time.monotonic()
+    start = subprocess.Popen([*DIFS, "app", "start", "app2", "--host", "host1", "--timeout", "60",
+                              "--manager", c.url, "--token", c.admin_token()],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # while app2 waits for a path, the host keeps advertising and app1 keeps serving
+    seen = {c.node("host1")["last_advertised_at"]}
+    while time.monotonic() - started < 4:
+        node = c.node("host1")
+        assert node["state"] == "alive"
+        seen.add(node["last_advertised_at"])
+        with c.nbd("app1") as nbd:
+            nbd.read(0, 4096)
+        time.sleep(0.2)
+    assert len(seen) >= 4, seen  # an advertisement every 0.3 s, not one per path wait
+    assert c.binding_state("app2")[0] == "starting"
+    out, err = start.communicate(timeout=60)
+    assert start.returncode == 1, (out, err)
+    state, reason = c.binding_state("app2")
+    assert state == "failed" and reason
+    said = " ".join(err.split())
+    assert "app2 on host1: starting" in said
+    assert f"application app2 failed on host host1: {' '.join(reason.split())}" in said
+    assert c.binding_state("app1") == ("running", None)
+    assert sum("binding failed" in line and "app=app2" in line for line in host.stderr) == 1
+    listed = run([*DIFS, "app", "list", "--manager", c.url, "--token", c.admin_token()],
+                 env={**os.environ, "COLUMNS": "300"})
+    assert "running" in listed.stdout and "failed:" in listed.stdout
+
+    # and a start that works says so once the host runs it
+    c.create_and_bind("app3", policy="bronze")
+    c.admin.unbind("app3")
+    ok = run([*DIFS, "app", "start", "app3", "--host", "host1", "--timeout", "60",
+              "--manager", c.url, "--token", c.admin_token()])
+    assert "application app3 running on host1" in " ".join(ok.stdout.split())
+    assert c.binding_state("app3") == ("running", None)
