@@ -356,12 +356,19 @@ class HostManagerLink(NodeLink):
         await self.report_states()
         self._fault = None
 
-    async def close(self) -> None:
+    async def stop_followers(self) -> None:
+        """Cancel the starts in progress (the applications running are the host's to stop)."""
         for follower in self.followers.values():
             if follower.task is not None and not follower.task.done():
                 follower.task.cancel()
         await asyncio.gather(*(f.task for f in self.followers.values() if f.task is not None),
                              *self._pushes, return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._task is not None:  # the loop first: it launches no start after this
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.stop_followers()
         await super().close()
 
 
