@@ -166,10 +166,17 @@ class HostManagerLink(NodeLink):
         for binding in bindings:
             if isinstance(binding, dict) and isinstance(binding.get("application"), str):
                 wanted[binding["application"]] = binding
-        for name in [n for n in self.followers if n not in wanted]:
-            await self._forget(name)
-        for name in [n for n in self.host.apps if n not in wanted]:
-            await self.host.stop_app(name)  # started outside the link: the manager's list wins
+        stale = [n for n in self.followers if n not in wanted]
+        # and those started outside the link (--app): the manager's list wins
+        stale += [n for n in self.host.apps if n not in wanted and n not in stale]
+        for name in stale:
+            try:
+                await self._forget(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # closing its paths failed: it is stopped all the same
+                log_event(log, "application stop failed", level=logging.WARNING, app=name,
+                          reason=_reason(exc))
         for name, binding in wanted.items():
             try:
                 await self._follow(name, binding)
