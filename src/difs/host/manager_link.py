@@ -9,7 +9,7 @@ Every ``interval`` seconds the host:
    own; a new policy version is applied to the running application without
    restarting it; an application no longer bound is stopped. Each binding has
    a state: ``starting``, ``running`` or ``failed`` with the reason (a start
-   that failed is tried again with backoff, 5 s doubling to 60 s; a policy
+   that failed is tried again with backoff, 1 s doubling to 60 s; a policy
    version that cannot be applied is tried once and the application keeps its
    previous one). One binding's fault never stops the link or another binding;
 3. **reports** per-application, per-path statistics for the last interval and
@@ -55,7 +55,7 @@ HOST_PI_TYPES = (1, 3)
 #: the states of a binding at the host
 STARTING, RUNNING, FAILED = "starting", "running", "failed"
 #: seconds before a failed start is tried again: doubles from the first to the cap
-RETRY_FIRST, RETRY_CAP = 5.0, 60.0
+RETRY_FIRST, RETRY_CAP = 1.0, 60.0
 
 
 class BindingError(HostError):
