@@ -9,7 +9,9 @@ Every ``interval`` seconds the host:
    own; a new policy version is applied to the running application without
    restarting it; an application no longer bound is stopped. Each binding has
    a state: ``starting``, ``running`` or ``failed`` with the reason (a start
-   that failed is tried again with backoff, 1 s doubling to 60 s; a policy
+   that fails within START_GRACE of the binding's arrival stays ``starting``
+   and is tried again every second; after that it is ``failed`` and tried again
+   at the exchanges after a backoff, 1 s doubling to 60 s; a policy
    version that cannot be applied is tried once and the application keeps its
    previous one). One binding's fault never stops the link or another binding;
 3. **reports** per-application, per-path statistics for the last interval and
@@ -56,6 +58,10 @@ HOST_PI_TYPES = (1, 3)
 STARTING, RUNNING, FAILED = "starting", "running", "failed"
 #: seconds before a failed start is tried again: doubles from the first to the cap
 RETRY_FIRST, RETRY_CAP = 1.0, 60.0
+#: seconds from a binding's arrival during which a failed start stays ``starting`` and is
+#: retried every RETRY_FIRST: right after a bind, the controller may not yet have opened
+#: the LUN to this host (it follows the manager on its own interval)
+START_GRACE = 10.0
 
 
 class BindingError(HostError):
@@ -84,6 +90,8 @@ class Follower:
     task: asyncio.Task | None = None
     attempts: int = 0
     retry_at: float = 0.0
+    #: when the binding arrived (loop time; its start grace runs from here)
+    since: float = 0.0
     #: the policy version that could not be applied to the running application
     refused_version: int | None = None
 
@@ -105,6 +113,7 @@ class HostManagerLink(NodeLink):
         self._states_refused = False
         self._fault: str | None = None
         self._pushes: set[asyncio.Task] = set()
+        self.start_grace = START_GRACE
         self._last_counts: dict[tuple[str, int], tuple[int, int]] = {}
         self._last_report = time.monotonic()
 
@@ -201,7 +210,8 @@ class HostManagerLink(NodeLink):
         if follower is None or follower.endpoint != endpoint:
             if follower is not None:  # moved (or now complete): start it where it is now
                 await self._forget(name)
-            follower = self.followers[name] = Follower(name, endpoint, version)
+            follower = self.followers[name] = Follower(
+                name, endpoint, version, since=asyncio.get_running_loop().time())
             self._launch(follower, requirement, version)
             return
         if follower.task is not None and not follower.task.done():
@@ -234,21 +244,28 @@ class HostManagerLink(NodeLink):
     async def _start(self, follower: Follower, requirement: Requirement, version: int) -> None:
         ep = follower.endpoint
         assert ep is not None
-        try:
-            await self.host.start_app(
-                follower.name, controller=ep.controller, portal=ep.portal, target=ep.target,
-                lun=ep.lun, requirement=requirement, policy_name=f"v{version}",
-                policy_version=version)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the application does not start; the others are untouched
-            follower.attempts += 1
-            follower.retry_at = (asyncio.get_running_loop().time()
-                                 + min(RETRY_CAP, RETRY_FIRST * 2 ** (follower.attempts - 1)))
-            self._set(follower, FAILED, _reason(exc))
-        else:
-            follower.attempts = 0
-            self._set(follower, RUNNING)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self.host.start_app(
+                    follower.name, controller=ep.controller, portal=ep.portal, target=ep.target,
+                    lun=ep.lun, requirement=requirement, policy_name=f"v{version}",
+                    policy_version=version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the application does not start; the others are untouched
+                now = loop.time()
+                if follower.state == STARTING and now - follower.since < self.start_grace:
+                    self._set(follower, STARTING, f"retrying: {_reason(exc)}")
+                    await asyncio.sleep(RETRY_FIRST)
+                    continue
+                follower.attempts += 1
+                follower.retry_at = now + min(RETRY_CAP, RETRY_FIRST * 2 ** (follower.attempts - 1))
+                self._set(follower, FAILED, _reason(exc))
+            else:
+                follower.attempts = 0
+                self._set(follower, RUNNING, None)
+            break
         self._push_states_soon()
 
     async def _forget(self, name: str) -> None:

@@ -110,11 +110,30 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def test_a_start_failing_within_the_grace_stays_starting_and_is_retried():
+    async def scenario() -> None:
+        host = FakeHost()
+        link = HostManagerLink(host, client=None, node="host1")  # type: ignore[arg-type]
+        link._push_states_soon = lambda: None
+        host.release.set()
+        await link.sync_bindings([binding("slow")])
+        await settle()
+        f = link.followers["slow"]
+        assert (f.state, f.reason) == (STARTING, "retrying: no satisfying path within 30s")
+        link.start_grace = 0  # the next attempt (1 s later, by the start task itself) fails for good
+        await asyncio.wait_for(f.task, 5)
+        assert (f.state, f.reason) == (FAILED, "no satisfying path within 30s")
+        await link.stop_followers()
+
+    asyncio.run(scenario())
+
+
 def test_one_binding_waiting_blocks_nothing_and_a_policy_fault_stays_with_its_binding(caplog):
     async def scenario() -> None:
         host = FakeHost()
         link = HostManagerLink(host, client=None, node="host1")  # type: ignore[arg-type]
         link._push_states_soon = lambda: None  # no manager here
+        link.start_grace = 0  # a failed start is failed at once
         await asyncio.wait_for(link.sync_bindings([binding("slow"), binding("app1")]), 1)
         await settle()
         states = {b["application"]: b["state"] for b in link.binding_states()["bindings"]}
