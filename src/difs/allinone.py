@@ -181,7 +181,7 @@ def bring_up(config: UpConfig, say: Callable[[str], None],
         cluster.spawn("host", "host", "--manager", cluster.manager_url, "--name", "host1",
                       "--initiator-name", "iqn.2026-11.io.difs:host1", "--nbd", config.nbd,
                       "--channels", "digests,plain", "--interval", str(config.interval),
-                      "--metrics", config.host_metrics,
+                      "--metrics", config.host_metrics, "--state-dir", str(config.data_dir / "host1"),
                       env={"DIFS_NODE_TOKEN": host_token})
 
         def alive(name: str) -> bool:

@@ -110,3 +110,24 @@ def test_walkthrough_with_the_cli(manager: tuple[str, str], tmp_path: Path):
     difs("app", "delete", "db")
     assert json.loads(difs("app", "list", "--json")) == []
     assert "app.deleted" in difs("node", "events", "--kind", "app.")
+
+
+def test_dry_run_without_a_placement_exits_non_zero(manager: tuple[str, str], tmp_path: Path):
+    url, token = manager
+    env = {"DIFS_MANAGER": url, "DIFS_TOKEN": token, "COLUMNS": "200"}
+    runner = CliRunner()
+    ctl_token = json.loads(runner.invoke(cli_app, ["node", "register", "ctl1", "--kind", "controller", "--json"],
+                                         env=env).output)["token"]
+    caps = controller_adv()
+    caps["services"]["security"]["tls"] = False
+    adv = tmp_path / "adv.json"
+    adv.write_text(json.dumps(caps))
+    assert runner.invoke(cli_app, ["node", "advertise", "ctl1", "--file", str(adv), "--token", ctl_token],
+                         env=env).exit_code == 0
+    fits = runner.invoke(cli_app, ["app", "create", "db", "--size", "64M", "--dry-run"], env=env)
+    assert fits.exit_code == 0 and "would place on ctl1/pool" in fits.output
+    nowhere = runner.invoke(cli_app, ["app", "create", "db", "--size", "64M", "--tls", "--dry-run"], env=env)
+    assert nowhere.exit_code == 1, nowhere.output
+    assert "no placement possible" in nowhere.output and "TLS" in nowhere.output
+    as_json = runner.invoke(cli_app, ["app", "create", "db", "--size", "64M", "--tls", "--dry-run", "--json"], env=env)
+    assert as_json.exit_code == 1 and json.loads(as_json.output)["feasible"] is False

@@ -3,16 +3,22 @@
 ``create`` places the volume and stores the policy (addDIFS); ``set-policy``
 changes it live (updateDIFS, refused with the reasons when it cannot be met);
 ``get-policy`` / ``remove-policy`` are getDIFS / deleteDIFS; ``show`` gives the
-placement, binding and compliance.
+placement, binding (with the state its host reports) and compliance.
+
+Exit codes beyond the common ones (1: refused or failed, 2: manager unreachable):
+``create --dry-run`` exits 1 when no placement exists; ``start`` exits 1 when the
+host reports the application failed (with its reason) and 3 when the host has not
+reported it running within ``--timeout``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
 
-from difs.cli.common import client, console, emit, fail, human_size, parse_size, styled, table
+from difs.cli.common import client, console, emit, err_console, fail, human_size, parse_size, styled, table
 from difs.cli.options import (
     SERVICE_FLAGS,
     JsonOpt,
@@ -42,6 +48,14 @@ def _choice(tier: str | None, policy: str | None, flags: ServiceFlags, *, requir
     return {}
 
 
+def binding_state(b: dict[str, Any]) -> str:
+    """What the host reports of a binding: ``running``, ``failed: why``, ... ."""
+    state = b.get("state")
+    if state is None:
+        return "not reported by the host yet"
+    return f"{state}: {b['state_reason']}" if b.get("state_reason") else state
+
+
 def render_app(a: dict[str, Any]) -> None:
     pol = a.get("policy")
     console.print(f"[bold]application {a['name']}[/]  compliance {styled(a['compliance']['state'])}")
@@ -56,7 +70,8 @@ def render_app(a: dict[str, Any]) -> None:
         for r in a["placement"]["rejected"]:
             console.print(f"    not {r['kind']} {r['candidate']}: {'; '.join(r['reasons'])}", highlight=False)
     b = a.get("binding")
-    console.print(f"  bound to host {b['host']} ({b['initiator_iqn']})" if b else "  not bound to a host")
+    console.print(f"  bound to host {b['host']} ({b['initiator_iqn']}), {binding_state(b)}" if b
+                  else "  not bound to a host", highlight=False)
     if a["volumes"]:
         table(None, ["volume", "id", "size", "controller/container", "LUN", "policy v", "allowed initiators"],
               [[v["name"], v["id"], human_size(v["size_bytes"]), f"{v['controller']}/{v['container']}", v["lun"],
@@ -84,6 +99,8 @@ def create(
         if dry_run:
             data = c.request("POST", "/placement", json=body)
             emit(data, as_json, _render_placement)
+            if not data["feasible"]:
+                raise typer.Exit(1)
             return
         data = c.request("POST", "/apps", json={"name": name, **body})
     emit(data, as_json, render_app)
@@ -104,10 +121,11 @@ def list_(manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: Js
     """List applications with their policy, placement, host and compliance."""
     with client(manager, token) as c:
         data = c.request("GET", "/apps")
-    emit(data, as_json, lambda d: table("Applications", ["name", "policy", "version", "volumes", "host", "compliance"], [
+    emit(data, as_json, lambda d: table("Applications", ["name", "policy", "version", "volumes", "host", "state", "compliance"], [
         [a["name"], (a["policy"]["source"] or "inline") if a["policy"] else "-", a["policy"]["version"] if a["policy"] else "-",
          "; ".join(f"{v['controller']}/{v['container']} LUN {v['lun']}" for v in a["volumes"]),
-         a["binding"]["host"] if a["binding"] else "-", styled(a["compliance"]["state"])] for a in d]))
+         a["binding"]["host"] if a["binding"] else "-",
+         binding_state(a["binding"]) if a["binding"] else "-", styled(a["compliance"]["state"])] for a in d]))
 
 
 @app_app.command("show")
@@ -191,10 +209,12 @@ def unbind(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None)
 def start(
     name: str,
     host: Annotated[str, typer.Option("--host", help="The host node to run the application on.")],
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait for the host to report the application running (0: do not wait).")] = 60.0,
     manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Start an application on a host: bind its volumes to the host's initiator (the IQN the
-    host advertises); the host opens its NBD export within one advertisement interval."""
+    host advertises), then wait until the host reports it running (exit 0), failed (exit 1,
+    with the reason) or --timeout passes (exit 3)."""
     with client(manager, token) as c:
         node = c.request("GET", f"/nodes/{host}")
         if node.get("kind") != "host":
@@ -203,9 +223,35 @@ def start(
             fail(f"host {host} has not advertised its initiator name yet",
                  "start it with `difs host --manager ... --name " + host + "` and try again")
         data = c.bind(name, initiator_iqn=node["iqn"], host=host)
+        if timeout > 0:
+            data = _wait_for_host(c, name, host, timeout)
+    if data.get("state") == "failed":
+        fail(f"application {name} failed on host {host}: {data.get('state_reason')}",
+             f"see `difs app show {name}` and the host's log")
     emit(data, as_json, lambda b: console.print(
-        f"application {name} started on {b['host']}: " + ", ".join(
-            f"{v['target_iqn']} LUN {v['lun']}" for v in b["volumes"])))
+        f"application {name} {'running' if b.get('state') == 'running' else 'bound'} on {b['host']}: "
+        + ", ".join(f"{v['target_iqn']} LUN {v['lun']}" for v in b["volumes"])))
+
+
+def _wait_for_host(c: Any, name: str, host: str, timeout: float) -> dict[str, Any]:
+    """Poll the binding until its host reports it running or failed; progress on stderr."""
+    deadline = time.monotonic() + timeout
+    shown: str | None = ""
+    while True:
+        binding = c.request("GET", f"/apps/{name}")["binding"]
+        if binding is None:
+            fail(f"application {name} was unbound from {host} while starting")
+        state = binding.get("state")
+        if state != shown:
+            err_console.print(f"{name} on {host}: {binding_state(binding)}", highlight=False)
+            shown = state
+        if state in ("running", "failed"):
+            return binding
+        if time.monotonic() >= deadline:
+            fail(f"host {host} has not reported {name} running after {timeout:g}s "
+                 f"(last: {binding_state(binding)})",
+                 f"see `difs app show {name}` and the host's log", code=3)
+        time.sleep(0.5)
 
 
 @app_app.command("stop")

@@ -14,6 +14,10 @@ Example: difs host --app db=iscsi://127.0.0.1:3260/iqn.2026-11.io.difs:local.db/
 
 Then any NBD client is the application: qemu-img info nbd://127.0.0.1:10809/db
 
+With --manager the host follows the applications bound to it and keeps the last
+bindings in --state-dir: restarted while the manager is down, it starts them from
+there, and follows the manager again once it answers.
+
 Paths log in with CHAP when --chap is given (mutual with --mutual-chap), send a
 NOP-Out when idle for --nop-interval seconds and are dropped (their commands
 re-sent on another satisfying path) when the controller stops answering.
@@ -45,6 +49,7 @@ def register(app: typer.Typer) -> None:
         token: Annotated[Optional[str], typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register`).")] = None,
         name: Annotated[str, typer.Option("--name", help="This host's node name at the manager.")] = "host1",
         interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / binding checks.")] = 5.0,
+        state_dir: Annotated[Optional[str], typer.Option("--state-dir", help="Where the host keeps the last bindings the manager gave it (HMAC-protected), to start them when the manager is unreachable (default: var/host-NAME).")] = None,
         metrics: Annotated[Optional[str], typer.Option("--metrics", help="Serve Prometheus metrics on HOST:PORT.")] = None,
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
         log_format: LogFormatOpt = "text",
@@ -66,17 +71,17 @@ def register(app: typer.Typer) -> None:
         policies: dict[str, str] = {}
         try:
             for spec in policy or []:
-                name, sep, tier = spec.partition("=")
+                app_name, sep, tier = spec.partition("=")
                 if not sep:
                     raise HostError(f"--policy {spec!r}: write NAME=TIER")
                 resolve_policy(tier)
-                policies[name] = tier
+                policies[app_name] = tier
             for spec in app_spec or []:
-                name, sep, url = spec.partition("=")
-                if not sep or not name:
+                app_name, sep, url = spec.partition("=")
+                if not sep or not app_name:
                     raise HostError(f"--app {spec!r}: write NAME=iscsi://HOST:PORT/IQN/LUN")
                 parse_iscsi_url(url)
-                apps.append((name, url, policies.get(name)))
+                apps.append((app_name, url, policies.get(app_name)))
             unknown = set(policies) - {a[0] for a in apps}
             if unknown:
                 raise HostError(f"--policy for unknown application(s) {sorted(unknown)}")
@@ -102,7 +107,8 @@ def register(app: typer.Typer) -> None:
                          nbd_handshake_idle=nbd_handshake_idle,
                          selector=selector, path_wait=path_wait, applications=apps,
                          channels=channel_specs, manager=manager, token=token, node=name,
-                         name=name, manager_interval=interval, credentials=credentials,
+                         name=name, manager_interval=interval, state_dir=state_dir,
+                         credentials=credentials,
                          timers=timers, metrics=metrics)
         if manager and not token:
             typer.echo("difs host: --manager needs this node's --token (DIFS_NODE_TOKEN); "

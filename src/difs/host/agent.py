@@ -102,6 +102,8 @@ class HostConfig:
     token: str | None = None
     node: str | None = None
     manager_interval: float = 5.0
+    #: where the host keeps the last bindings it followed (None: var/host-NODE)
+    state_dir: str | None = None
     #: HOST:PORT for the Prometheus metrics endpoint (None: no endpoint)
     metrics: str | None = None
     #: CHAP credentials per controller target (``default`` for all of them)
@@ -124,6 +126,9 @@ class Host:
         #: applications given at start that could not start: name -> why (the others run)
         self.failed: dict[str, str] = {}
         self.groups: dict[tuple[str, str], PathGroup] = {}
+        #: applications opening their disk now, per path group (a group is closed only
+        #: when no application uses it and none is starting on it)
+        self._opening: dict[tuple[str, str], int] = {}
         self.nbd = NbdServer(max_connections=config.nbd_max_connections,
                              handshake_timeout=config.nbd_handshake_timeout or None,
                              handshake_idle=config.nbd_handshake_idle or None)
@@ -170,17 +175,27 @@ class Host:
                         policy_version: int = 0) -> Application:
         if name in self.apps:
             raise HostError(f"application {name!r} is already running")
-        group = await self.group_for(controller=controller, portal=portal, target=target)
-        disk = AppDisk(app=name, group=group, requirement=requirement, lun=lun,
-                       selector=path_selector(self.config.selector),
-                       path_wait=self.config.path_wait)
+        key = (portal, target)
+        self._opening[key] = self._opening.get(key, 0) + 1
         try:
+            group = await self.group_for(controller=controller, portal=portal, target=target)
+            disk = AppDisk(app=name, group=group, requirement=requirement, lun=lun,
+                           selector=path_selector(self.config.selector),
+                           path_wait=self.config.path_wait)
             await disk.open()  # refuses a volume that cannot honour the policy (e.g. no PI)
         except BaseException:
-            if not any(a.group is group for a in self.apps.values()):
-                self.groups.pop((portal, target), None)
+            self._opening[key] -= 1
+            group = self.groups.get(key)
+            if group is not None and not self._in_use(group):
+                self.groups.pop(key, None)
                 await group.close()
             raise
+        self._opening[key] -= 1
+        if name in self.apps:  # started meanwhile by someone else
+            if not self._in_use(group):
+                self.groups.pop(key, None)
+                await group.close()
+            raise HostError(f"application {name!r} is already running")
         app = Application(name, controller, target, lun, policy_name, group, disk, policy_version)
         self.apps[name] = app
         self.nbd.add_export(name, disk)
@@ -200,11 +215,15 @@ class Host:
         log_event(log, "policy updated", app=name, policy=policy_name, version=version,
                   service_class=requirement.service_class)
 
+    def _in_use(self, group: PathGroup) -> bool:
+        return (any(a.group is group for a in self.apps.values())
+                or self._opening.get((group.portal, group.target), 0) > 0)
+
     async def stop_app(self, name: str) -> None:
         app = self.apps.pop(name)
         self.nbd.remove_export(name)
         log_event(log, "application stopped", app=name)
-        if not any(a.group is app.group for a in self.apps.values()):
+        if not self._in_use(app.group):
             self.groups.pop((app.group.portal, app.group.target), None)
             await app.group.close()
 
@@ -230,11 +249,18 @@ async def serve(config: HostConfig) -> None:
         log_event(log, "metrics", url=f"http://{format_portal(addr, port)}/metrics")
     link = None
     if config.manager:
+        from pathlib import Path
+
         from difs.host.manager_link import HostManagerLink
+        from difs.host.state import BindingStore, default_state_dir
         from difs.nodelink.client import ManagerClient
 
+        node = config.node or config.name
         link = HostManagerLink(host, ManagerClient(config.manager, token=config.token),
-                               node=config.node or config.name, interval=config.manager_interval)
+                               node=node, interval=config.manager_interval,
+                               store=BindingStore(Path(config.state_dir) if config.state_dir
+                                                  else default_state_dir(node),
+                                                  manager=config.manager, node=node))
         link.start()
         host_addr, port = host.nbd_address
         print(f"nbd://{format_portal(host_addr, port)}/", flush=True)

@@ -4,8 +4,12 @@ Exception tree::
 
     Exception
      ├── HostError                  a request the host cannot honour (bad option, unknown
-     │                              application, no such export): ``difs host`` exits 2 with
-     │                              the message; the manager link logs it for that binding only
+     │    │                         application, no such export): ``difs host`` exits 2 with
+     │    │                         the message; the manager link logs it for that binding only
+     │    ├── state.StateRefused    the persisted bindings are torn, edited, keyless or another
+     │    │                         node's: logged, none of them is started
+     │    └── manager_link.BindingError  a binding without volume or endpoint: that binding
+     │                              is ``failed`` with the reason
      ├── PathFailed                 the path (one iSCSI connection) broke with a command in
      │    │                         flight: the command is re-sent on another satisfying path
      │    └── CommandTimedOut       the command was not answered in time and the controller

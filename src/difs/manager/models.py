@@ -122,6 +122,10 @@ class ApplicationRow(Base):
     host_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
     initiator_iqn: Mapped[str | None] = mapped_column(String(223), nullable=True)
     bound_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: what the bound host last reported of this binding: starting | running | failed
+    host_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    host_state_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    host_state_at: Mapped[datetime | None] = mapped_column(nullable=True)
     compliance_state: Mapped[str] = mapped_column(String(16), default="unknown")
     compliance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]

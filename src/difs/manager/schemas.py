@@ -297,6 +297,9 @@ class BoundVolume(BaseModel):
     size_bytes: int
 
 
+BindingStateName = Literal["starting", "running", "failed"]
+
+
 class BindingPublic(BaseModel):
     application: str
     host: str
@@ -305,6 +308,25 @@ class BindingPublic(BaseModel):
     policy_version: int
     service_class: int
     volumes: list[BoundVolume]
+    state: BindingStateName | None = Field(
+        None, description="what the host last reported: starting, running or failed (None: nothing yet)")
+    state_reason: str | None = Field(None, description="why it failed, as the host said")
+    state_at: datetime | None = None
+
+
+class BindingState(_In):
+    """One binding as its host sees it."""
+
+    application: Name
+    state: BindingStateName
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+    policy_version: Annotated[int, Field(ge=0, le=1 << 31)] = 0
+
+
+class BindingStatesReport(_In):
+    """A host's report of the state of every binding it follows."""
+
+    bindings: list[BindingState] = Field(max_length=10_000)
 
 
 class ApplicationPublic(BaseModel):

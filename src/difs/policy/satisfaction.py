@@ -73,6 +73,16 @@ def _ends(route: Route) -> list[NodeView]:
     return [n for n in (route.host, route.controller) if n is not None]
 
 
+def _none_can(nodes: list[NodeView], what: str) -> str:
+    """"controller ctl1 cannot X", "neither host h1 nor controller ctl1 can X", "none of A, B or C can X"."""
+    labels = [n.label for n in nodes]
+    if len(labels) == 1:
+        return f"{labels[0]} cannot {what}"
+    if len(labels) == 2:
+        return f"neither {labels[0]} nor {labels[1]} can {what}"
+    return f"none of {', '.join(labels[:-1])} or {labels[-1]} can {what}"
+
+
 def unmet(route: Route, policy: PolicyServices | PolicyDocument | None) -> list[Unmet]:
     """Every requirement of ``policy`` that ``route`` does not meet (empty: satisfied)."""
     services = policy.services if isinstance(policy, PolicyDocument) else policy
@@ -180,7 +190,7 @@ def unmet(route: Route, policy: PolicyServices | PolicyDocument | None) -> list[
         if q.limit_iops is not None or q.limit_bytes_per_second is not None:
             limiters = [n for n in ends if n.services.qos.limit]
             if not limiters:
-                miss("qos.limit", ctl, f"neither {' nor '.join(n.label for n in ends)} can enforce a limit")
+                miss("qos.limit", ctl, _none_can(ends, "enforce a limit"))
         if q.weight is not None and not cq.weight:
             miss("qos.weight", ctl, f"{ctl.label} does not schedule proportional shares")
         if q.latency_target_ms is not None:

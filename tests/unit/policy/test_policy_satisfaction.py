@@ -125,6 +125,17 @@ def test_limit_can_be_enforced_by_host_alone():
     assert [u.service for u in reasons if u.service.startswith("qos")] == ["qos.limit"]
 
 
+def test_limit_refusal_reads_well_for_one_or_two_candidates():
+    ctl_caps = EVERYTHING.model_copy(update={"qos": EVERYTHING.qos.model_copy(update={"limit": False})})
+    ctl = node("ctl1", NodeKind.CONTROLLER, ctl_caps)
+    policy = PolicyServices.model_validate({"qos": {"limit_iops": 10}})
+    alone = [u.reason for u in unmet(Route(controller=ctl), policy) if u.service == "qos.limit"]
+    assert alone == ["controller ctl1 cannot enforce a limit"]
+    both = [u.reason for u in unmet(Route(controller=ctl, host=node("h1", NodeKind.HOST, ServiceCapabilities())),
+                                    policy) if u.service == "qos.limit"]
+    assert both == ["neither host h1 nor controller ctl1 can enforce a limit"]
+
+
 # --- the hot-path form -------------------------------------------------------------------------
 
 

@@ -268,6 +268,8 @@ def bind(
     app.initiator_iqn = data.initiator_iqn
     app.bound_at = now
     app.updated_at = now
+    if not rebind:  # nothing reported yet by this host
+        app.host_state = app.host_state_reason = app.host_state_at = None
     record_event(
         session, now=now, kind="app.bound", subject=name,
         message=f"application {name} {'re-' if rebind else ''}bound to host {host_name} ({data.initiator_iqn})",
@@ -306,6 +308,7 @@ def unbind(*, session: Session, now: datetime, principal: Principal, name: str, 
     app.host_id = None
     app.initiator_iqn = None
     app.bound_at = None
+    app.host_state = app.host_state_reason = app.host_state_at = None
     app.updated_at = now
     record_event(session, now=now, kind="app.unbound", subject=name, message=f"application {name} unbound from host {host_name}")
     session.flush()

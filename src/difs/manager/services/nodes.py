@@ -17,6 +17,7 @@ from difs.manager.schemas import (
     ControllerVolume,
     ContainerPublic,
     BindingPublic,
+    BindingStatesReport,
     NodePublic,
     NodeRegister,
     NodeRegistered,
@@ -224,3 +225,25 @@ def host_bindings(*, session: Session, principal: Principal, name: str) -> list[
     row = get_node(session, name=name, kind="host")
     apps = session.scalars(select(ApplicationRow).where(ApplicationRow.host_id == row.id).order_by(ApplicationRow.name))
     return [b for a in apps if (b := binding_public(a)) is not None]
+
+
+def report_binding_states(*, session: Session, now: datetime, name: str, report: BindingStatesReport) -> int:
+    """Store what the host says of its bindings; states of applications no longer bound to it
+    (unbound meanwhile) are ignored. Returns how many were stored."""
+    row = get_node(session, name=name, kind="host")
+    states = {b.application: b for b in report.bindings}
+    stored = 0
+    apps = session.scalars(select(ApplicationRow).where(ApplicationRow.host_id == row.id,
+                                                        ApplicationRow.name.in_(states)))
+    for app in apps:
+        b = states[app.name]
+        if b.policy_version > app.policy_version:
+            continue  # from a binding the manager no longer holds
+        if (app.host_state, app.host_state_reason) != (b.state, b.reason):
+            if b.state == "failed":
+                record_event(session, now=now, kind="app.failed", subject=app.name,
+                             message=f"application {app.name} failed on host {name}: {b.reason}")
+            app.host_state_at = now
+        app.host_state, app.host_state_reason = b.state, b.reason
+        stored += 1
+    return stored

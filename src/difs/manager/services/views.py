@@ -128,6 +128,9 @@ def binding_public(app: ApplicationRow) -> BindingPublic | None:
         policy_version=app.policy_version,
         service_class=service_class(services or PolicyServices()),
         volumes=volumes,
+        state=app.host_state,  # type: ignore[arg-type]
+        state_reason=app.host_state_reason,
+        state_at=app.host_state_at,
     )
 
 

@@ -7,7 +7,15 @@ from fastapi import APIRouter
 from difs.manager.api.deps import FreshDep, NowDep, PrincipalDep, SessionDep
 from difs.manager.api.responses import problems
 from difs.manager.errors import Forbidden
-from difs.manager.schemas import BindingPublic, ContainerPublic, ControllerVolume, Name, PathStatsReport, StatsAck
+from difs.manager.schemas import (
+    BindingPublic,
+    BindingStatesReport,
+    ContainerPublic,
+    ControllerVolume,
+    Name,
+    PathStatsReport,
+    StatsAck,
+)
 from difs.manager.services import compliance, nodes
 
 router = APIRouter(tags=["controllers and hosts"])
@@ -38,3 +46,13 @@ def host_stats(
     if principal.is_admin or principal.node_name != name:
         raise Forbidden(f"only host {name} itself reports its statistics (use its own token)")
     return compliance.ingest_stats(session=session, now=now, host_name=name, report=report, fresh_seconds=fresh)
+
+
+@router.put("/hosts/{name}/bindings/state", response_model=StatsAck, responses=problems(403, 404))
+def host_binding_states(
+    name: Name, report: BindingStatesReport, session: SessionDep, now: NowDep, principal: PrincipalDep
+) -> StatsAck:
+    """The state of each binding the host follows (starting, running, failed with the reason)."""
+    if principal.is_admin or principal.node_name != name:
+        raise Forbidden(f"only host {name} itself reports its bindings' states (use its own token)")
+    return StatsAck(accepted=nodes.report_binding_states(session=session, now=now, name=name, report=report))
