@@ -135,6 +135,7 @@ def test_a_corrupting_path_is_not_stormed_with_resends_and_no_data_is_silently_w
     with faulty_host(tmp_path, channels="plain") as (_ctl, proxy, host, port, metrics):
         flips = proxy.add(BitFlip(TO_HOST, where="data", channel=0, opcodes={DATA_IN},
                                   rate=0.5, limit=None))
+        log_before = len(host.log_text())
         start = time.monotonic()
         with Readers(port, seconds=seconds) as readers:
             pass
@@ -150,8 +151,10 @@ def test_a_corrupting_path_is_not_stormed_with_resends_and_no_data_is_silently_w
         # once, then 50 a second) or, after one, by EIO: at most ~2 x 50 a second. The old code
         # re-sent at once: ~800 failed checks a second here, thousands on a faster machine.
         assert pi_errors / elapsed < 150, (pi_errors, resent, elapsed, readers.failed)
-        # a few lines per event for the whole flood, not one per fault
+        # a few lines per event for the whole flood, not one per fault: hundreds of faults
+        # (thousands of log lines before) now write a few KiB
         text = host.log_text()
+        assert len(text) - log_before < 16 * 1024, len(text) - log_before
         assert 1 <= text.count("PI check failed") <= 10, (pi_errors, elapsed, text[-3000:])
 
 
