@@ -155,3 +155,51 @@ def test_connection_limit_login_timeout_and_memory_after_2000_idle_connections(t
         assert "login timeout" in log
         # a real initiator still logs in and works
         assert "virtual size: 16 MiB" in run(["qemu-img", "info", ctl.urls[0]]).stdout
+
+
+@pytest.mark.slow
+def test_a_peer_that_never_reads_its_answers_cannot_grow_the_controller(tmp_path):
+    """A client logs in, then sends 1,024 READs of 1 MiB (CmdSN moving on as if answered) and
+    reads nothing. The controller used to queue every answer (1 GiB more RSS here, without
+    bound in general); now it stops reading the client once its answers back up (~30 MiB
+    more), and it keeps serving others."""
+    need_tool("qemu-img")
+    from difs.iscsi.config import InitiatorConfig
+    from difs.iscsi.initiator import InitiatorConnection
+    from difs.iscsi.initiator_events import LoginSucceeded
+    from difs.iscsi.pdu import ScsiCommand, encode_pdu
+
+    with metered_controller(tmp_path) as (ctl, _url):
+        pid = ctl.proc.popen.pid
+        run(["qemu-img", "info", ctl.urls[0]])
+        before = rss_kib(pid)
+        core = InitiatorConnection(config=InitiatorConfig(
+            initiator_name="iqn.2026-11.io.test:greedy", isid=0x023D0000AAAA,
+            target_name=ctl.iqn("vol")), now=time.monotonic())
+        sock = socket.create_connection((ctl.host, ctl.port), timeout=10)
+        try:
+            logged_in = False
+            while not logged_in:  # log in with the real initiator core
+                sock.sendall(b"".join(bytes(c) for c in core.data_to_send()))
+                core.receive_data(sock.recv(65536))
+                while (event := core.next_event()) is not None:
+                    logged_in |= isinstance(event, LoginSucceeded)
+            blocks = (1 << 20) // 512
+            cdb = bytes([0x88, 0]) + (0).to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
+            # in batches of 32, as a client would that saw each batch answered (the window
+            # moves on as the controller queues the answers), but never reading one
+            for batch in range(32):
+                sock.sendall(b"".join(encode_pdu(ScsiCommand(
+                    itt=0x1000 + i, cdb=cdb, read=True, expected_length=1 << 20,
+                    cmdsn=(core.cmd_sn + i) & 0xFFFFFFFF))
+                    for i in range(batch * 32, batch * 32 + 32)))
+                time.sleep(0.05)
+            time.sleep(1.0)
+            during = rss_kib(pid)
+            # others are still served meanwhile
+            assert "virtual size: 16 MiB" in run(["qemu-img", "info", ctl.urls[0]]).stdout
+        finally:
+            sock.close()
+        grown_mib = (during - before) / 1024
+        # a batch or two of answers (32 MiB each, plus their copies), not the 1 GiB asked for
+        assert grown_mib < 300, grown_mib
