@@ -113,3 +113,41 @@ def test_qemu_img_bench_memory_export(standalone):
     print(f"\nqemu-img bench 4k QD32: read {read_iops:,.0f} IOPS, write {write_iops:,.0f} IOPS")
     # generous floor: catches a broken pipeline (e.g. one request at a time), not a slow box
     assert read_iops > 2000 and write_iops > 2000
+
+
+def test_the_standalone_server_has_the_hosts_bounds(standalone):
+    """``python -m difs.nbd --max-connections 2 --handshake-idle 1``: a third connection is
+    closed at once, a silent client is closed after a second; a real client is served."""
+    import socket
+    import time
+
+    from difs.nbd.client import NbdClient
+
+    server = standalone("--memory", "4M", "--export", "e", "--listen", "127.0.0.1:0",
+                        "--max-connections", "2", "--handshake-idle", "1")
+    host, port = server.tcp
+    silent = socket.create_connection((host, port), timeout=5)
+    assert len(silent.recv(18)) == 18  # greeted
+    with NbdClient.open_tcp(host, port, "e") as client:
+        with socket.create_connection((host, port), timeout=5) as third:
+            try:
+                assert third.recv(18) == b""  # over the limit: closed without a greeting
+            except ConnectionResetError:
+                pass
+        start = time.monotonic()
+        silent.settimeout(5)
+        try:
+            assert silent.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - start < 3  # closed by the idle bound, not the test
+        silent.close()
+        assert client.read(0, 512) == bytes(512)
+        client.disconnect()
+
+
+def test_the_standalone_server_refuses_nonsense_bounds():
+    for option, value in (("--max-connections", "0"), ("--handshake-idle", "-1")):
+        result = subprocess.run([sys.executable, "-m", "difs.nbd", "--memory", "4M", option,
+                                 value], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and option in result.stderr, result.stderr

@@ -33,3 +33,22 @@ def test_controller_rejects_unknown_volume_flags_and_missing_volumes(tmp_path) -
     size = run_difs("controller", "--data-dir", str(tmp_path), "--volume", "v:12Q")
     assert size.returncode == 2 and "invalid size" in size.stderr
     assert not list(tmp_path.glob("volumes/*"))  # nothing was created by the bad requests
+
+
+def test_controller_bounds_options_refuse_nonsense(tmp_path) -> None:
+    for option, value in (("--max-connections", "0"), ("--max-connections-per-address", "0"),
+                          ("--login-timeout", "0")):
+        bad = run_difs("controller", "--data-dir", str(tmp_path), "--volume", "v:8M",
+                       option, value)
+        assert bad.returncode == 2 and option in bad.stderr, (option, bad.stderr)
+
+
+def test_controller_bounds_come_from_the_config_file_too(tmp_path) -> None:
+    from difs.controller.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text("[controller]\nmax_connections = 10\nmax_connections_per_address = 2\n"
+                    "login_timeout = 3.5\n")
+    cfg = load_config(path)
+    assert (cfg.max_connections, cfg.max_connections_per_address, cfg.login_timeout) == (
+        10, 2, 3.5)

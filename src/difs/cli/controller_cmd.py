@@ -56,6 +56,9 @@ def register(app: typer.Typer) -> None:
         manager: Annotated[str | None, typer.Option("--manager", help="Manager URL: serve the volumes it places here, as LUNs of this controller's protocol endpoint.")] = None,
         token: Annotated[str | None, typer.Option("--token", envvar="DIFS_NODE_TOKEN", help="This node's token (from `difs node register NAME --kind controller`).")] = None,
         interval: Annotated[float, typer.Option("--interval", help="Seconds between advertisements / volume syncs.")] = 5.0,
+        max_connections: Annotated[int | None, typer.Option("--max-connections", min=1, help="Open iSCSI connections at most (default 1024); more are closed at once.")] = None,
+        max_connections_per_address: Annotated[int | None, typer.Option("--max-connections-per-address", min=1, help="Open iSCSI connections at most from one peer address (default 128).")] = None,
+        login_timeout: Annotated[float | None, typer.Option("--login-timeout", min=0.001, help="Seconds a new connection has to complete its login before it is closed (default 15).")] = None,
         log_format: LogFormatOpt = "text",
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
     ) -> None:
@@ -80,6 +83,11 @@ def register(app: typer.Typer) -> None:
                 updates["data_dir"] = data_dir
             if name:
                 updates["name"] = name
+            for key, value in (("max_connections", max_connections),
+                               ("max_connections_per_address", max_connections_per_address),
+                               ("login_timeout", login_timeout)):
+                if value is not None:
+                    updates[key] = value
             if metrics:
                 parse_portal(metrics)  # a bad HOST:PORT fails here, not after start
                 updates["metrics"] = metrics

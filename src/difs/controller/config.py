@@ -100,6 +100,11 @@ class ControllerConfig(_Strict):
     nop_interval: float | None = 30.0
     #: HOST:PORT of the Prometheus metrics endpoint (None: no metrics server)
     metrics: str | None = None
+    #: open iSCSI connections at most, in all and from one peer address (more are closed at
+    #: once); seconds a connection has to complete its login
+    max_connections: int = Field(1024, ge=1)
+    max_connections_per_address: int = Field(128, ge=1)
+    login_timeout: float = Field(15.0, gt=0)
 
     @field_validator("portals")
     @classmethod

@@ -24,7 +24,13 @@ header_digest, data_digest`` (channel = ISID & FFFFh, the host's channel number)
 - ``difs_controller_volume_info{volume,application,pi_type,requires}`` (gauge, 1);
 - ``difs_controller_digests_total{target,initiator,channel,header_digest,data_digest}`` and
   ``difs_controller_digest_bytes_total`` - CRC32C digests computed or verified (closed
-  connections included).
+  connections included);
+- ``difs_controller_connections`` (gauge) - open iSCSI connections;
+  ``difs_controller_connections_accepted_total``,
+  ``difs_controller_connections_refused_total{limit}`` (``total`` / ``address``: closed at
+  once for a connection limit), ``difs_controller_logins_total``,
+  ``difs_controller_logins_refused_total{status}``,
+  ``difs_controller_sessions_reinstated_total``.
 """
 
 from __future__ import annotations
@@ -79,6 +85,32 @@ class ControllerCollector(Collector):
         yield from (commands, nbytes, rejections, checked, generated, failures)
         yield from self._volumes()
         yield from self._digests()
+        yield from self._connections()
+
+    def _connections(self):
+        controller = self.controller
+        stats = controller.stats
+        yield GaugeMetricFamily("difs_controller_connections", "open iSCSI connections",
+                                value=len(controller._connections))
+        yield CounterMetricFamily("difs_controller_connections_accepted",
+                                  "iSCSI connections accepted", value=stats.connections)
+        refused = CounterMetricFamily("difs_controller_connections_refused",
+                                      "connections closed at once for a connection limit",
+                                      labels=["limit"])
+        for limit, count in list(stats.refused.items()):
+            refused.add_metric([limit], count)
+        yield refused
+        yield CounterMetricFamily("difs_controller_logins", "logins completed",
+                                  value=stats.logins)
+        logins_refused = CounterMetricFamily("difs_controller_logins_refused",
+                                             "logins refused, by login status",
+                                             labels=["status"])
+        for status, count in list(stats.logins_refused.items()):
+            logins_refused.add_metric([status], count)
+        yield logins_refused
+        yield CounterMetricFamily("difs_controller_sessions_reinstated",
+                                  "sessions in use replaced by a new login of their I_T nexus",
+                                  value=stats.reinstatements)
 
     def _volumes(self):
         enforcement = self.controller.enforcement

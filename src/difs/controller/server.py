@@ -33,6 +33,13 @@ LUN); a refused command is answered CHECK CONDITION, DATA PROTECT 74h/71h,
 counted and logged. Per session x volume counters (commands, bytes, PI work,
 refusals) and per connection CRC32C digest work are what ``difs controller
 --metrics`` serves (:mod:`difs.controller.metrics`).
+
+Bounds: at most ``max_connections`` open connections, ``max_connections_per_address`` from
+one peer address (one more is closed at once, before the core is made); a connection that
+has not logged in within ``login_timeout`` seconds is closed by its core; a peer that does
+not read its answers stops being read (``pause_writing``), so it cannot make the controller
+queue answers without bound. The lines a flood repeats (refused connections and logins,
+connections closed before login, digest errors) are rate-limited.
 """
 
 from __future__ import annotations
@@ -75,10 +82,16 @@ from difs.scsi.nexus import Nexus
 from difs.scsi.store import BlockStore
 from difs.scsi.lun_map import ScsiTarget
 from difs.util.coretimer import CoreTimer
-from difs.util.logs import log_event
+from difs.util.logs import RateLimitedEvent, RateLimitedLog, log_event
 from difs.util.units import format_portal, parse_portal
 
 log = logging.getLogger("difs.controller")
+
+#: the lines a flood of connections, logins or faults repeats: a few per 10 s, with a count
+_refused = RateLimitedEvent(log, "connection refused: connection limit reached",
+                            level=logging.WARNING, burst=3)
+_not_logged_in = RateLimitedEvent(log, "connection closed before login", burst=3)
+_flood = RateLimitedLog(log, burst=5)
 
 
 
@@ -100,7 +113,12 @@ class Volume:
 @dataclass
 class ControllerStats:
     connections: int = 0
+    #: connections closed at once for a connection limit, by limit ("total", "address")
+    refused: dict[str, int] = field(default_factory=dict)
     logins: int = 0
+    #: logins refused, by status ("0201", "0301", ...)
+    logins_refused: dict[str, int] = field(default_factory=dict)
+    reinstatements: int = 0
     protocol_errors: int = 0
     commands: int = 0
     by_target: dict[str, int] = field(default_factory=dict)
@@ -116,6 +134,8 @@ class Controller:
         self.stats = ControllerStats()
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[IscsiConnection] = set()
+        #: open connections by peer address
+        self._per_address: dict[str, int] = {}
         self._portal: PortalConfig | None = None
         self._next_nexus_id = 0
         self.endpoint: ProtocolEndpoint | None = None
@@ -169,7 +189,8 @@ class Controller:
         if self.endpoint is not None:
             targets[self.endpoint.name] = self.endpoint.target_config()
         return PortalConfig(addresses=list(self.config.portals), targets=targets,
-                            nop_interval=self.config.nop_interval)
+                            nop_interval=self.config.nop_interval,
+                            login_timeout=self.config.login_timeout)
 
     def enable_endpoint(self) -> ProtocolEndpoint:
         """Manager mode: also serve the protocol endpoint target (see endpoint.py)."""
@@ -255,6 +276,16 @@ class Controller:
         totals[0] += count
         totals[1] += covered
 
+    def over_limit(self, address: str) -> tuple[str, int] | None:
+        """Which connection limit one more connection from ``address`` would pass, if any:
+        ("total", max_connections) or ("address", max_connections_per_address)."""
+        config = self.config
+        if len(self._connections) >= config.max_connections:
+            return "total", config.max_connections
+        if self._per_address.get(address, 0) >= config.max_connections_per_address:
+            return "address", config.max_connections_per_address
+        return None
+
     def connections_of(self, session: object, connection_ids: tuple[int, ...] | None = None
                        ) -> list[IscsiConnection]:
         return [c for c in self._connections if c.session is session
@@ -275,6 +306,8 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         self.session_flags = 0
         self._guards: dict[int, Guard] = {}
         self.peer = "?"
+        self.address = "?"
+        self._closed_why: str | None = None  # why the core closed the connection
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -284,10 +317,20 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = format_portal(peer[0], peer[1]) if peer else "?"
-        self.core = TargetConnection(portal=self.controller._portal, sessions=self.controller.sessions,
+        controller = self.controller
+        self.address = peer[0] if peer else "?"
+        over = controller.over_limit(self.address)
+        if over is not None:
+            limit, value = over
+            controller.stats.refused[limit] = controller.stats.refused.get(limit, 0) + 1
+            _refused(peer=self.peer, limit=limit, max=value)
+            transport.abort()
+            return
+        controller._per_address[self.address] = controller._per_address.get(self.address, 0) + 1
+        self.core = TargetConnection(portal=controller._portal, sessions=controller.sessions,
                                      now=self._loop.time())
-        self.controller._connections.add(self)
-        self.controller.stats.connections += 1
+        controller._connections.add(self)
+        controller.stats.connections += 1
         self._pump()
 
     def data_received(self, data: bytes) -> None:
@@ -298,17 +341,38 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.controller._connections.discard(self)
+        if self.core is None:
+            return  # refused at once: never counted, nothing to release
+        controller = self.controller
+        controller._connections.discard(self)
+        left = controller._per_address.get(self.address, 1) - 1
+        if left:
+            controller._per_address[self.address] = left
+        else:
+            controller._per_address.pop(self.address, None)
         if self._timer is not None:
             self._timer.cancel()
-        if self.core is not None:
-            self.core.close()
-            self._drain_events()
-            self.controller.retire_digest_work(self)
-        log_event(log, "connection closed", peer=self.peer,
-                  initiator=getattr(self.session, "initiator_name", None),
-                  reason=str(exc) if exc else "peer closed")
+        self.core.close()
+        self._drain_events()
+        controller.retire_digest_work(self)
+        reason = str(exc) if exc else (self._closed_why or "peer closed")
+        if self.session is None:
+            _not_logged_in(peer=self.peer, reason=reason)
+        else:
+            log_event(log, "connection closed", peer=self.peer,
+                      initiator=self.session.initiator_name, reason=reason)
         self._check_session_end("connection lost")
+
+    def pause_writing(self) -> None:
+        # The peer does not read its answers: stop reading its requests until it does, so
+        # the answers queued here stay bounded (by the transport's high-water mark plus what
+        # one read's commands produce, within the CmdSN window).
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _check_session_end(self, why: str) -> None:
         """Once the core has dropped this connection from its session, a session left
@@ -420,29 +484,33 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             self.controller.session_ended(event.old_session, why="session reinstated")
             for conn in self.controller.connections_of(event.old_session, event.old_connection_ids):
                 if conn is not self:
-                    log_event(log, "session reinstated", initiator=event.old_session.initiator_name,
-                              old_peer=conn.peer, new_peer=self.peer)
+                    self.controller.stats.reinstatements += 1
+                    _flood("session reinstated", initiator=event.old_session.initiator_name,
+                           old_peer=conn.peer, new_peer=self.peer)
                     conn.abort()
         elif isinstance(event, ConnectionReinstated):
             for conn in self.controller.connections_of(event.session, (event.old_connection_id,)):
                 if conn is not self:
                     conn.abort()
         elif isinstance(event, LoginRejected):
-            log_event(log, "login refused", level=logging.WARNING, peer=self.peer,
-                      initiator=event.initiator_name, target=event.target_name,
-                      reason=event.reason,
-                      status=f"{event.status_class:02x}{event.status_detail:02x}")
+            status = f"{event.status_class:02x}{event.status_detail:02x}"
+            refused = self.controller.stats.logins_refused
+            refused[status] = refused.get(status, 0) + 1
+            _flood("login refused", logging.WARNING, peer=self.peer,
+                   initiator=event.initiator_name, target=event.target_name,
+                   reason=event.reason, status=status)
         elif isinstance(event, ProtocolViolation):
             self.controller.stats.protocol_errors += 1
-            log_event(log, "protocol violation", level=logging.WARNING, peer=self.peer,
-                      initiator=getattr(self.session, "initiator_name", None), reason=event.reason)
+            _flood("protocol violation", logging.WARNING, peer=self.peer,
+                   initiator=getattr(self.session, "initiator_name", None), reason=event.reason)
         elif isinstance(event, DigestFailure):
-            log_event(log, "digest error", level=logging.WARNING, peer=self.peer, kind=event.kind,
-                      initiator=getattr(self.session, "initiator_name", None))
+            _flood("digest error", logging.WARNING, peer=self.peer, kind=event.kind,
+                   initiator=getattr(self.session, "initiator_name", None))
         elif isinstance(event, LogoutComplete):
             log_event(log, "logout", peer=self.peer, initiator=event.session.initiator_name)
             self._check_session_end("logout")
         elif isinstance(event, ConnectionClosed):
+            self._closed_why = event.reason
             out = self.core.data_to_send()
             if self.transport is not None:
                 if out:

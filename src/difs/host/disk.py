@@ -20,7 +20,10 @@ EIO and a log line naming the application, the LBA and the check. Never silently
 **Retries.** A command the controller answers with ABORTED COMMAND for another reason (e.g.
 47h/05h: a Data-Out failed its data digest, so nothing was written) is sent again, on another
 path when there is one, up to three times. Unit attentions are reported and the command sent
-again; commands aborted after a timeout too. The rules are :mod:`difs.host.recovery`'s pure
+again; commands aborted after a timeout too. A re-send after a digest error or a PI check
+failure waits for its path's re-send budget (``PathGroup.fault``): at once while the path
+has tokens, then about 50 a second per path, however often it corrupts; repeated retry log
+lines are rate-limited (5 per 10 s per event, the next line carrying the count). The rules are :mod:`difs.host.recovery`'s pure
 ``decide``; ``AppDisk._run`` only awaits and carries its decisions out.
 
 Counters per application (read by the metrics collector and the manager link): ``ios``,
@@ -70,7 +73,7 @@ from difs.policy.fast import Requirement
 from difs.sam.sense import parse_sense, sense_information, sense_text
 from difs.sam.status import GOOD
 from difs.sam import cdb as C
-from difs.util.logs import log_event
+from difs.util.logs import RateLimitedLog, log_event
 
 log = logging.getLogger("difs.host")
 
@@ -126,6 +129,8 @@ class AppDisk(NbdBackend):
         self.pi_rejected = 0
         #: channel -> [ios, bytes] carried for this application (reported to the manager)
         self.per_path: dict[int, list[int]] = {}
+        #: the retry rules' log lines, at most 5 per event per 10 s (a fault flood repeats them)
+        self._log = RateLimitedLog(log, interval=10.0, burst=5)
 
     @property
     def volume(self) -> str:
@@ -222,6 +227,8 @@ class AppDisk(NbdBackend):
                     pass
             elif action is Action.RETRY_ELSEWHERE:
                 avoid = path
+                if wait := self.group.fault(path):
+                    await asyncio.sleep(wait)
             elif action is Action.PATH_DOWN:
                 self.group.mark_failed(path)
 
@@ -244,7 +251,7 @@ class AppDisk(NbdBackend):
             self.pi_rejected += Tally.PI_REJECTED in tally
         line = decision.log
         if line is not None:
-            log_event(log, line.event, level=line.level, **line.fields)
+            self._log(line.event, line.level, **line.fields)
         if decision.action is Action.FAIL:
             raise NbdBackendError(errno.EIO, decision.error)
 

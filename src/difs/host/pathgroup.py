@@ -6,6 +6,9 @@ each *actually* negotiated — digests and authentication (none, chap,
 mutual_chap) — and re-establishes a lost path with exponential backoff and
 jitter (:class:`~difs.host.recovery.ReconnectBackoff`: a path that breaks right
 after its login is retried ever more slowly).
+Each path has a :class:`~difs.host.recovery.ResendBudget`: :meth:`fault` says how long a
+command that failed a digest or PI check on it waits before it is sent again, and marks the
+path degraded (selection prefers another satisfying path) while it keeps failing.
 Anyone waiting for a path to (re)appear awaits :meth:`changed`.
 
 A path keeps its ISID (the channel number is its qualifier) across reconnects,
@@ -28,12 +31,15 @@ from dataclasses import dataclass, field
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec, Path, PathState
 from difs.host.connection import DEFAULT_TIMERS, IscsiSession, SessionTimers
 from difs.host.errors import LoginError
-from difs.host.recovery import ReconnectBackoff
+from difs.host.recovery import ReconnectBackoff, ResendBudget
 from difs.iscsi.config import ChapCredentials, InitiatorConfig
 from difs.policy.fast import NegotiatedServices
-from difs.util.logs import log_event
+from difs.util.logs import RateLimitedEvent, log_event
 
 log = logging.getLogger("difs.host")
+
+_degraded = RateLimitedEvent(log, "path degraded: it keeps corrupting data, other satisfying "
+                             "paths are preferred", level=logging.WARNING, burst=5)
 
 
 def parse_chap(text: str, *, option: str = "--chap") -> ChapCredentials:
@@ -102,6 +108,8 @@ class PathGroup:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closing = False
+        self._budgets = {p.channel: ResendBudget() for p in self.paths}
+        self._undegrade: dict[int, asyncio.TimerHandle] = {}
 
     def config_for(self, spec: ChannelSpec) -> InitiatorConfig:
         return InitiatorConfig(
@@ -169,6 +177,32 @@ class PathGroup:
             if path.session is not None:
                 path.session.abort()
 
+    def fault(self, path: Path) -> float:
+        """A command failed a digest or PI check on ``path``: seconds before it is sent
+        again (0: at once); the path is degraded while it keeps doing that."""
+        loop = asyncio.get_running_loop()
+        budget = self._budgets[path.channel]
+        wait = budget.fault(loop.time())
+        if budget.degraded(loop.time()) and not path.degraded:
+            path.degraded = True
+            _degraded(path=path.name(), target=self.target, hold=f"{budget.hold:g}s")
+            self._undegrade_later(path)
+        return wait
+
+    def _undegrade_later(self, path: Path) -> None:
+        until = self._budgets[path.channel].degraded_until()
+        self._undegrade[path.channel] = asyncio.get_running_loop().call_at(
+            until, self._undegrade_now, path)
+
+    def _undegrade_now(self, path: Path) -> None:
+        if self._budgets[path.channel].degraded(asyncio.get_running_loop().time()):
+            self._undegrade_later(path)  # it failed again meanwhile
+            return
+        path.degraded = False
+        self._undegrade.pop(path.channel, None)
+        log_event(log, "path no longer degraded", path=path.name(), target=self.target)
+        self._notify()
+
     def _drain(self, path: Path, why: str) -> None:
         """The controller asked the path's session to log out: stop choosing it now (its
         commands in flight finish); it is re-established once the logout is done."""
@@ -196,6 +230,8 @@ class PathGroup:
 
     async def close(self) -> None:
         self._closing = True
+        for handle in self._undegrade.values():
+            handle.cancel()
         for path in self.paths:
             if path.session is not None and path.session.is_up:
                 await path.session.logout()

@@ -86,7 +86,8 @@ class Path:
     """One established (or re-establishing) channel. Mutable counters, no I/O."""
 
     __slots__ = ("spec", "controller", "portal", "target", "negotiated", "state",
-                 "outstanding", "ios", "bytes", "errors", "_session", "digest_history")
+                 "outstanding", "ios", "bytes", "errors", "_session", "digest_history",
+                 "degraded")
 
     def __init__(self, spec: ChannelSpec, *, controller: str, portal: str, target: str) -> None:
         self.spec = spec
@@ -102,6 +103,9 @@ class Path:
         self._session: Any = None
         #: (digests, bytes) of the sessions this path had before the current one
         self.digest_history = (0, 0)
+        #: it corrupted data often of late (``difs.host.recovery.ResendBudget``): selection
+        #: prefers another satisfying path while this is set
+        self.degraded = False
 
     @property
     def session(self) -> Any:
@@ -132,4 +136,5 @@ class Path:
         return f"{self.controller}/ch{self.channel}"
 
     def __repr__(self) -> str:
-        return f"<Path {self.name()} {self.state.value} {self.negotiated!r}>"
+        degraded = " degraded" if self.degraded else ""
+        return f"<Path {self.name()} {self.state.value}{degraded} {self.negotiated!r}>"

@@ -26,6 +26,12 @@ other ABORTED COMMAND     e.g. 47h/05h, a Data-Out failed its digest (nothing wa
                           stored): send again on another path, up to 3 times
 anything else             EIO with the sense
 ========================  ============================================================
+
+A re-send after a digest error or a PI check failure waits for its path's
+:class:`ResendBudget` (at once while the path has tokens; then about ``rate`` a second),
+and a path that exhausts its budget is *degraded*: selection prefers another satisfying
+path. A path that drops right after its login logs in again ever more slowly
+(:class:`ReconnectBackoff`).
 """
 
 from __future__ import annotations
@@ -312,3 +318,57 @@ class ReconnectBackoff:
             self._step = self.base
             return 0.0
         return self.failed()
+
+
+# -- when a command is sent again after a fault on its path -----------------------------------
+
+
+class ResendBudget:
+    """How soon a command is sent again after a fault its path caused, and whether that path
+    is *degraded* (pure; one per path).
+
+    A fault is a digest error (ABORTED COMMAND 47h/05h, or the connection dropped for a
+    header digest), or a PI check that failed. Each re-send after one takes a token from
+    the path's bucket: ``burst`` tokens, refilled at ``rate`` a second. With a token the
+    command goes again at once — a transient single-bit error costs nothing. Without one it
+    waits its turn for the next token, plus up to half a token's interval of jitter (the
+    commands that failed together do not come back together): however often a path
+    corrupts, the re-sends it causes stay under about ``rate`` a second, not thousands.
+    Every command's own attempts stay bounded by :func:`decide`, so a path that corrupts
+    everything ends in EIO, never in wrong data.
+
+    A path that runs out of tokens is degraded for ``hold`` seconds from its last fault:
+    path selection prefers another *satisfying* path meanwhile (never a weaker one), and
+    uses the degraded one only when it is the only one that satisfies.
+    ``rng`` returns a float in [0, 1) (``random.random``; fixed in tests).
+    """
+
+    __slots__ = ("rate", "burst", "hold", "_tokens", "_at", "_degraded_until", "_rng")
+
+    def __init__(self, *, rate: float = 50.0, burst: int = 10, hold: float = 10.0,
+                 rng: Callable[[], float] = random.random) -> None:
+        if rate <= 0 or burst < 1 or hold < 0:
+            raise ValueError(f"resend budget needs rate > 0, burst >= 1, hold >= 0, not "
+                             f"{rate}, {burst}, {hold}")
+        self.rate, self.burst, self.hold = rate, burst, hold
+        self._tokens = float(burst)
+        self._at = float("-inf")
+        self._degraded_until = float("-inf")
+        self._rng = rng
+
+    def fault(self, now: float) -> float:
+        """A command failed on this path at ``now``: seconds it waits before it is sent
+        again (0: at once)."""
+        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens = tokens - 1  # below 0: taken from the future, in turn
+        if tokens >= 1:
+            return 0.0
+        self._degraded_until = now + self.hold
+        return (1 - tokens) / self.rate + self._rng() * 0.5 / self.rate
+
+    def degraded(self, now: float) -> bool:
+        return now < self._degraded_until
+
+    def degraded_until(self) -> float:
+        return self._degraded_until

@@ -7,6 +7,10 @@ congestion controls. The contract every selector keeps, and that
 :func:`choose` enforces: the answer is an *available* path that *satisfies*
 the requirement, or ``None`` — never a path that does not satisfy it. With
 ``None`` the I/O waits for a path (bounded); it is never downgraded.
+
+Both selectors prefer a path that is not *degraded* (it corrupted data often of late, see
+:class:`~difs.host.recovery.ResendBudget`) among the satisfying ones; a degraded path still
+carries the I/O when no other satisfying path is available — a weaker one never does.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ def extra_services(path: Path, requirement: Requirement) -> int:
 
 
 class LeastOutstanding(PathSelector):
-    """Among the satisfying paths that add the fewest unrequested services, the one
-    with the fewest I/Os in flight; ties go round-robin."""
+    """Among the satisfying paths (those not degraded first) that add the fewest
+    unrequested services, the one with the fewest I/Os in flight; ties go round-robin."""
 
     name = "least-outstanding"
 
@@ -46,20 +50,21 @@ class LeastOutstanding(PathSelector):
 
     def select(self, *, requirement: Requirement, paths: Sequence[Path]) -> Path | None:
         best: Path | None = None
-        best_key = (0, 0)
+        best_key = (False, 0, 0)
         n = len(paths)
         self._turn += 1
         for i in range(n):
             path = paths[(self._turn + i) % n]
             if path.is_available() and path.satisfies(requirement):
-                key = (extra_services(path, requirement), path.outstanding)
+                key = (path.degraded, extra_services(path, requirement), path.outstanding)
                 if best is None or key < best_key:
                     best, best_key = path, key
         return best
 
 
 class RoundRobin(PathSelector):
-    """Each satisfying path in turn, whatever it costs."""
+    """Each satisfying path in turn, whatever it costs (degraded ones only when no other
+    satisfies)."""
 
     name = "round-robin"
 
@@ -68,12 +73,16 @@ class RoundRobin(PathSelector):
 
     def select(self, *, requirement: Requirement, paths: Sequence[Path]) -> Path | None:
         n = len(paths)
+        fallback: Path | None = None
         for i in range(n):
             path = paths[(self._turn + i) % n]
             if path.is_available() and path.satisfies(requirement):
+                if path.degraded:
+                    fallback = fallback or path
+                    continue
                 self._turn = (self._turn + i + 1) % n
                 return path
-        return None
+        return fallback
 
 
 _REGISTRY: dict[str, type[PathSelector]] = {}

@@ -3,7 +3,11 @@
 A session is identified by (InitiatorName, ISID, TargetPortalGroupTag) — the I_T nexus — and
 named on the wire by its TSIH. ``SessionTable`` allocates TSIHs, finds sessions for non-leading
 logins and implements session reinstatement (RFC 7143 6.3.5): a new leading login (TSIH 0) with
-the key of an existing session replaces it.
+the key of an existing session replaces it — at most ``ReinstatementThrottle.limit`` times
+in ``window`` seconds while the old session still has a connection: past that, two initiators
+are using one initiator name and ISID and would reinstate each other's sessions forever, so
+the newcomer is answered 03/01 SERVICE UNAVAILABLE (retryable) and the holder keeps its
+session.
 
 The session also owns the CmdSN window shared by its connections (RFC 7143 4.2.2.1):
 ``exp_cmd_sn`` .. ``max_cmd_sn``, the commands that arrived early (``pending``) and the count of
@@ -12,6 +16,7 @@ tasks in flight that sizes the window.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .constants import LoginStatus
@@ -94,6 +99,38 @@ class Session:
                 f"digests={int(params.header_digest)}{int(params.data_digest)})")
 
 
+class ReinstatementThrottle:
+    """How often the session of one I_T nexus may be reinstated while it is in use."""
+
+    #: reinstatements of live sessions allowed per key within ``window`` seconds
+    limit = 3
+    window = 10.0
+    #: keys remembered at most (older ones are forgotten first)
+    max_keys = 4096
+
+    def __init__(self) -> None:
+        self._times: dict[tuple, deque[float]] = {}
+
+    def check(self, session: Session, now: float) -> None:
+        """Count a reinstatement of ``session``'s live session at ``now``, or raise
+        :class:`LoginFailure` (03/01) when it has been reinstated too often of late."""
+        key = session.key
+        times = self._times.get(key)
+        if times is None:
+            if len(self._times) >= self.max_keys:
+                del self._times[next(iter(self._times))]
+            times = self._times[key] = deque(maxlen=self.limit)
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            raise LoginFailure(
+                f"initiator name {session.initiator_name} ISID 0x{session.isid:012x} is being "
+                f"used by two initiators: its session was reinstated {len(times)} times in "
+                f"{self.window:g}s while in use; try again later",
+                status=LoginStatus.SERVICE_UNAVAILABLE)
+        times.append(now)
+
+
 class SessionTable:
     """Registry of the sessions of one portal group (or a whole target node)."""
 
@@ -103,6 +140,7 @@ class SessionTable:
         self._next_tsih = 1
         # CHAP challenges currently outstanding on any connection (reflection detection)
         self.issued_challenges: set[bytes] = set()
+        self.reinstatements = ReinstatementThrottle()
 
     def __len__(self) -> int:
         return len(self._by_tsih)
@@ -125,9 +163,14 @@ class SessionTable:
                 return tsih
         raise LoginFailure("no free TSIH", status=LoginStatus.OUT_OF_RESOURCES)
 
-    def register(self, session: Session) -> Session | None:
-        """Give ``session`` a TSIH and register it; return the session it reinstates, if any."""
+    def register(self, session: Session, *, now: float | None = None) -> Session | None:
+        """Give ``session`` a TSIH and register it; return the session it reinstates, if any.
+
+        With ``now``, reinstating a session that still has a connection is throttled
+        (:class:`ReinstatementThrottle`: :class:`LoginFailure` 03/01, nothing changed)."""
         old = self._by_key.get(session.key)
+        if old is not None and old.connections and now is not None:
+            self.reinstatements.check(session, now)
         if old is not None:
             self.remove(old)
         session.tsih = self._allocate_tsih()

@@ -110,6 +110,8 @@ class TargetConnection(LoginPhase, IoPath, ControlPath, PduEndpoint):
         # full feature phase bookkeeping (see target_io / target_control)
         self._tasks: dict[int, ScsiTask] = {}
         self._writes: dict[int, Any] = {}
+        #: bytes of Data-Out buffers held for writes still collecting data (target_io bounds it)
+        self.write_buffered = 0
         self._r2t_owner: dict[int, Any] = {}  # TTT -> write state
         self._recently_aborted: deque[int] = deque(maxlen=256)
         self._next_ttt = 1

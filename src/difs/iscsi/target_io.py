@@ -27,7 +27,7 @@ from difs.sam.sense import (
     ILLEGAL_REQUEST,
     build_sense,
 )
-from difs.sam.status import CHECK_CONDITION
+from difs.sam.status import CHECK_CONDITION, TASK_SET_FULL
 
 from .constants import RESERVED_TAG, RejectReason
 from .digest import PADDING, data_digest, header_digest
@@ -46,6 +46,10 @@ _pack_response = SCSI_RESPONSE.pack
 _pack_r2t = R2T.pack
 
 MAX_WRITE_LENGTH = 256 * 1024 * 1024  # larger writes are refused (no buffer of that size)
+#: Data-Out buffers one connection may hold for writes still collecting their data: a write
+#: that would pass it is answered TASK SET FULL (retryable), so a peer cannot make the
+#: controller allocate command window x MAX_WRITE_LENGTH (32 GiB) per connection.
+MAX_BUFFERED_WRITES = 256 * 1024 * 1024
 
 
 # ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR (47h/05h): a Data-Out failed its digest.
@@ -111,10 +115,12 @@ class IoPath:
         lun = top & 0x3FFF if top >> 14 <= 1 and not lun_field & 0xFFFF_FFFF_FFFF else lun_field
         task = ScsiTask(session, self.connection_id, itt, lun, lun_field, cdb, edtl,
                         bool(flags & 0x40), write, flags & 7, cmdsn, immediate, data, bidi)
-        collect = refuse = False
+        collect = refuse = busy = False
         if write and edtl > n:
             if edtl > MAX_WRITE_LENGTH:
                 refuse = True
+            elif self.write_buffered + edtl > MAX_BUFFERED_WRITES:
+                refuse = busy = True
             else:
                 collect = True
                 unsolicited_open = not flags & 0x80
@@ -126,6 +132,7 @@ class IoPath:
                 if n:
                     state.buffer[:n] = data
                 self._writes[itt] = state
+                self.write_buffered += edtl
         self._tasks[itt] = task
         session.outstanding += 1
         if (not collect and not refuse and not immediate and cmdsn == session.exp_cmd_sn
@@ -135,10 +142,11 @@ class IoPath:
             task.state = ScsiTask.DELIVERED
             self._events.append(task)
             return
-        handler = self._refuse_task if refuse else self._release_task
+        handler = (self._busy_task if busy else self._refuse_task) if refuse \
+            else self._release_task
         if not self._sequence(cmdsn, immediate, handler, task):
             del self._tasks[itt]
-            self._writes.pop(itt, None)
+            self._drop_write(itt)
             session.outstanding -= 1
 
     def _release_task(self: TargetConnection, task: ScsiTask) -> None:
@@ -152,6 +160,18 @@ class IoPath:
             return
         state.released = True
         self._data_progress(state)
+
+    def _drop_write(self: TargetConnection, itt: int) -> None:
+        state = self._writes.pop(itt, None)
+        if state is not None:
+            self.write_buffered -= len(state.buffer)
+
+    def _busy_task(self: TargetConnection, task: ScsiTask) -> None:
+        if task.state != ScsiTask.RECEIVING:
+            return
+        self._recently_aborted.append(task.itt)  # discard its unsolicited Data-Out
+        task.state = ScsiTask.DELIVERED
+        self._complete_command(task, TASK_SET_FULL, b"", b"", None)
 
     def _refuse_task(self: TargetConnection, task: ScsiTask) -> None:
         if task.state != ScsiTask.RECEIVING:
@@ -233,7 +253,7 @@ class IoPath:
         if not state.released:
             return
         if state.received == task.expected_length:
-            del self._writes[task.itt]
+            self._drop_write(task.itt)
             task.data_out = memoryview(state.buffer)
             task.state = ScsiTask.DELIVERED
             if state.corrupt:
@@ -410,7 +430,7 @@ class IoPath:
         if self._tasks.get(itt) is task:
             del self._tasks[itt]
             self.session.outstanding -= 1
-        self._writes.pop(itt, None)
+        self._drop_write(itt)
         self._recently_aborted.append(itt)
 
     def _abort_connection_tasks(self: TargetConnection) -> None:

@@ -14,7 +14,8 @@ One Login Request at a time:
    TargetAlias, TargetPortalGroupTag on a leading login) are added;
 6. a granted transit to Full Feature Phase settles the login into one ``NegotiatedParams``
    (the target's digest requirements are checked on it), registers the session (TSIH,
-   reinstatement) and sends the final response; digests start with the next PDU.
+   reinstatement — throttled: a session in use reinstated too often answers 03/01) and sends
+   the final response; digests start with the next PDU.
 
 A ``LoginFailure`` anywhere is answered with a Login Response carrying its status, a
 ``LoginRejected`` event and ``ConnectionClosed``.
@@ -334,7 +335,7 @@ class LoginPhase:
                               target_alias=None if target is None else target.alias,
                               command_window=self.portal.command_window)
             session.start_sequence(ctx.first_cmdsn)
-            old = self.sessions.register(session)
+            old = self.sessions.register(session, now=self._now)
             if old is not None:
                 old_connections = list(old.connections.values())
                 for connection in old_connections:

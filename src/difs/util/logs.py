@@ -65,9 +65,9 @@ def setup_logging(*, level: str = "info", fmt: str = "text") -> None:
 
 
 class RateLimitedEvent:
-    """A log event that may repeat in floods: at most one line per ``interval`` seconds.
+    """A log event that may repeat in floods: at most ``burst`` lines per ``interval`` seconds.
 
-    The first occurrence is logged at once; those within the next ``interval`` are only
+    The first ``burst`` occurrences of an interval are logged at once; the others are only
     counted, and the next line logged carries that count as ``suppressed=N``::
 
         refused = RateLimitedEvent(log, "connection refused", level=logging.WARNING)
@@ -75,21 +75,46 @@ class RateLimitedEvent:
     """
 
     def __init__(self, logger: logging.Logger, event: str, *, interval: float = 10.0,
-                 level: int = logging.INFO, clock=time.monotonic) -> None:
+                 level: int = logging.INFO, burst: int = 1, clock=time.monotonic) -> None:
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
         self.logger, self.event, self.interval, self.level = logger, event, interval, level
+        self.burst = burst
         self._clock = clock
-        self._next = float("-inf")
+        self._window_end = float("-inf")
+        self._lines = 0  # lines logged in the current interval
         self.suppressed = 0  # occurrences not logged since the last line
         self.count = 0  # all occurrences
 
     def __call__(self, **fields: Any) -> None:
         self.count += 1
         now = self._clock()
-        if now < self._next:
+        if now >= self._window_end:
+            self._window_end = now + self.interval
+            self._lines = 0
+        if self._lines >= self.burst:
             self.suppressed += 1
             return
-        self._next = now + self.interval
+        self._lines += 1
         if self.suppressed:
             fields["suppressed"] = self.suppressed
             self.suppressed = 0
         log_event(self.logger, self.event, level=self.level, **fields)
+
+
+class RateLimitedLog:
+    """:class:`RateLimitedEvent` per event name and level, made on first use: for a call
+    site that logs several events a flood repeats (``log(event, level, **fields)``)."""
+
+    def __init__(self, logger: logging.Logger, *, interval: float = 10.0, burst: int = 1,
+                 clock=time.monotonic) -> None:
+        self.logger, self.interval, self.burst, self._clock = logger, interval, burst, clock
+        self.events: dict[tuple[str, int], RateLimitedEvent] = {}
+
+    def __call__(self, event: str, level: int = logging.INFO, **fields: Any) -> None:
+        limited = self.events.get((event, level))
+        if limited is None:
+            limited = self.events[(event, level)] = RateLimitedEvent(
+                self.logger, event, interval=self.interval, level=level, burst=self.burst,
+                clock=self._clock)
+        limited(**fields)

@@ -70,6 +70,9 @@ class FakeGroup:
             self.paths.append(path)
         self.failed: list[int] = []
         self._changed = asyncio.Event()
+        #: channels whose faults the disk reported, and how long it is told to wait
+        self.faults: list[int] = []
+        self.resend_wait = 0.0
 
     def describe_down(self) -> str:
         down = [f"ch{p.channel}" for p in self.paths if p.state is not PathState.UP]
@@ -81,6 +84,10 @@ class FakeGroup:
     def notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def fault(self, path: Path) -> float:
+        self.faults.append(path.channel)
+        return self.resend_wait
 
     def mark_failed(self, path: Path) -> None:
         self.failed.append(path.channel)
@@ -199,3 +206,37 @@ def test_a_path_that_comes_up_during_the_wait_is_used() -> None:
         return await io
 
     assert run(main()).status == 0 and script.taken == [1]
+
+
+def test_a_resend_after_a_digest_error_waits_for_the_paths_budget() -> None:
+    """Issue 17 finding 5: the re-send after ABORTED COMMAND 47h/05h reports the fault to the
+    group and waits as long as the path's re-send budget says, then goes."""
+    script = Script(answer(2, sense(0x0B, 0x47, 0x05)), answer())
+    group = FakeGroup(script, channels=1)
+    group.resend_wait = 0.3
+    disk = disk_over(group)
+
+    async def timed() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await disk._run(READ16, expected_in_length=512)
+        return loop.time() - start
+
+    assert run(timed()) >= 0.3
+    assert group.faults == [0] and script.taken == [0, 0] and disk.resent == 1
+
+
+def test_a_flood_of_retries_logs_a_few_lines_not_one_per_retry(caplog) -> None:
+    """Every command's re-send used to log its own line (215,000 lines in a fault flood)."""
+    crc = answer(2, sense(0x0B, 0x47, 0x05))
+    script = Script(*([crc, answer()] * 200))
+    disk = disk_over(FakeGroup(script, channels=1))
+
+    async def many() -> None:
+        for _ in range(200):
+            await disk._run(READ16, expected_in_length=512)
+
+    with caplog.at_level(logging.WARNING, logger="difs.host"):
+        run(many())
+    lines = [r for r in caplog.records if "re-sending" in r.getMessage()]
+    assert disk.resent == 200 and len(lines) == 5

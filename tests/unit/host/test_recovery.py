@@ -301,3 +301,53 @@ def test_backoff_refuses_nonsense():
         ReconnectBackoff(0, 5)
     with pytest.raises(ValueError):
         ReconnectBackoff(6, 5)
+
+
+# -- ResendBudget ----------------------------------------------------------------------------
+
+
+def test_the_first_resends_go_at_once_then_about_rate_a_second():
+    """Issue 17 finding 5: a corrupting path made the host re-send 7,000 commands a second.
+    A transient error is re-sent at once; a flood is held to the budget's rate."""
+    from difs.host.recovery import ResendBudget
+
+    b = ResendBudget(rate=50.0, burst=10, hold=10.0, rng=lambda: 0.0)
+    now = 0.0
+    assert [b.fault(now) for _ in range(10)] == [0.0] * 10  # the burst: at once
+    assert not b.degraded(now)
+    # 1,000 faults in the same instant: each waits its turn, one token every 1/50 s
+    waits = [b.fault(now) for _ in range(1000)]
+    assert waits == sorted(waits) and waits[0] == pytest.approx(1 / 50)
+    assert waits[-1] == pytest.approx(1000 / 50)  # 1,000 re-sends take 20 s, not 0.14
+    assert b.degraded(now) and b.degraded(now + 10.0 - 1e-9) and not b.degraded(now + 10.0)
+
+
+def test_a_budget_refills_and_a_quiet_path_is_no_longer_degraded():
+    from difs.host.recovery import ResendBudget
+
+    b = ResendBudget(rate=50.0, burst=10, hold=10.0, rng=lambda: 0.0)
+    for _ in range(11):
+        b.fault(0.0)
+    assert b.degraded(1.0)
+    assert b.fault(60.0) == 0.0  # refilled long since: at once again
+    assert not b.degraded(60.0)
+
+
+@given(times=st.lists(st.floats(0, 30), min_size=1, max_size=400), r=st.floats(0, 0.999999))
+@settings(max_examples=100, deadline=None)
+def test_resends_never_exceed_burst_plus_rate_times_time(times, r):
+    """Whatever the faults, the re-sends released by any time t are at most burst + rate*t."""
+    from difs.host.recovery import ResendBudget
+
+    b = ResendBudget(rate=50.0, burst=10, hold=10.0, rng=lambda: r)
+    released = sorted(t + b.fault(t) for t in sorted(times))
+    for i, t in enumerate(released):
+        assert i + 1 <= 10 + 50.0 * t + 1e-6
+
+
+def test_resend_budget_refuses_nonsense():
+    from difs.host.recovery import ResendBudget
+
+    for bad in (dict(rate=0), dict(burst=0), dict(hold=-1)):
+        with pytest.raises(ValueError):
+            ResendBudget(**bad)

@@ -110,3 +110,20 @@ def test_selection_never_breaks_the_contract(specs, need_digests, name) -> None:
     assert (got is None) == (not ok)
     if got is not None:
         assert got in ok
+
+
+@pytest.mark.parametrize("name", ["least-outstanding", "round-robin"])
+def test_a_degraded_path_is_avoided_while_another_satisfies_never_for_a_weaker_one(name) -> None:
+    """Issue 17 finding 5: a path that keeps corrupting data is degraded; I/O goes to another
+    path that satisfies the policy — and stays on the degraded one rather than take a path
+    that does not."""
+    a, b, plain = make_path(0, digests=True), make_path(2, digests=True), make_path(1, digests=False)
+    a.degraded = True
+    a.outstanding, b.outstanding = 0, 7  # the degraded one is idle, and still not chosen
+    selector = path_selector(name)
+    assert {choose(selector, requirement=DIGESTS, paths=[a, b, plain]) for _ in range(6)} == {b}
+    b.state = PathState.DOWN
+    assert {choose(selector, requirement=DIGESTS, paths=[a, b, plain]) for _ in range(6)} == {a}
+    a.degraded = False
+    b.state = PathState.UP
+    assert a in {choose(selector, requirement=DIGESTS, paths=[a, b, plain]) for _ in range(6)}
