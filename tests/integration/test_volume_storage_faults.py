@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import controller, fill, free_port, start_difs, tmpfs
+from support import controller, fill, free_port, need_tool, run, start_difs, tmpfs
 
 from difs.controller.volumes import VolumeDirectory
 from difs.host.connection import IscsiSession, SessionTimers
@@ -267,3 +267,37 @@ def test_pi_volume_after_a_full_disk_and_a_crash(tmp_path: Path) -> None:
             assert "torn blocks" not in log, log[-3000:]
         finally:
             ctl.kill()
+
+
+# --- through the host: the application is told the disk is full, not just "I/O error" -------
+
+
+def test_full_controller_disk_is_enospc_to_the_application_through_the_host(tmp_path) -> None:
+    """qemu-io over the host's NBD export: a write the controller cannot allocate space for
+    fails with "No space left on device" (ENOSPC, from DATA PROTECT 27h/07h), the data written
+    before reads back, and the next write succeeds once space is freed."""
+    need_tool("qemu-io")
+    with tmpfs(tmp_path / "fs", "4m") as fs:
+        with controller(fs / "ctl", "--volume", "tv:64M") as ctl:
+            nbd_port = free_port()
+            host = start_difs("host", "--nbd", f"127.0.0.1:{nbd_port}",
+                              "--app", f"a={ctl.url('tv')}", "--nop-interval", "1")
+            try:
+                [nbd] = host.wait_for_lines(1, "nbd://")
+
+                def io(cmd: str):
+                    return run(["qemu-io", "-f", "raw", "-t", "none", "-c", cmd, nbd],
+                               check=False)
+
+                assert "error" not in io("write -P 0x5a 0 64k").stdout
+                fill(fs / "filler")
+                full = io("write -P 0x6b 32M 64k")
+                out = full.stdout + full.stderr
+                assert "No space left on device" in out, out
+                assert "Pattern verification failed" not in io("read -P 0x5a 0 64k").stdout
+                os.unlink(fs / "filler")
+                again = io("write -P 0x6b 32M 64k")
+                assert "error" not in (again.stdout + again.stderr).lower(), again.stdout
+                assert "verification" not in io("read -P 0x6b 32M 64k").stdout
+            finally:
+                host.stop()

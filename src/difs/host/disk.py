@@ -253,7 +253,7 @@ class AppDisk(NbdBackend):
         if line is not None:
             self._log(line.event, line.level, **line.fields)
         if decision.action is Action.FAIL:
-            raise NbdBackendError(errno.EIO, decision.error)
+            raise NbdBackendError(decision.app_errno, decision.error)
 
     async def open(self) -> None:
         """Learn the volume's size, block size and protection (READ CAPACITY 16).

@@ -37,6 +37,7 @@ path. A path that drops right after its login logs in again ever more slowly
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import random
 from collections.abc import Callable
@@ -44,7 +45,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from difs.policy.fast import describe_flags
-from difs.sam.sense import ABORTED_COMMAND, ASC_PI_CHECK, PI_CHECK_BY_ASCQ, UNIT_ATTENTION
+from difs.sam.sense import (
+    ABORTED_COMMAND,
+    ASC_PI_CHECK,
+    ASC_SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+    DATA_PROTECT,
+    PI_CHECK_BY_ASCQ,
+    UNIT_ATTENTION,
+)
 from difs.sam.status import CHECK_CONDITION, GOOD
 
 #: UNIT ATTENTIONs a command is sent again after (a new session's first command reports one).
@@ -120,7 +128,7 @@ class Action(enum.Enum):
     RETRY_ELSEWHERE = "retry elsewhere"  # send again, on another path when there is one
     PATH_DOWN = "path down"  # give the path up (the group reconnects it), send again
     WAIT_FOR_PATH = "wait for a path"  # wait (at most NoPath.remaining) and look again
-    FAIL = "fail"  # EIO to the application; Decision.error says why
+    FAIL = "fail"  # an error to the application (Decision.app_errno, usually EIO); .error says why
 
 
 class Tally(enum.Flag):
@@ -145,7 +153,8 @@ class Decision:
     action: Action
     tally: Tally = Tally.NONE
     log: LogLine | None = None
-    error: str | None = None  # FAIL: the EIO message
+    error: str | None = None  # FAIL: the message for the application
+    app_errno: int = errno.EIO  # FAIL: the error the application gets (an NBD wire error)
 
 
 _DONE = Decision(Action.DONE)
@@ -240,7 +249,18 @@ def _completed(outcome: Completed, a: Attempts, path: str) -> Decision:
                     LogLine("command failed", logging.WARNING,
                             {"app": a.app, "path": path, "opcode": a.opcode,
                              "status": f"{status:02x}", "sense": outcome.text}),
-                    outcome.text)
+                    outcome.text, _app_errno(outcome))
+
+
+def _app_errno(outcome: Completed) -> int:
+    """The error a failed command gives the application: ENOSPC when the controller ran out
+    of space (DATA PROTECT 27h/07h, what a thin-provisioned array answers), EPERM for any other
+    write protection, EIO for everything else."""
+    if outcome.status == CHECK_CONDITION and outcome.key == DATA_PROTECT:
+        if (outcome.asc, outcome.ascq) == ASC_SPACE_ALLOCATION_FAILED_WRITE_PROTECT:
+            return errno.ENOSPC
+        return errno.EPERM
+    return errno.EIO
 
 
 def _pi_verify_failed(outcome: PiVerifyFailed, a: Attempts, path: str) -> Decision:

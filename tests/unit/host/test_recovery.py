@@ -4,6 +4,7 @@ failures ends in EIO after a bounded number of attempts."""
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import pytest
@@ -351,3 +352,16 @@ def test_resend_budget_refuses_nonsense():
     for bad in (dict(rate=0), dict(burst=0), dict(hold=-1)):
         with pytest.raises(ValueError):
             ResendBudget(**bad)
+
+
+@pytest.mark.parametrize(("key", "asc", "ascq", "expected"), [
+    (0x7, 0x27, 0x07, errno.ENOSPC),  # SPACE ALLOCATION FAILED WRITE PROTECT: the pool is full
+    (0x7, 0x27, 0x00, errno.EPERM),  # WRITE PROTECTED
+    (0x3, 0x0C, 0x00, errno.EIO),  # MEDIUM ERROR, WRITE ERROR
+    (0x5, 0x24, 0x00, errno.EIO),
+])
+def test_a_failed_command_gives_the_application_the_error_that_says_why(key, asc, ascq,
+                                                                         expected) -> None:
+    decision = decide(Completed(CHECK, key, asc, ascq, None, "sense"), attempts(), PATH)
+    assert decision.action is Action.FAIL
+    assert decision.app_errno == expected
