@@ -183,3 +183,30 @@ def fill(path: Path, *, leave: int = 0) -> int:
     finally:
         os.close(fd)
     return size
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the Prometheus samples of ``name`` at ``url`` whose labels include ``labels``."""
+    import re
+
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        m = re.match(rf"{name}(?:{{(.*)}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total

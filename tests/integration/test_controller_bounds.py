@@ -15,27 +15,16 @@ processes, and raw TCP clients. What each test proves:
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from support import controller, free_port, need_tool, run, start_difs
+from support import controller, free_port, metric, need_tool, open_fds, rss_kib, run, start_difs
 
 pytestmark = pytest.mark.integration
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in httpx.get(url, timeout=5).text.splitlines():
-        m = re.match(rf"{name}(?:{{(.*)}})? (\S+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 @contextlib.contextmanager
@@ -89,16 +78,8 @@ def test_two_hosts_with_one_initiator_name_and_isid_do_not_storm_the_controller(
         assert log.count("login refused") <= 10
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @pytest.mark.slow

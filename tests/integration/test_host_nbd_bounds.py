@@ -9,13 +9,12 @@ Real processes: a controller and a ``difs host`` serving one application over NB
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from support import controller, free_port, need_tool, run, start_difs
+from support import controller, free_port, need_tool, open_fds, rss_kib, run, start_difs
 
 from difs.nbd import constants as c
 from difs.nbd.client import NbdClient
@@ -38,16 +37,8 @@ def nbd_host(tmp_path: Path, *args: str):
             assert host.stop() == 0, host.log_text()[-3000:]
 
 
-def vm_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
@@ -143,7 +134,7 @@ def test_memory_stays_bounded_through_2000_idle_connections(tmp_path):
         with NbdClient.open_tcp("127.0.0.1", port, "app1") as warm:  # one real client first
             assert warm.read(0, 4096) == bytes(4096)
         time.sleep(0.5)
-        before = vm_rss_kib(pid)
+        before = rss_kib(pid)
         fds_before = open_fds(pid)
         socks = []
         try:
@@ -152,13 +143,13 @@ def test_memory_stays_bounded_through_2000_idle_connections(tmp_path):
             wait_until(lambda: open_fds(pid) >= fds_before + count, 60, "the host to accept all")
             for sock in socks:  # each is greeted, and then says nothing
                 assert len(sock.recv(18)) == 18
-            during = vm_rss_kib(pid)
+            during = rss_kib(pid)
         finally:
             for sock in socks:
                 sock.close()
         wait_until(lambda: open_fds(pid) <= fds_before + 5, 60, "the host to close them all")
         time.sleep(0.5)
-        after = vm_rss_kib(pid)
+        after = rss_kib(pid)
         grown_mib = (during - before) / 1024, (after - before) / 1024
         assert grown_mib[0] < 100 and grown_mib[1] < 100, (before, during, after)
         # the host still serves, and 2,000 departures did not take 2,000 log lines

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from faults import DATA_IN, TO_HOST, BitFlip, FaultProxy
-from support import controller, free_port, start_difs
+from support import controller, free_port, metric, start_difs
 
 from difs.nbd import constants as c
 from difs.nbd.client import NbdClient
@@ -70,14 +68,6 @@ def faulty_host(tmp_path: Path, *, channels: str):
             proxy.close()
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in httpx.get(url, timeout=5).text.splitlines():
-        m = re.match(rf"{name}(?:{{(.*)}})? (\S+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 class Readers:
