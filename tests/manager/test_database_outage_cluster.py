@@ -149,3 +149,39 @@ def test_applications_keep_their_io_while_postgres_is_down_and_the_manager_recov
         disk.write(0, pattern(0xC3))
         assert disk.read(0, MIB) == pattern(0xC3)
     assert manager.popen.poll() is None
+
+
+def test_a_manager_started_while_postgres_is_down_waits_for_it(private_pg: PgServer,
+                                                              tmp_path: Path) -> None:
+    """`difs manager --db-wait`: started with its database down it does not exit; it logs that it
+    waits (without the database URL), and serves as soon as PostgreSQL is back. With no wait
+    left it exits 1 saying what to check."""
+    db = private_pg.new_database()
+    private_pg.stop("fast")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    manager = start_difs("manager", "--db", db, "--listen", f"127.0.0.1:{port}", "--db-wait", "120",
+                         "--data-dir", str(tmp_path / "manager"), env={"DIFS_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        wait_for(lambda: logged(manager, "database unavailable at start; waiting for it") >= 2,
+                 "the manager to say it waits for its database")
+        assert manager.popen.poll() is None  # still there, waiting
+        assert not any("postgresql" in line.lower() for line in manager.stderr + manager.lines
+                       if "waiting for it" in line)
+        private_pg.start()
+        wait_for(lambda: _healthy(url), "the manager to serve once PostgreSQL is back")
+        admin = ManagerClient(url, token=ADMIN_TOKEN)
+        assert admin.request("GET", "/readyz") is not None
+    finally:
+        if not private_pg.running():
+            private_pg.start()
+        manager.stop()
+    private_pg.stop("fast")
+    try:
+        impatient = start_difs("manager", "--db", db, "--listen", f"127.0.0.1:{free_port()}",
+                               "--db-wait", "1", "--data-dir", str(tmp_path / "manager2"),
+                               env={"DIFS_ADMIN_TOKEN": ADMIN_TOKEN})
+        assert impatient.popen.wait(60) == 1
+        assert any("cannot open the database" in line for line in impatient.stderr + impatient.lines)
+    finally:
+        private_pg.start()

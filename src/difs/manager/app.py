@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from difs.manager.api.routes import apps, containers, health, nodes, nodeviews, 
 from difs.manager.clock import Clock, system_clock
 from difs.manager.config import Settings
 from difs.manager.db import make_engine, run_migrations, session_factory
-from difs.manager.dbguard import is_unavailable, probe
+from difs.manager.dbguard import is_unavailable, probe, reason
 from difs.manager.schemas import Problem
+from difs.util.logs import log_event
 
 log = logging.getLogger("difs.manager")
 STATIC = Path(__file__).with_name("static")
@@ -42,9 +44,29 @@ STATIC = Path(__file__).with_name("static")
 API_PREFIX = "/api/v1"
 
 
+def _migrate_when_available(engine, wait: float) -> None:
+    """Run the migrations; while the database is unreachable, retry (0.5 s doubling to 5 s,
+    each retry logged) for at most ``wait`` seconds, then let the last error out. Any other
+    error (a bad URL, a failing migration) is raised at once."""
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            run_migrations(engine)
+            return
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log_event(log, "database unavailable at start; waiting for it", level=logging.WARNING,
+                      reason=reason(exc), retry_in=delay,
+                      gives_up_in=round(deadline - time.monotonic(), 1))
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
 def create_app(settings: Settings, *, clock: Clock = system_clock, background_sweep: bool = True) -> FastAPI:
     engine = make_engine(settings.database_url)
-    run_migrations(engine)
+    _migrate_when_available(engine, settings.db_wait_seconds)
     state = ManagerState(settings=settings, engine=engine, factory=session_factory(engine), clock=clock)
 
     @contextlib.asynccontextmanager

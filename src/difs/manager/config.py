@@ -45,6 +45,8 @@ class Settings:
     stats_fresh_seconds: float = 120.0
     #: request bodies larger than this are refused (413) before they are read
     max_body_bytes: int = 1 << 20
+    #: at start, how long to wait for a database that is unreachable before giving up
+    db_wait_seconds: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
