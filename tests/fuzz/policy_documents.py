@@ -1,12 +1,14 @@
 """Fuzz target: policy documents and node advertisements as users and nodes write them
-(src/difs/policy: validate_policy, PolicyServices, Advertisement), from JSON or TOML text,
-and the controller's TOML configuration file (difs.controller.config.load_config).
+(src/difs/policy: validate_policy, PolicyServices, Advertisement), from JSON or TOML text;
+the policy files the controller and the host take (``--policy FILE.json``: their
+``resolve_policy``) and the controller's TOML configuration file (``load_config``).
 
 Knobs: byte 0 bits 0-1 what is parsed (a policy document, bare services, an advertisement,
 the controller configuration), bit 2 the text is TOML rather than JSON. The rest is the text.
 
-Oracles: text that does not decode is the decoder's error (json.JSONDecodeError,
-UnicodeDecodeError, tomllib.TOMLDecodeError); a decoded value is a valid document or raises
+Oracles: a policy file is a document or the controller's ConfigError / the host's HostError;
+text that does not decode is the decoder's error (json.JSONDecodeError, UnicodeDecodeError,
+tomllib.TOMLDecodeError, RecursionError for too deep nesting); a decoded value is a valid document or raises
 PolicyValidationError / pydantic's ValidationError / ConfigError, nothing else. A valid
 document derives its requirement, service class (0..63) and description without error,
 dumps to JSON that validates back to an equal document, and its normalized services are a
@@ -23,14 +25,17 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from difs.controller.config import load_config
+from difs.controller.config import resolve_policy as controller_policy
 from difs.controller.errors import ConfigError
+from difs.host.agent import resolve_policy as host_policy
+from difs.host.errors import HostError
 from difs.policy import Advertisement, PolicyServices, Requirement
 from difs.policy.document import PolicyDocument, PolicyValidationError, validate_policy
 
 from fuzz import knobs
 
 MAX_INPUT = 1 << 14
-_SCRATCH = Path(tempfile.mkdtemp(prefix="difs-fuzz-")) / "controller.toml"
+_SCRATCH = Path(tempfile.mkdtemp(prefix="difs-fuzz-"))
 
 
 def TestOneInput(data: bytes) -> None:
@@ -39,6 +44,8 @@ def TestOneInput(data: bytes) -> None:
     if which == 3:
         controller_config(text)
         return
+    if which == 0 and not flags & 4:
+        policy_file(text)
     try:
         if flags & 4:
             value = tomllib.loads(text.decode("utf-8"))
@@ -85,10 +92,29 @@ def check_services(services: PolicyServices) -> None:
     assert PolicyServices.model_validate_json(services.model_dump_json()) == services
 
 
-def controller_config(text: bytes) -> None:
-    _SCRATCH.write_bytes(text)
+def policy_file(text: bytes) -> None:
+    path = _SCRATCH / "policy.json"
+    path.write_bytes(text)
     try:
-        config = load_config(_SCRATCH)
+        services, meta = controller_policy(str(path))
+    except ConfigError:
+        services = None
+    try:
+        document = host_policy(str(path))
+    except HostError:
+        assert services is None
+        return
+    assert services == document.services.normalized().model_dump(mode="json", exclude_none=True)
+    assert meta == {"policy_name": document.name, "policy_version": document.version}
+
+
+def controller_config(text: bytes) -> None:
+    if b"secret_file" in text:  # would read whatever file the input names
+        return
+    path = _SCRATCH / "controller.toml"
+    path.write_bytes(text)
+    try:
+        config = load_config(path)
     except (ConfigError, UnicodeDecodeError):
         return
     assert config.model_validate_json(config.model_dump_json()) == config

@@ -134,11 +134,13 @@ def nbd() -> None:
 
 ADVERT = {
     "kind": "controller", "iqn": "iqn.2026-11.io.difs:ctl1",
-    "services": {"integrity": {"header_digest": True, "data_digest": True,
-                               "protection_information": [1, 3]},
-                 "security": {"authentication": ["none", "chap", "mutual_chap"], "tls": True}},
-    "portals": [{"address": "127.0.0.1", "port": 3260}],
-    "containers": [{"name": "c1", "capacity_bytes": 1 << 30, "free_bytes": 1 << 29}],
+    "services": {"integrity": {"header_digest": True, "data_digest": True, "pi_types": [1, 3]},
+                 "security": {"authentication": ["chap", "mutual_chap"], "tls": True},
+                 "qos": {"reservation": True, "limit": True, "dscp_classes": [0, 34, 46]},
+                 "isolation": {"exclusive": True, "vlans": [100]}},
+    "portals": [{"address": "127.0.0.1", "port": 3260},
+                {"address": "127.0.0.1", "port": 3261, "tls": True}],
+    "containers": [{"name": "c1", "capacity_bytes": 1 << 30, "pi_types": [1, 3]}],
     "lease_seconds": 30,
 }
 POLICY_TOML = b"""name = "gold-toml"
@@ -189,8 +191,9 @@ BODIES = {
     "AppPolicySet": {"policy": "gold"},
     "ApplicationCreate": {"name": "db", "size_bytes": 1 << 20, "policy": "silver"},
     "BindRequest": {"initiator_iqn": "iqn.2026-11.io.difs:h1", "host": "h1"},
-    "ContainerCreate": {"name": "c1", "controller": "ctl1"},
-    "ContainerUpdate": {"state": "draining"},
+    "ContainerCreate": {"name": "c1", "controller": "ctl1", "capacity_bytes": 1 << 30,
+                        "pi_types": [1]},
+    "ContainerUpdate": {"capacity_bytes": 1 << 31},
     "NodeRegister": {"name": "ctl1", "kind": "controller"},
     "PathStat": {"application": "db", "controller": "ctl1", "channel": 0, "ios": 5,
                  "latency_ms": 0.5},

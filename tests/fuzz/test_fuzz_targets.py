@@ -26,7 +26,7 @@ from fuzz import CORPUS, TARGETS, load
 TESTS = Path(__file__).resolve().parents[1]
 ATHERIS = importlib.util.find_spec("atheris") is not None
 #: seconds of coverage-guided fuzzing per target in the suite
-ATHERIS_SECONDS = 4
+ATHERIS_SECONDS = 3
 
 
 def seeds(target: str) -> list[Path]:
