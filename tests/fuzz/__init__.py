@@ -57,7 +57,9 @@ def chunks(data: bytes, size: int) -> list[bytes]:
 def pdu_pieces(framer, stream: bytes):
     """``stream`` cut into one iSCSI PDU per piece, sized as ``framer`` (the receiving
     connection's, whose digest settings change after login) will frame it: what an adapter
-    reading exactly one PDU at a time delivers. The bytes left at the end come last."""
+    reading exactly one PDU at a time delivers. While the framer checks digests, the piece's
+    digests are rewritten to match, so mutated PDUs get past them to the parsers. The bytes
+    left at the end come last."""
     pos = 0
     while pos < len(stream):
         head = stream[pos:pos + 48]
@@ -65,10 +67,24 @@ def pdu_pieces(framer, stream: bytes):
             yield head
             return
         length = int.from_bytes(head[5:8], "big")
-        size = 48 + head[4] * 4 + ((length + 3) & ~3)
-        size += 4 * framer.header_digest + 4 * (bool(length) and framer.data_digest)
-        yield stream[pos:pos + size]
+        header_end = 48 + head[4] * 4
+        padded = (length + 3) & ~3
+        hd, dd = framer.header_digest, bool(length) and framer.data_digest
+        size = header_end + padded + 4 * hd + 4 * dd
+        piece = stream[pos:pos + size]
         pos += size
+        if len(piece) == size and (hd or dd):
+            piece = _with_digests(piece, header_end, padded, hd, dd)
+        yield piece
+
+
+def _with_digests(piece: bytes, header_end: int, padded: int, hd: bool, dd: bool) -> bytes:
+    from difs.iscsi.digest import data_digest, header_digest
+
+    header = piece[:header_end]
+    data = piece[header_end + 4 * hd:][:padded]
+    return (header + (header_digest(header) if hd else b"") + data
+            + (data_digest(data) if dd else b""))
 
 
 def pieces(framer, stream: bytes, knob: int):
