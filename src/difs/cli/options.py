@@ -89,13 +89,13 @@ class ServiceFlags:
         if self.file is not None:
             try:
                 doc = json.loads(self.file.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 fail(f"cannot read {self.file}: {exc}")
             services = doc.get("services", doc) if isinstance(doc, dict) else fail(f"{self.file} is not a JSON object")
         if self.services_json is not None:
             try:
                 services = json.loads(self.services_json)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 fail(f"--services is not valid JSON: {exc}", "e.g. --services '{\"integrity\": {\"data_digest\": true}}'")
 
         def put(service: str, key: str, value: Any) -> None:

@@ -164,7 +164,7 @@ def resolve_policy(spec: str) -> tuple[dict[str, Any], dict[str, Any]]:
     elif spec.endswith(".json"):
         try:
             doc = validate_policy(json.loads(Path(spec).read_text()))
-        except (OSError, ValueError) as exc:  # PolicyValidationError is a ValueError
+        except (OSError, ValueError, RecursionError) as exc:  # too deep nesting: RecursionError
             detail = exc if isinstance(exc, (OSError, PolicyValidationError)) else f"not JSON: {exc}"
             raise ConfigError(f"policy file {spec}: {detail}") from None
     else:

@@ -64,7 +64,7 @@ def resolve_policy(name: str | None) -> PolicyDocument:
 
         try:
             return validate_policy(json.loads(Path(name).read_text()))
-        except (OSError, ValueError) as exc:  # PolicyValidationError is a ValueError
+        except (OSError, ValueError, RecursionError) as exc:  # too deep nesting: RecursionError
             detail = exc if isinstance(exc, (OSError, PolicyValidationError)) else f"not JSON: {exc}"
             raise HostError(f"policy file {name}: {detail}") from None
     raise HostError(f"unknown tier {name!r}; known: {', '.join(DEFAULT_TIERS)} "

@@ -185,7 +185,12 @@ class NbdServerConnection:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next received bytes go (``asyncio.BufferedProtocol.get_buffer``)."""
         if self.state == EXPECT_WRITE_PAYLOAD:
-            return self._payload_mv[self._payload_filled :]  # type: ignore[index]
+            if self._payload_filled < self._payload_request.length:  # type: ignore[union-attr]
+                return self._payload_mv[self._payload_filled :]  # type: ignore[index]
+            # The payload is whole and more bytes arrive before next_event() took it: hand
+            # the write out first (no request after it is parsed yet), receive the rest into
+            # the receive buffer. Never an empty buffer (receive_data would spin on it).
+            self._events.append(self._step_write_payload())
         start, end = self._start, self._end
         if start == end:
             self._start = self._end = start = end = 0
