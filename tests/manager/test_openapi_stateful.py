@@ -107,6 +107,7 @@ NODE_MAY = {
     ("POST", "/api/v1/apps/{name}/binding"), ("DELETE", "/api/v1/apps/{name}/binding"),
     ("GET", "/api/v1/controllers/{name}/volumes"), ("GET", "/api/v1/controllers/{name}/containers"),
     ("GET", "/api/v1/hosts/{name}/bindings"), ("POST", "/api/v1/hosts/{name}/stats"),
+    ("PUT", "/api/v1/hosts/{name}/bindings/state"),
 }
 
 
