@@ -319,3 +319,18 @@ def test_a_tampered_state_is_refused_and_the_controller_waits_for_the_manager(cl
     wait_until(lambda: ctl.state()["volumes"] and all(
         v["allowed_initiators"] == [INITIATOR] for v in ctl.state()["volumes"]),
         "the state to be rewritten from the manager")
+
+
+def test_a_policy_needing_chap_is_not_placed_on_a_controller_without_it(cluster) -> None:
+    """Honest advertisement (issue 16): the manager-driven endpoint has no CHAP, the controller
+    says so, and an application whose policy needs CHAP is refused at placement naming the
+    controller and the service, instead of being placed and then failing every I/O."""
+    manager, _ = cluster
+    node = manager.ok("GET", "/nodes/ctl1")
+    assert node["services"]["security"]["authentication"] == []
+    manager.ok("POST", "/policies", 201, json={
+        "name": "chap-only", "services": {"security": {"authentication": "chap"}}})
+    r = manager.api.post("/apps", json={"name": "app3", "size_bytes": 8 << 20,
+                                        "policy": "chap-only"})
+    assert r.status_code == 409, r.text
+    assert "ctl1" in r.text and "CHAP" in r.text, r.text

@@ -19,8 +19,8 @@ Every ``interval`` seconds the controller:
    metadata (so the controller can enforce without the manager), and moves each
    LUN into the view of the initiator it is bound to.
 
-It advertises CRC32C digests, PI types 1 and 3 (service and container), CHAP /
-mutual CHAP and exclusive access.
+It advertises CRC32C digests, PI types 1 and 3 (service and container) and exclusive
+access; no authentication method, because its protocol endpoint has no CHAP.
 
 After each sync the manager's answer is persisted in the data directory
 (:mod:`difs.controller.state`: atomically, 0600, checksummed). At start
@@ -83,7 +83,10 @@ class ControllerManagerLink(NodeLink):
             "kind": "controller", "iqn": self.endpoint.name,
             "services": {"integrity": {"header_digest": True, "data_digest": True,
                                        "pi_types": [1, 3]},
-                         "security": {"authentication": ["chap", "mutual_chap"]},
+                         # the protocol endpoint the manager places volumes on logs
+                         # initiators in without CHAP (the manager hands out no secrets), so
+                         # this controller cannot honour an authentication policy: say so
+                         "security": {"authentication": []},
                          "isolation": {"exclusive": True}},
             "portals": portals,
             "containers": [{"name": CONTAINER, "capacity_bytes": usage.free + self._allocated(),

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from difs.host.agent import Host
+from difs.host.pathgroup import CredentialBook
 from difs.host.errors import HostError
 from difs.host.state import BindingStore, StateRefused, persisted
 from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
@@ -96,6 +97,20 @@ class Follower:
     refused_version: int | None = None
 
 
+def auth_methods(book: CredentialBook) -> list[str]:
+    """The CHAP methods this host can log in with, from the credentials it was given: ``chap``
+    when it has any CHAP secret, ``mutual_chap`` when one of them comes with the controller's
+    (--mutual-chap). A host without secrets advertises none, so no policy that needs them is
+    placed on it."""
+    given = [s for s in (book.default, *book.per_target.values()) if s is not None]
+    methods = []
+    if any(s.chap for s in given):
+        methods.append("chap")
+    if any(s.chap and s.mutual for s in given):
+        methods.append("mutual_chap")
+    return methods
+
+
 class HostManagerLink(NodeLink):
     offline_behaviour = "serving the applications already running"
 
@@ -143,7 +158,7 @@ class HostManagerLink(NodeLink):
             "kind": "host", "iqn": self.host.config.initiator_name,
             "services": {"integrity": {"header_digest": True, "data_digest": True,
                                        "pi_types": list(HOST_PI_TYPES)},
-                         "security": {"authentication": ["chap", "mutual_chap"]},
+                         "security": {"authentication": auth_methods(self.host.config.credentials)},
                          "qos": {"limit": False}},
             "paths": paths, "lease_seconds": self.lease,
         })

@@ -159,3 +159,15 @@ def test_one_binding_waiting_blocks_nothing_and_a_policy_fault_stays_with_its_bi
     asyncio.run(scenario())
     failed = [r.getMessage() for r in caplog.records if "binding failed" in r.getMessage()]
     assert len(failed) == 2, failed  # one line per binding and reason
+
+
+def test_the_host_advertises_only_the_chap_it_has_credentials_for() -> None:
+    from difs.host.manager_link import auth_methods
+    from difs.host.pathgroup import ChapSecrets, CredentialBook, parse_chap
+
+    alice, ctl = parse_chap("alice:secret-0123456789"), parse_chap("ctl:secret-9876543210")
+    assert auth_methods(CredentialBook()) == []
+    assert auth_methods(CredentialBook(default=ChapSecrets(alice))) == ["chap"]
+    assert auth_methods(CredentialBook(default=ChapSecrets(alice, ctl))) == ["chap", "mutual_chap"]
+    assert auth_methods(CredentialBook(per_target={"iqn.x": ChapSecrets(alice, ctl)})) == [
+        "chap", "mutual_chap"]
