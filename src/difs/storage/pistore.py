@@ -233,27 +233,22 @@ class PiStore(PiBlockStore):
 
     def pwrite_pi(self, offset: int, data, pi) -> None:
         """Write ``data`` and its PI tuples ``pi`` (already checked as the caller wants)."""
-        lba = offset >> self.block_shift
-        stored = complement(pi)
-        with self._lock:
-            self._log(lba, pi)
-            try:
-                self.data.pwrite(offset, data)
-                self.pi.pwrite(lba * PI_SIZE, stored)
-            except Exception:
-                self._realign(lba, pi)
-                raise
-            if self.log.size >= self.checkpoint_bytes:
-                self._checkpoint()
+        self._store_with_pi(offset, pi, self.data.pwrite, data)
 
     def write_zeroes_pi(self, offset: int, length: int, pi) -> None:
         """Zero the data range (kept allocated) and store ``pi`` for it."""
+        self._store_with_pi(offset, pi, self.data.write_zeroes, length)
+
+    def _store_with_pi(self, offset: int, pi, store_data, arg) -> None:
+        """The intent-logged write of one range: log ``pi``, ``store_data(offset, arg)``, store
+        the PI; on a failure (a full disk part-way) re-match the range's PI to the data on disk
+        before the error goes up; checkpoint when the log is due."""
         lba = offset >> self.block_shift
         stored = complement(pi)
         with self._lock:
             self._log(lba, pi)
             try:
-                self.data.write_zeroes(offset, length)
+                store_data(offset, arg)
                 self.pi.pwrite(lba * PI_SIZE, stored)
             except Exception:
                 self._realign(lba, pi)
