@@ -113,5 +113,13 @@ class ManagerClient:
     def report_stats(self, host: str, report: Any) -> dict[str, Any]:
         return self.request("POST", f"/hosts/{host}/stats", json=report)
 
+    def report_host_evidence(self, host: str, report: Any) -> dict[str, Any]:
+        """A :class:`difs.policy.evidence.HostEvidenceReport` for the last window."""
+        return self.request("PUT", f"/hosts/{host}/evidence", json=report)
+
+    def report_controller_evidence(self, controller: str, report: Any) -> dict[str, Any]:
+        """A :class:`difs.policy.evidence.ControllerEvidenceReport` for the last window."""
+        return self.request("PUT", f"/controllers/{controller}/evidence", json=report)
+
     def get_difs(self, application: str) -> dict[str, Any]:
         return self.request("GET", f"/apps/{application}/policy")

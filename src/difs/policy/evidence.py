@@ -162,6 +162,8 @@ class SessionEvidence(_Strict):
     #: commands refused by the volume's policy, by reason (``difs.controller.enforcement``)
     rejected: dict[Annotated[str, Field(max_length=64)], Count] = Field(default_factory=dict,
                                                                          max_length=64)
+    #: bytes of this volume's data covered by CRC32C data digests on this session
+    digest_bytes: Count = 0
     #: CRC32C digest errors on the session (whole session, not per volume)
     digest_errors: Count = 0
     latency: LatencyHistogram | None = None
@@ -184,6 +186,8 @@ class PathEvidence(_Strict):
     pi: PiEvidence = Field(default_factory=PiEvidence)
     #: PI check failures the controller reported for this application's commands
     pi_rejected: Count = 0
+    #: bytes of this application's data covered by CRC32C data digests on this path
+    digest_bytes: Count = 0
     digest_errors: Count = 0
     rejected: Count = Field(0, description="I/Os the controller refused (CHECK CONDITION)")
     resent: Count = 0
