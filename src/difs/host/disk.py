@@ -231,6 +231,8 @@ class AppDisk(NbdBackend):
                     await asyncio.sleep(wait)
             elif action is Action.PATH_DOWN:
                 self.group.mark_failed(path)
+            elif action is Action.RETRY_LATER:
+                await asyncio.sleep(decision.delay)
 
     @staticmethod
     def _completed(result: CommandComplete) -> Completed:

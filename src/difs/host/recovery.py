@@ -19,6 +19,10 @@ path failed               the path is given up (the group reconnects it); send a
 completed GOOD            done
 UNIT ATTENTION            reported by the first command of a new session: send again
                           (up to 8 times)
+BUSY, TASK SET FULL      the controller is momentarily full (its write buffer or a
+                          QoS queue): send again after a short wait, doubling from
+                          1 ms to 250 ms, while the waits add up to less than
+                          ``path_wait``; then EIO
 PI check failed (host's   retry once on another path (the same when it is the only
 check, or the controller  one), then EIO naming the application, the LBA and the
 ABORTED COMMAND 10h/xx)   check — never silently wrong data
@@ -53,7 +57,7 @@ from difs.sam.sense import (
     PI_CHECK_BY_ASCQ,
     UNIT_ATTENTION,
 )
-from difs.sam.status import CHECK_CONDITION, GOOD
+from difs.sam.status import BUSY, CHECK_CONDITION, GOOD, TASK_SET_FULL, status_text
 
 #: UNIT ATTENTIONs a command is sent again after (a new session's first command reports one).
 MAX_UNIT_ATTENTIONS = 8
@@ -63,6 +67,9 @@ MAX_TIMEOUTS = 3
 MAX_ABORTED = 3
 #: A PI check failure (host or controller) is retried this many times, then EIO.
 MAX_PI_RETRIES = 1
+#: The first and the longest wait before a command answered BUSY or TASK SET FULL goes again.
+BUSY_FIRST_WAIT = 0.001
+BUSY_MAX_WAIT = 0.25
 
 
 
@@ -128,6 +135,7 @@ class Action(enum.Enum):
     RETRY_ELSEWHERE = "retry elsewhere"  # send again, on another path when there is one
     PATH_DOWN = "path down"  # give the path up (the group reconnects it), send again
     WAIT_FOR_PATH = "wait for a path"  # wait (at most NoPath.remaining) and look again
+    RETRY_LATER = "retry later"  # wait Decision.delay seconds, then send again on any path
     FAIL = "fail"  # an error to the application (Decision.app_errno, usually EIO); .error says why
 
 
@@ -155,6 +163,7 @@ class Decision:
     log: LogLine | None = None
     error: str | None = None  # FAIL: the message for the application
     app_errno: int = errno.EIO  # FAIL: the error the application gets (an NBD wire error)
+    delay: float = 0.0  # RETRY_LATER: seconds to wait first
 
 
 _DONE = Decision(Action.DONE)
@@ -167,7 +176,7 @@ class Attempts:
     attempt that did not simply succeed; :func:`decide` counts into it."""
 
     __slots__ = ("app", "volume", "target", "opcode", "path_wait", "attentions", "timeouts",
-                 "aborted", "pi_failures")
+                 "aborted", "pi_failures", "busy_waited")
 
     def __init__(self, *, app: str, volume: str, target: str, opcode: int,
                  path_wait: float) -> None:
@@ -180,6 +189,7 @@ class Attempts:
         self.timeouts = 0
         self.aborted = 0
         self.pi_failures = 0
+        self.busy_waited = 0.0
 
 
 def decide(outcome: Outcome, attempts: Attempts, path: str = "") -> Decision:
@@ -225,6 +235,8 @@ def _completed(outcome: Completed, a: Attempts, path: str) -> Decision:
     status = outcome.status
     if status == GOOD:
         return _DONE
+    if status in (BUSY, TASK_SET_FULL):
+        return _busy(outcome, a, path)
     if status == CHECK_CONDITION:
         key = outcome.key
         if key == UNIT_ATTENTION and a.attentions < MAX_UNIT_ATTENTIONS:
@@ -250,6 +262,23 @@ def _completed(outcome: Completed, a: Attempts, path: str) -> Decision:
                             {"app": a.app, "path": path, "opcode": a.opcode,
                              "status": f"{status:02x}", "sense": outcome.text}),
                     outcome.text, _app_errno(outcome))
+
+
+def _busy(outcome: Completed, a: Attempts, path: str) -> Decision:
+    """The controller is momentarily full: wait a little longer each time, then send again;
+    EIO once the waits would add up to ``path_wait``."""
+    waited = a.busy_waited
+    delay = min(BUSY_MAX_WAIT, max(BUSY_FIRST_WAIT, waited))  # doubles the total each time
+    if waited + delay > a.path_wait:
+        return Decision(Action.FAIL, Tally.FAILED,
+                        LogLine("controller stayed busy", logging.ERROR,
+                                {"app": a.app, "path": path, "opcode": a.opcode,
+                                 "status": status_text(outcome.status),
+                                 "waited": round(waited, 3)}),
+                        f"{a.app}: the controller answered {status_text(outcome.status)} for "
+                        f"{waited:.1f} s")
+    a.busy_waited = waited + delay
+    return Decision(Action.RETRY_LATER, Tally.NONE, None, delay=delay)
 
 
 def _app_errno(outcome: Completed) -> int:

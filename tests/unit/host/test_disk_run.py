@@ -185,6 +185,14 @@ def test_other_answers_are_eio_with_the_sense() -> None:
     assert failure.value.args[0] == errno.EIO and disk.failed == 1
 
 
+def test_task_set_full_is_waited_for_and_sent_again_on_the_same_disk() -> None:
+    script = Script(answer(0x28), answer(0x08), answer())
+    disk = disk_over(FakeGroup(script))
+    result = run(disk._run(READ16, expected_in_length=512))
+    assert result.status == 0 and len(script.taken) == 3
+    assert (disk.failed, disk.resent) == (0, 0)
+
+
 def test_no_path_waits_then_eio_naming_the_requirement() -> None:
     disk = disk_over(FakeGroup(Script(), up=False), path_wait=0.05)
     with pytest.raises(NbdBackendError, match=r"no available path satisfies db's policy "

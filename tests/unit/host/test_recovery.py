@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from difs.host.recovery import (
+    BUSY_MAX_WAIT,
     ReconnectBackoff,
     MAX_ABORTED,
     MAX_PI_RETRIES,
@@ -135,7 +136,6 @@ def test_aborted_command_is_sent_again_elsewhere_three_times() -> None:
 @pytest.mark.parametrize("status, key, text", [
     (CHECK, ILLEGAL_REQUEST, "sense key 5h asc/ascq 24h/00h"),
     (CHECK, 0x07, "sense key 7h asc/ascq 74h/71h"),  # DATA PROTECT: a policy refusal
-    (BUSY, 0, "no sense data"),
     (0x18, 0, "no sense data"),  # RESERVATION CONFLICT
 ])
 def test_any_other_answer_is_eio_with_its_sense(status, key, text) -> None:
@@ -215,6 +215,36 @@ def test_budgets_are_per_kind() -> None:
     assert (history.timeouts, history.attentions, history.aborted) == (3, 8, 3)
 
 
+# -- BUSY / TASK SET FULL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [BUSY, 0x28])
+def test_a_full_controller_is_waited_for_ever_longer_then_eio(status) -> None:
+    history = attempts(path_wait=1.0)
+    delays = []
+    while True:
+        decision = decide(Completed(status), history, PATH)
+        if decision.action is Action.FAIL:
+            break
+        assert decision.action is Action.RETRY_LATER and decision.tally is Tally.NONE
+        assert decision.log is None  # a busy controller is normal: no line per command
+        delays.append(decision.delay)
+    assert delays[:4] == [0.001, 0.001, 0.002, 0.004]
+    assert max(delays) == BUSY_MAX_WAIT
+    assert sum(delays) <= 1.0 < sum(delays) + BUSY_MAX_WAIT
+    assert decision.tally is Tally.FAILED
+    name = "BUSY (08h)" if status == BUSY else "TASK SET FULL (28h)"
+    assert decision.error == f"db: the controller answered {name} for {sum(delays):.1f} s"
+    assert decision.log.event == "controller stayed busy" and decision.log.level == logging.ERROR
+    assert decision.app_errno == errno.EIO
+
+
+def test_a_busy_answer_then_good_is_done() -> None:
+    history = attempts()
+    assert decide(Completed(BUSY), history, PATH).action is Action.RETRY_LATER
+    assert decide(Completed(GOOD), history, PATH).action is Action.DONE
+
+
 # -- every run of failures ends --------------------------------------------------------
 
 failures = st.one_of(
@@ -226,7 +256,10 @@ failures = st.one_of(
               st.just("d")),
 )
 
-BOUND = MAX_TIMEOUTS + MAX_UNIT_ATTENTIONS + MAX_ABORTED + MAX_PI_RETRIES + 1
+#: BUSY answers are re-sent while their waits (1 ms doubling to BUSY_MAX_WAIT) stay under
+#: path_wait (2.5 s here): 9 doubling steps to 0.256 s, then 9 more of 0.25 s
+BUSY_TRIES = 18
+BOUND = MAX_TIMEOUTS + MAX_UNIT_ATTENTIONS + MAX_ABORTED + MAX_PI_RETRIES + BUSY_TRIES + 1
 
 
 @settings(max_examples=300, deadline=None)
