@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -358,3 +359,33 @@ def test_a_restart_that_cannot_start_the_program_is_said_and_tried_again(tmp_pat
         assert wait_until(lambda: (tmp_path / "flaky.log").read_text().count("ran") >= 2)
     finally:
         sup.stop(grace=5)
+
+
+def test_a_supervisor_killed_by_sigkill_leaves_no_orphan(tmp_path) -> None:
+    """``kill -9`` of ``difs up`` runs none of its stop code: the kernel must end the children
+    (PR_SET_PDEATHSIG), or they would keep serving on the cluster's ports with nobody to stop
+    them."""
+    pid_file = tmp_path / "child.pid"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from difs.util.supervise import ChildSpec, Supervisor\n"
+        f"tmp = Path({str(tmp_path)!r})\n"
+        "sup = Supervisor(status_file=tmp / 'status.json', say=print)\n"
+        "child = sup.start(ChildSpec('sleeper', [sys.executable, '-c', "
+        "'import time; time.sleep(120)'], tmp / 'sleeper.log'))\n"
+        f"Path({str(pid_file)!r}).write_text(str(child.popen.pid))\n"
+        "while True:\n"
+        "    sup.check(); time.sleep(0.1)\n")
+    supervisor_proc = Proc(subprocess.Popen(python(code), stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True))
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20), \
+            "\n".join(supervisor_proc.lines + supervisor_proc.stderr)
+        child = int(pid_file.read_text())
+        assert alive(child)
+        os.kill(supervisor_proc.popen.pid, signal.SIGKILL)
+        supervisor_proc.popen.wait(10)
+        assert wait_until(lambda: not alive(child), 10), f"child {child} outlived its supervisor"
+    finally:
+        supervisor_proc.stop(signal.SIGKILL, timeout=10)

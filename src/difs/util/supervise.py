@@ -11,7 +11,9 @@ Two layers, like the protocol code:
   (one line naming the child, its exit code or signal and how long it was up, then the tail
   of its log), restarts each with exactly the same arguments and environment when its
   backoff is over, writes a small JSON status file, and stops them all (SIGTERM, then
-  SIGKILL of the process group after a grace period).
+  SIGKILL of the process group after a grace period). On Linux each child also gets SIGTERM
+  from the kernel when the supervisor dies without stopping them (``PR_SET_PDEATHSIG``: a
+  ``kill -9`` of ``difs up`` leaves no orphan serving on its ports).
 
 Backoff: exponential from ``base`` doubling to ``cap`` with equal jitter (each wait is drawn
 between half the step and the step, so children that died together do not come back
@@ -27,6 +29,7 @@ mistaken for a child's death.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import json
 import os
@@ -37,6 +40,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent thread ends
+
 
 # -- the decision core (pure) ------------------------------------------------------------------
 
@@ -266,7 +272,8 @@ class Supervisor:
             os.fchmod(fd, 0o600)  # a log from an older run keeps its mode through O_CREAT
             child.popen = subprocess.Popen(
                 list(spec.argv), stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **spec.env}, start_new_session=True, umask=0o077)
+                env={**os.environ, **spec.env}, start_new_session=True, umask=0o077,
+                preexec_fn=_die_with(os.getpid()))
         finally:
             os.close(fd)
         child.track.started(self._clock())
@@ -342,3 +349,20 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """What a child runs between fork and exec so that it ends with its supervisor: Linux's
+    ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, then a check that the parent did not die before
+    that took effect. None (nothing to run) where prctl does not exist."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
