@@ -16,6 +16,7 @@ from difs.cli import (
     manager_cmds,
     node_cmds,
     policy_cmds,
+    status_cmd,
     up_cmd,
     volume_cmds,
 )
@@ -49,6 +50,7 @@ def _register() -> None:
     controller_cmd.register(app)
     host_cmd.register(app)
     manager_cmds.register(app)
+    status_cmd.register(app)
     app.add_typer(policy_cmds.policy_app, name="policy")
     app.add_typer(policy_cmds.tier_app, name="tier")
     app.add_typer(app_cmds.app_app, name="app")

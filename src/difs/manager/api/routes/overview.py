@@ -33,5 +33,7 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     kind: Annotated[str | None, Query(max_length=40, description="kind prefix, e.g. 'node.'")] = None,
     subject: Annotated[str | None, Query(max_length=200)] = None,
+    latest: Annotated[bool, Query(description="the last `limit` events (still oldest first)")] = False,
 ) -> list[EventPublic]:
-    return events.list_events(session=session, after=after, limit=limit, kind=kind, subject=subject)
+    return events.list_events(session=session, after=after, limit=limit, kind=kind, subject=subject,
+                              latest=latest)
