@@ -452,16 +452,17 @@ def mixed_figures(figures: list[AppFigures]) -> list[str]:
     """What shows one application's figures mixed with another's (empty when none): an
     application whose volume wants data digests has digest-covered bytes at both ends, one
     that does not has none; one with a PI volume has PI checked at the controller, one
-    without has none."""
+    without has no PI work anywhere."""
     problems = []
     for f in figures:
-        digested = (f.host_digest_bytes, f.ctl_digest_bytes)
-        if f.wants_digests and not all(digested):
+        host, ctl = f.host_digest_bytes, f.ctl_digest_bytes
+        where = (f"host {host / 2**20:.1f} MiB, controller {ctl / 2**20:.1f} MiB; paths "
+                 + (",".join(f"ch{ch}={label}" for ch, label in sorted(f.paths.items())) or "-"))
+        if f.wants_digests and not (host and ctl):
             problems.append(f"{f.app} needs data digests but shows digest-covered bytes "
-                            f"host {digested[0]}, controller {digested[1]}")
-        if not f.wants_digests and any(digested):
-            problems.append(f"{f.app} needs no digests but shows digest-covered bytes "
-                            f"host {digested[0]}, controller {digested[1]}")
+                            f"({where})")
+        if not f.wants_digests and (host or ctl):
+            problems.append(f"{f.app} needs no digests but shows digest-covered bytes ({where})")
         if f.pi_type and not f.ctl_pi_checked:
             problems.append(f"{f.app}'s volume has PI type {f.pi_type} but the controller "
                             "checked no PI for it")
