@@ -32,13 +32,15 @@ class Up:
 
     def __init__(self, tmp_path: Path) -> None:
         self.data = tmp_path / "up"
-        self.ports = {k: free_port() for k in ("manager", "portal", "nbd", "metrics")}
+        self.ports = {k: free_port() for k in ("manager", "portal", "nbd", "metrics",
+                                               "ctl_metrics")}
         self.proc: Proc = start_difs(
             "up", "--data-dir", str(self.data),
             "--manager-listen", f"127.0.0.1:{self.ports['manager']}",
             "--portal", f"127.0.0.1:{self.ports['portal']}",
             "--nbd", f"127.0.0.1:{self.ports['nbd']}",
-            "--host-metrics", f"127.0.0.1:{self.ports['metrics']}", "--size", "32M")
+            "--host-metrics", f"127.0.0.1:{self.ports['metrics']}",
+            "--controller-metrics", f"127.0.0.1:{self.ports['ctl_metrics']}", "--size", "32M")
         if not wait_until(lambda: any("Ctrl-C stops everything" in l for l in self.proc.lines)
                           or self.proc.popen.poll() is not None, 120):
             raise AssertionError("difs up did not come up:\n" + self.output())

@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         demo: Annotated[bool, typer.Option("--demo", help="Run the two-application scenario once it is up, and print the figures.")] = False,
         demo_mib: Annotated[int, typer.Option("--demo-mib", help="MiB each demo application writes and reads.")] = 64,
         metrics: Annotated[str, typer.Option("--host-metrics", help="Host Prometheus metrics HOST:PORT.")] = "127.0.0.1:9101",
+        controller_metrics: Annotated[str, typer.Option("--controller-metrics", help="Controller Prometheus metrics HOST:PORT.")] = "127.0.0.1:9102",
         log_level: Annotated[str, typer.Option("--log-level")] = "info",
     ) -> None:
         """Start manager, controller and host on loopback with two demo applications;
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
         from difs.allinone import UpConfig, UpError, bring_up, summary
 
         cfg = UpConfig(data_dir=data_dir, manager_listen=manager, portal=portal, nbd=nbd,
-                       app_size=size, log_level=log_level, host_metrics=metrics)
+                       app_size=size, log_level=log_level, host_metrics=metrics,
+                       controller_metrics=controller_metrics)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         typer.echo("difs up: starting the all-in-one cluster on loopback")
@@ -66,11 +68,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _demo(cluster, demo_mib: int) -> None:
-    from difs.allinone import UpError, demo_table, run_demo
+    from difs.allinone import UpError, demo_table, mixed_figures, run_demo
 
-    typer.echo(f"\ndemo: each application writes then reads {demo_mib} MiB through the host")
+    typer.echo(f"\ndemo: both applications at once, each writes then reads back {demo_mib} MiB "
+               "through the host")
     try:
-        typer.echo(demo_table(run_demo(cluster, size_mib=demo_mib, say=lambda m: typer.echo(m))))
+        result = run_demo(cluster, size_mib=demo_mib, say=lambda m: typer.echo(m))
+        typer.echo(demo_table(result))
+        problems = mixed_figures(result.apps)
+        if problems:
+            raise UpError("the applications' figures are mixed: " + "; ".join(problems))
     except UpError as exc:
         typer.echo(f"difs up: demo failed: {exc}", err=True)
         cluster.stop()

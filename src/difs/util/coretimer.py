@@ -29,8 +29,11 @@ class CoreTimer:
         when = self.core.get_timer() if self.core is not None else None
         timer = self._timer
         if timer is not None:
-            if when is not None and timer.when() == when:
-                return
+            try:
+                if when is not None and timer.when() == when:
+                    return
+            except AttributeError:  # uvloop's call_at gives a plain Handle (no when()) for a
+                pass  # deadline due within the millisecond: it runs at once, so re-arm it
             timer.cancel()
             self._timer = None
         if when is not None:
