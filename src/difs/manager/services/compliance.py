@@ -213,6 +213,7 @@ def ingest_controller_evidence(
             continue
         key = (vol.id, e.initiator, e.channel)
         seen.add(key)
+        apps.add(vol.application_id)
         row = stored.get(key)
         if row is None:
             row = SessionEvidenceRow(controller_id=ctl.id, volume_id=vol.id, initiator=e.initiator, channel=e.channel)
@@ -222,7 +223,6 @@ def ingest_controller_evidence(
         row.window_seconds = report.window_seconds
         row.data = e.model_dump(mode="json")
         row.reported_at = now
-        apps.add(vol.application_id)
     session.flush()
     refresh(session=session, now=now, app_ids=apps, fresh_seconds=fresh_seconds)
     return EvidenceAck(accepted=len(report.sessions) - len(ignored), ignored=ignored)
@@ -250,6 +250,7 @@ def ingest_host_evidence(
                 else f"application {p.application} is not bound to host {name}"))
             continue
         key = (app.id, p.controller, p.channel)
+        touched.add(app.id)
         row = stored.get(key)
         if row is None:
             row = PathEvidenceRow(host_id=host.id, application_id=app.id, controller=p.controller, channel=p.channel)
@@ -260,7 +261,6 @@ def ingest_host_evidence(
         row.window_seconds = report.window_seconds
         row.data = p.model_dump(mode="json")
         row.reported_at = now
-        touched.add(app.id)
     session.flush()
     refresh(session=session, now=now, app_ids=touched, fresh_seconds=fresh_seconds)
     return EvidenceAck(accepted=len(report.paths) - len(ignored), ignored=ignored)
