@@ -162,7 +162,7 @@ def test_app_show_prints_compliance_with_the_evidence_it_was_judged_on(manager: 
     put("/hosts/host1/evidence", "host1", {"window_seconds": 10, "paths": [path_entry()]})
     shown = difs("app", "show", "db")
     assert "compliance compliant" in shown
-    assert "Evidence (windows reported in the last 120 s)" in shown
+    assert "Evidence (windows reported in the last 120 s; age when judged)" in shown
     assert f"ctl1#0 db-0 from {HOST1_IQN}" in shown and "controller ctl1" in shown and "host host1" in shown
     assert "header digest, data digest, mutual chap" in shown and "400.0 KiB" in shown
     assert "100 I/Os over ctl1#0" in shown

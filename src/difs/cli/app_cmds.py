@@ -96,12 +96,12 @@ def render_compliance(comp: dict[str, Any], *, title: str | None) -> None:
         if fresh is not None:
             console.print(f"  no evidence from the data path in the last {fresh:g} s", highlight=False)
         return
-    table(f"Evidence (windows reported in the last {fresh:g} s)" if fresh is not None else "Evidence",
+    table(f"Evidence (windows reported in the last {fresh:g} s; age when judged)" if fresh is not None else "Evidence",
           ["reported by", "path", "services settled", "I/Os", "bytes", "refused", "p50", "p99", "window", "age"],
           [[f"{e['side']} {e['node']}",
             f"{e['controller']}#{e['channel']}" + (f" {e['volume']} from {e['initiator']}" if e["side"] == "controller" else ""),
             ", ".join(e["services"]) or "none", e["ios"], human_size(e["bytes"]), e["refused"],
-            _ms(e["p50_ms"]), _ms(e["p99_ms"]), f"{e['window_seconds']:g} s", f"{e['age_seconds']:g} s ago"]
+            _ms(e["p50_ms"]), _ms(e["p99_ms"]), f"{e['window_seconds']:g} s", f"{e['age_seconds']:.0f} s"]
            for e in evidence])
 
 
