@@ -48,11 +48,11 @@ def site(controller=None, allowed=(INI,)):
 
 
 def sess(*, channel=0, initiator=INI, commands=100, services=GOLD_SVC, checked=800, generated=0, guard=0,
-         rejected=None, latency=None, age=5.0, window=10.0, digest_errors=0):
+         rejected=None, latency=None, age=5.0, window=10.0, digest_errors=0, write_bytes=None):
     return SessionObservation(
         controller="c1",
         evidence=SessionEvidence(volume="v0", initiator=initiator, channel=channel, services=services,
-                                 commands=commands, write_bytes=commands * 4096,
+                                 commands=commands, write_bytes=commands * 4096 if write_bytes is None else write_bytes,
                                  pi=PiEvidence(checked_blocks=checked, generated_blocks=generated, guard_failures=guard),
                                  rejected=rejected or {}, digest_errors=digest_errors, latency=latency),
         window_seconds=window, age_seconds=age)
@@ -162,7 +162,9 @@ def test_controller_session_without_digests_is_non_compliant():
 def test_pi_not_checked_or_generated_by_the_controller_is_non_compliant():
     unchecked = by(judge(sessions=[sess(checked=0)], paths=[path()]))["integrity"]
     assert unchecked.state == "non_compliant"
-    assert unchecked.observed == "the controller checked no PI on 100 commands"
+    assert unchecked.observed == "the controller checked no PI on 100 commands moving 409600 bytes"
+    no_data = by(judge(sessions=[sess(checked=0, commands=3, write_bytes=0)], paths=[path()]))["integrity"]
+    assert no_data.state == "compliant"  # TEST UNIT READY and the like carry no PI
     generated = by(judge(sessions=[sess(generated=64)], paths=[path()]))["integrity"]
     assert generated.observed == "64 blocks written without PI from the host (the controller generated it)"
     unexplained = by(judge(sessions=[sess()], paths=[path(pi_failures=2)]))["integrity"]

@@ -246,11 +246,12 @@ def _digest_faults(part, ev: _Evidence) -> list[str]:
 
 def _pi_faults(ev: _Evidence) -> list[str]:
     faults = []
-    commands = sum(s.evidence.commands for s in ev.own)
+    moving = [s.evidence for s in ev.own if s.evidence.read_bytes or s.evidence.write_bytes]
     checked = sum(s.evidence.pi.checked_blocks for s in ev.own)
     generated = sum(s.evidence.pi.generated_blocks for s in ev.own)
-    if commands and not checked:
-        faults.append(f"the controller checked no PI on {commands} commands")
+    if moving and not checked:  # commands that move no data (INQUIRY, TEST UNIT READY) carry no PI
+        faults.append(f"the controller checked no PI on {sum(e.commands for e in moving)} commands "
+                      f"moving {sum(e.read_bytes + e.write_bytes for e in moving)} bytes")
     if generated:
         faults.append(f"{generated} blocks written without PI from the host (the controller generated it)")
     host_bad = sum(p.evidence.pi.failures for p in ev.paths)

@@ -52,15 +52,16 @@ def _inputs(session: Session, *, now: datetime, app: ApplicationRow) -> dict:
         )
         for v in app.volumes
     ]
-    by_volume = {v.id: v for v in app.volumes}
-    controller_names = {r.id: r.name for r in session.scalars(
-        select(NodeRow).where(NodeRow.id.in_({v.controller_id for v in app.volumes})))} if by_volume else {}
+    volume_ids = [v.id for v in app.volumes]
+    rows = session.scalars(select(SessionEvidenceRow).where(SessionEvidenceRow.volume_id.in_(volume_ids))).all() \
+        if volume_ids else []
+    reporters = {r.id: r.name for r in session.scalars(
+        select(NodeRow).where(NodeRow.id.in_({r.controller_id for r in rows})))} if rows else {}
     sessions = [
-        SessionObservation(controller=controller_names.get(r.controller_id, "?"),
-                           evidence=SessionEvidence.model_validate(r.data),
+        SessionObservation(controller=reporters[r.controller_id], evidence=SessionEvidence.model_validate(r.data),
                            window_seconds=r.window_seconds, age_seconds=_age(now, r.reported_at))
-        for r in session.scalars(select(SessionEvidenceRow).where(SessionEvidenceRow.volume_id.in_(by_volume)))
-    ] if by_volume else []
+        for r in rows
+    ]
     host = app.host
     established: list[EstablishedPath] = []
     paths: list[PathObservation] = []
