@@ -250,3 +250,48 @@ def api(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> I
 @pytest.fixture
 def sqlite_api(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Api]:
     yield from make_api(database_url("sqlite", request, tmp_path), clock)
+
+
+# --- evidence reports (difs.policy.evidence), as nodes send them ---------------------------------
+
+HOST1_IQN = "iqn.2025-01.org.difs:host1"
+GOLD_LOGIN = {"header_digest": True, "data_digest": True, "authentication": "mutual_chap"}
+
+
+def latency(*ms: float) -> dict[str, Any]:
+    from difs.policy.evidence import LatencyRecorder
+
+    rec = LatencyRecorder()
+    for v in ms:
+        rec.record(int(v * 1_000_000))
+    return rec.since(None).model_dump()
+
+
+def session_entry(*, volume: str = "db-0", initiator: str = HOST1_IQN, channel: int = 0,
+                  services: dict[str, Any] | None = None, commands: int = 100, pi_checked: int | None = None,
+                  rejected: dict[str, int] | None = None, **extra: Any) -> dict[str, Any]:
+    """One controller session x volume: ``commands`` 4 KiB writes, PI checked on each block."""
+    return {"volume": volume, "initiator": initiator, "channel": channel,
+            "services": GOLD_LOGIN if services is None else services, "commands": commands,
+            "write_bytes": commands * 4096,
+            "pi": {"checked_blocks": commands * 8 if pi_checked is None else pi_checked},
+            "rejected": rejected or {}, "latency": latency(*[0.4] * min(commands, 50)), **extra}
+
+
+def path_entry(*, application: str = "db", controller: str = "ctl1", channel: int = 0,
+               services: dict[str, Any] | None = None, ios: int = 100, **extra: Any) -> dict[str, Any]:
+    """One host application x path: ``ios`` 4 KiB writes with PI generated per block."""
+    services = GOLD_LOGIN if services is None else services
+    return {"application": application, "controller": controller, "channel": channel, "services": services,
+            "ios": ios, "bytes": ios * 4096, "digest_bytes": ios * 4096 if services.get("data_digest") else 0,
+            "pi": {"generated_blocks": ios * 8}, "latency": latency(*[0.6] * min(ios, 50)), **extra}
+
+
+def report_evidence(api: Api, tokens: dict[str, str], *, sessions: list[dict[str, Any]] | None = None,
+                    paths: list[dict[str, Any]] | None = None, controller: str = "ctl1",
+                    host: str = "host1", window: float = 10) -> None:
+    """Both ends of the data path report a window (by default: db's gold I/O on channel 0)."""
+    api.ok("PUT", f"/controllers/{controller}/evidence", token=tokens[controller],
+           json={"window_seconds": window, "sessions": [session_entry()] if sessions is None else sessions})
+    api.ok("PUT", f"/hosts/{host}/evidence", token=tokens[host],
+           json={"window_seconds": window, "paths": [path_entry()] if paths is None else paths})

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mgr_support import FULL_SERVICES, Api, controller_adv, host_adv
+from mgr_support import FULL_SERVICES, Api, controller_adv, host_adv, report_evidence
 
 GIB = 1 << 30
 PLAIN = {"integrity": {"header_digest": True}}  # a controller that offers header digests only
@@ -154,6 +154,10 @@ def test_lease_expiry_withdraws_capabilities_and_records_events(api: Api):
     tokens = fleet(api)
     api.ok("POST", "/apps", 201, json={"name": "db", "size_bytes": 1 << 20, "policy": "silver", "host": "host1"})
     api.ok("POST", "/apps/db/binding", token=tokens["host1"], json={"initiator_iqn": "iqn.2025-01.org.difs:host1"})
+    report_evidence(api, tokens, sessions=[{"volume": "db-0", "initiator": "iqn.2025-01.org.difs:host1", "channel": 0,
+                                            "services": {"header_digest": True, "data_digest": True}, "commands": 1}],
+                    paths=[{"application": "db", "controller": "ctl1", "channel": 0, "ios": 1,
+                            "services": {"header_digest": True, "data_digest": True}}])
     assert api.ok("GET", "/apps/db/compliance")["state"] == "compliant"
     api.clock.advance(20)
     api.advertise("ctl1", tokens["ctl1"], **controller_adv())  # ctl1 renews; ctl2 and host1 do not
@@ -184,36 +188,18 @@ def test_lease_expiry_withdraws_capabilities_and_records_events(api: Api):
     assert api.events("node.alive")[-1]["message"].endswith("again after its lease expired")
 
 
-def test_compliance_from_path_statistics(api: Api):
+def test_statistics_of_earlier_hosts_are_checked_and_not_used(api: Api):
+    """POST /hosts/NAME/stats (hosts before evidence): still answered, never counted as evidence.
+    (It used to make an application compliant from per-path I/O counts and advertised paths.)"""
     tokens = fleet(api)
     api.ok("POST", "/apps", 201, json={"name": "db", "size_bytes": 1 << 20, "policy": "gold", "host": "host1"})
-    assert api.ok("GET", "/apps/db/compliance")["state"] == "unknown"  # not running anywhere yet
     api.ok("POST", "/apps/db/binding", token=tokens["host1"], json={"initiator_iqn": "iqn.2025-01.org.difs:host1"})
     stats = {"window_seconds": 10, "paths": [{"application": "db", "controller": "ctl1", "channel": 0,
                                               "ios": 20000, "bytes": 80 << 20, "digest_errors": 1, "latency_ms": 0.4}]}
-    assert api.ok("POST", "/hosts/host1/stats", token=tokens["host1"], json=stats) == {"accepted": 1}
-    comp = api.ok("GET", "/apps/db/compliance")
-    assert comp["state"] == "compliant", comp
-    by = {s["service"]: s for s in comp["services"]}
-    assert "1 digest and 0 PI errors caught" in by["integrity"]["observed"]
-    assert by["qos"]["observed"].startswith("2000 IOPS")
-    # I/O that went over the plain channel 1 breaks compliance, and says so
-    stats["paths"].append({"application": "db", "controller": "ctl1", "channel": 1, "ios": 5})
-    api.ok("POST", "/hosts/host1/stats", token=tokens["host1"], json=stats)
-    comp = api.ok("GET", "/apps/db/compliance")
-    assert comp["state"] == "non_compliant"
-    by = {s["service"]: s for s in comp["services"]}
-    assert "5 I/Os on ctl1 channel 1: channel 1 did not negotiate CRC32C header digests" in by["integrity"]["observed"]
-    assert by["security"]["state"] == "non_compliant"
-    # stale statistics stop counting: back to evidence from established paths
-    api.clock.advance(121)
-    api.advertise("ctl1", tokens["ctl1"], **controller_adv())
-    api.advertise("host1", tokens["host1"], **host_adv(paths=[GOLD_PATH, PLAIN_PATH]))
-    comp = api.ok("GET", "/apps/db/compliance")
-    assert {s["service"]: s["state"] for s in comp["services"]}["integrity"] == "compliant"
+    assert api.ok("POST", "/hosts/host1/stats", token=tokens["host1"], json=stats) == {"accepted": 0}
+    assert api.ok("GET", "/apps/db/compliance")["state"] == "unknown"
     assert api.req("POST", "/hosts/host1/stats", token=tokens["ctl1"], json=stats).status_code == 403
-    bad = {"window_seconds": 1, "paths": [{"application": "ghost", "controller": "ctl1", "channel": 0}]}
-    assert api.req("POST", "/hosts/host1/stats", token=tokens["host1"], json=bad).status_code == 404
+    assert api.req("POST", "/hosts/host1/stats", token=tokens["host1"], json={"paths": []}).status_code == 422
 
 
 def test_volumes_and_capacity_accounting(api: Api):

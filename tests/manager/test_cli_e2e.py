@@ -15,7 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from mgr_support import controller_adv, free_port
+from mgr_support import HOST1_IQN, controller_adv, free_port, host_adv, path_entry, session_entry
 from difs.cli.main import app as cli_app
 
 pytestmark = pytest.mark.integration
@@ -131,3 +131,41 @@ def test_dry_run_without_a_placement_exits_non_zero(manager: tuple[str, str], tm
     assert "no placement possible" in nowhere.output and "TLS" in nowhere.output
     as_json = runner.invoke(cli_app, ["app", "create", "db", "--size", "64M", "--tls", "--dry-run", "--json"], env=env)
     assert as_json.exit_code == 1 and json.loads(as_json.output)["feasible"] is False
+
+
+def test_app_show_prints_compliance_with_the_evidence_it_was_judged_on(manager: tuple[str, str]):
+    url, token = manager
+    env = {"DIFS_MANAGER": url, "DIFS_TOKEN": token, "COLUMNS": "250"}
+    runner = CliRunner()
+
+    def difs(*args: str) -> str:
+        result = runner.invoke(cli_app, list(args), env=env)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        return result.output
+
+    tokens = {n: json.loads(difs("node", "register", n, "--kind", k, "--json"))["token"]
+              for n, k in (("ctl1", "controller"), ("host1", "host"))}
+    gold_path = {"controller": "ctl1", "channel": 0, "portal": "127.0.0.1:3260",
+                 "negotiated": {"header_digest": True, "data_digest": True, "pi_types": [1],
+                                "authentication": "mutual_chap"}}
+
+    def put(path: str, node: str, body: dict) -> None:
+        r = httpx.put(f"{url}/api/v1{path}", json=body, headers={"Authorization": f"Bearer {tokens[node]}"})
+        assert r.status_code == 200, r.text
+
+    put("/nodes/ctl1/advertisement", "ctl1", controller_adv())
+    put("/nodes/host1/advertisement", "host1", host_adv(paths=[gold_path]))
+    difs("app", "create", "db", "--size", "1M", "--tier", "gold")
+    difs("app", "bind", "db", "--initiator", HOST1_IQN, "--host", "host1")
+    assert "no evidence from the data path in the last 120 s" in difs("app", "show", "db")
+    put("/controllers/ctl1/evidence", "ctl1", {"window_seconds": 10, "sessions": [session_entry()]})
+    put("/hosts/host1/evidence", "host1", {"window_seconds": 10, "paths": [path_entry()]})
+    shown = difs("app", "show", "db")
+    assert "compliance compliant" in shown
+    assert "Evidence (windows reported in the last 120 s; age when judged)" in shown
+    assert f"ctl1#0 db-0 from {HOST1_IQN}" in shown and "controller ctl1" in shown and "host host1" in shown
+    assert "header digest, data digest, mutual chap" in shown and "400.0 KiB" in shown
+    assert "100 I/Os over ctl1#0" in shown
+    data = json.loads(difs("app", "show", "db", "--json"))
+    assert {e["side"] for e in data["compliance"]["evidence"]} == {"controller", "host"}
+    assert "Evidence" in difs("app", "compliance", "db")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mgr_support import Api, controller_adv, host_adv, make_api
+from mgr_support import Api, controller_adv, host_adv, make_api, report_evidence
 from test_api_fleet import GOLD_PATH, fleet
 
 from difs.manager.clock import ManualClock
@@ -34,6 +34,7 @@ def test_the_wall_clock_set_an_hour_forward_expires_no_lease(api: Api):
     api.clock.jump(HOUR)
     assert states(api) == {"ctl1": "alive", "ctl2": "alive", "host1": "alive"}
     assert api.events("node.lease_expired") == []
+    report_evidence(api, tokens)  # digest I/O, judged on the stepped clock: no lease ran out
     assert api.ok("GET", "/apps/db/compliance")["state"] == "compliant"
     # placement still counts them
     assert api.ok("POST", "/placement", json={"size_bytes": 4096, "policy": "bronze"})["choice"] is not None

@@ -97,7 +97,7 @@ def schema(manager: FreshManager):
 
 
 #: what a node's token may succeed at: reading the catalogue, acting for itself (its node,
-#: advertisement, volumes, containers, bindings, stats), an application's policy and binding.
+#: advertisement, volumes, containers, bindings, evidence, stats), an application's policy and binding.
 #: Every other protected operation needs the admin token (a node gets no 2xx from it).
 NODE_MAY = {
     ("GET", "/api/v1/policies"), ("GET", "/api/v1/policies/{name}"),
@@ -108,6 +108,7 @@ NODE_MAY = {
     ("GET", "/api/v1/controllers/{name}/volumes"), ("GET", "/api/v1/controllers/{name}/containers"),
     ("GET", "/api/v1/hosts/{name}/bindings"), ("POST", "/api/v1/hosts/{name}/stats"),
     ("PUT", "/api/v1/hosts/{name}/bindings/state"),
+    ("PUT", "/api/v1/controllers/{name}/evidence"), ("PUT", "/api/v1/hosts/{name}/evidence"),
 }
 
 

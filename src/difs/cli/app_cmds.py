@@ -3,7 +3,8 @@
 ``create`` places the volume and stores the policy (addDIFS); ``set-policy``
 changes it live (updateDIFS, refused with the reasons when it cannot be met);
 ``get-policy`` / ``remove-policy`` are getDIFS / deleteDIFS; ``show`` gives the
-placement, binding (with the state its host reports) and compliance.
+placement, binding (with the state its host reports) and compliance: expected vs observed
+per service and the evidence it was judged on (``--json`` carries the same).
 
 Exit codes beyond the common ones (1: refused or failed, 2: manager unreachable):
 ``create --dry-run`` exits 1 when no placement exists; ``start`` exits 1 when the
@@ -76,9 +77,32 @@ def render_app(a: dict[str, Any]) -> None:
         table(None, ["volume", "id", "size", "controller/container", "LUN", "policy v", "allowed initiators"],
               [[v["name"], v["id"], human_size(v["size_bytes"]), f"{v['controller']}/{v['container']}", v["lun"],
                 v["policy_version"], ", ".join(v["allowed_initiators"]) or "-"] for v in a["volumes"]])
-    if a["compliance"]["services"]:
-        table(None, ["service", "expected", "observed", "state"],
-              [[s["service"], s["expected"], s["observed"], styled(s["state"])] for s in a["compliance"]["services"]])
+    render_compliance(a["compliance"], title=None)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"<={v:g} ms"
+
+
+def render_compliance(comp: dict[str, Any], *, title: str | None) -> None:
+    """Expected vs observed per service, then the evidence it was judged on (one line per
+    controller session x volume and per host path)."""
+    if comp["services"]:
+        table(title, ["service", "expected", "observed", "state"],
+              [[s["service"], s["expected"], s["observed"], styled(s["state"])] for s in comp["services"]])
+    fresh = comp.get("fresh_seconds")
+    evidence = comp.get("evidence") or []
+    if not evidence:
+        if fresh is not None:
+            console.print(f"  no evidence from the data path in the last {fresh:g} s", highlight=False)
+        return
+    table(f"Evidence (windows reported in the last {fresh:g} s; age when judged)" if fresh is not None else "Evidence",
+          ["reported by", "path", "services settled", "I/Os", "bytes", "refused", "p50", "p99", "window", "age"],
+          [[f"{e['side']} {e['node']}",
+            f"{e['controller']}#{e['channel']}" + (f" {e['volume']} from {e['initiator']}" if e["side"] == "controller" else ""),
+            ", ".join(e["services"]) or "none", e["ios"], human_size(e["bytes"]), e["refused"],
+            _ms(e["p50_ms"]), _ms(e["p99_ms"]), f"{e['window_seconds']:g} s", f"{e['age_seconds']:.0f} s"]
+           for e in evidence])
 
 
 @app_app.command("create")
@@ -270,6 +294,5 @@ def compliance(name: Annotated[str | None, typer.Argument()] = None, manager: Ma
         data = c.request("GET", f"/apps/{name}/compliance" if name else "/compliance")
     def render(d: Any) -> None:
         for comp in d if isinstance(d, list) else [d]:
-            table(f"{comp['application']}: {comp['state']}", ["service", "expected", "observed", "state"],
-                  [[s["service"], s["expected"], s["observed"], styled(s["state"])] for s in comp["services"]])
+            render_compliance(comp, title=f"{comp['application']}: {comp['state']}")
     emit(data, as_json, render)

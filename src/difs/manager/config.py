@@ -39,9 +39,10 @@ def load_or_create_admin_token(data_dir: Path) -> SecretStr:
 class Settings:
     database_url: str
     admin_token: SecretStr
-    #: how often the server expires leases and refreshes compliance without a request
+    #: how often the server expires leases without a request (the compliance of the applications
+    #: on a node whose lease ran out is re-evaluated then)
     sweep_interval_seconds: float = 5.0
-    #: per-path statistics older than this no longer count as observations
+    #: evidence windows nodes reported longer ago than this no longer count as observations
     stats_fresh_seconds: float = 120.0
     #: request bodies larger than this are refused (413) before they are read
     max_body_bytes: int = 1 << 20

@@ -1,7 +1,7 @@
 """The manager's tables (SQLAlchemy 2 declarative). Schema changes go through Alembic.
 
 JSON columns hold validated pydantic dumps (capabilities, policy services,
-compliance reports); they are re-validated when read back by the services.
+compliance reports, evidence); they are re-validated when read back by the services.
 Times are stored as naive UTC and come back timezone-aware (``UTCDateTime``),
 the same on SQLite and PostgreSQL.
 """
@@ -160,27 +160,41 @@ class VolumeRow(Base):
     container: Mapped[ContainerRow] = relationship(back_populates="volumes")
 
 
-class PathStatRow(Base):
-    """The latest statistics a host reported for one application on one path."""
+class SessionEvidenceRow(Base):
+    """The latest window a controller reported for one session x one volume
+    (:class:`difs.policy.evidence.SessionEvidence` in ``data``)."""
 
-    __tablename__ = "path_stats"
+    __tablename__ = "session_evidence"
     __table_args__ = (
-        UniqueConstraint("host_id", "application_id", "controller", "channel", name="uq_path_stats"),
+        UniqueConstraint("controller_id", "volume_id", "initiator", "channel", name="uq_session_evidence"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    controller_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), index=True)
+    initiator: Mapped[str] = mapped_column(String(223))
+    channel: Mapped[int] = mapped_column(Integer)
+    window_seconds: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reported_at: Mapped[datetime]
+
+
+class PathEvidenceRow(Base):
+    """The latest window a host reported for one application on one path
+    (:class:`difs.policy.evidence.PathEvidence` in ``data``)."""
+
+    __tablename__ = "path_evidence"
+    __table_args__ = (
+        UniqueConstraint("host_id", "application_id", "controller", "channel", name="uq_path_evidence"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     host_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
-    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"))
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
     controller: Mapped[str] = mapped_column(String(63))
     channel: Mapped[int] = mapped_column(Integer)
     window_seconds: Mapped[float] = mapped_column(Float)
-    ios: Mapped[int] = mapped_column(BigInteger, default=0)
-    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    rejected: Mapped[int] = mapped_column(BigInteger, default=0)
-    digest_errors: Mapped[int] = mapped_column(BigInteger, default=0)
-    pi_errors: Mapped[int] = mapped_column(BigInteger, default=0)
-    qos_waits: Mapped[int] = mapped_column(BigInteger, default=0)
-    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
     reported_at: Mapped[datetime]
 
 

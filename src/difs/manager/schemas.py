@@ -274,11 +274,33 @@ class ServiceCompliance(BaseModel):
     state: ComplianceState
 
 
+class EvidenceSummary(BaseModel):
+    """One fresh evidence entry behind a compliance judgement: a controller's session x volume
+    (``side="controller"``) or a host's application x path (``side="host"``)."""
+
+    side: Literal["controller", "host"]
+    node: str = Field(description="the node that reported it")
+    controller: str
+    channel: int
+    volume: str | None = Field(None, description="controller side: the volume")
+    initiator: str | None = Field(None, description="controller side: the session's initiator")
+    services: list[str] = Field(description="what the session's login settled, in words (empty: nothing)")
+    ios: int = Field(description="commands (controller) or I/Os (host) in the window")
+    bytes: int
+    refused: int = Field(description="commands refused by the controller in the window")
+    p50_ms: float | None = Field(None, description="upper bound of the bucket holding the median latency")
+    p99_ms: float | None = None
+    window_seconds: float
+    age_seconds: float = Field(description="how long before the evaluation the window ended")
+
+
 class CompliancePublic(BaseModel):
     application: str
     state: ComplianceState
     evaluated_at: datetime | None
     services: list[ServiceCompliance]
+    fresh_seconds: float | None = Field(None, description="evidence older than this did not count")
+    evidence: list[EvidenceSummary] = Field(default_factory=list)
 
 
 class BindRequest(_In):
@@ -344,7 +366,7 @@ class ApplicationCreated(ApplicationPublic):
     placement: PlacementPublic
 
 
-# --- statistics, events, health ----------------------------------------------------------------
+# --- statistics, evidence, events, health ----------------------------------------------------------------
 
 Count = Annotated[int, Field(ge=0, le=1 << 62)]
 
@@ -369,6 +391,18 @@ class PathStatsReport(_In):
 
 class StatsAck(BaseModel):
     accepted: int
+
+
+class IgnoredEvidence(BaseModel):
+    entry: str = Field(description="the entry, e.g. 'volume db-0 initiator iqn... channel 0'")
+    reason: str
+
+
+class EvidenceAck(BaseModel):
+    """What the manager did with an evidence report: entries stored, and each one ignored with why."""
+
+    accepted: int
+    ignored: list[IgnoredEvidence] = Field(default_factory=list)
 
 
 class EventPublic(BaseModel):

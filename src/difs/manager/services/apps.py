@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from difs.manager.auth import Principal
 from difs.manager.errors import BadRequest, Conflict, Forbidden, Infeasible, NotFound, PreconditionFailed
-from difs.manager.models import ApplicationRow, NodeRow, PathStatRow
+from difs.manager.models import ApplicationRow, NodeRow
 from difs.manager.placement import PlacementRequest as PurePlacementRequest
 from difs.manager.placement import check_in_place, place
 from difs.manager.schemas import (
@@ -119,10 +119,10 @@ def remove(*, session: Session, now: datetime, name: str) -> None:
             f"application {name} is bound to host {app.host.name if app.host else '?'}: "
             f"unbind it first (`difs app unbind {name}`)"
         )
+    compliance.forget_evidence(session, app_id=app.id)
     for v in list(app.volumes):
         record_event(session, now=now, kind="volume.deleted", subject=v.name, message=f"volume {v.name} of {name} deleted")
         session.delete(v)
-    session.execute(delete(PathStatRow).where(PathStatRow.application_id == app.id))
     session.delete(app)
     record_event(session, now=now, kind="app.deleted", subject=name, message=f"application {name} deleted")
 
@@ -172,6 +172,7 @@ def _apply(
         + (f" from {source}" if source else ""),
         version=app.policy_version,
     )
+    compliance.forget_evidence(session, app_id=app.id)  # the new policy is judged on new evidence
     session.flush()
     compliance.refresh(session=session, now=now, app_ids=[app.id], fresh_seconds=fresh_seconds)
 
@@ -310,6 +311,7 @@ def unbind(*, session: Session, now: datetime, principal: Principal, name: str, 
     app.bound_at = None
     app.host_state = app.host_state_reason = app.host_state_at = None
     app.updated_at = now
+    compliance.forget_evidence(session, app_id=app.id, paths_only=True)
     record_event(session, now=now, kind="app.unbound", subject=name, message=f"application {name} unbound from host {host_name}")
     session.flush()
     session.refresh(app)

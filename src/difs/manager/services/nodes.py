@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from difs.manager.auth import Principal, hash_token, new_node_token
 from difs.manager.errors import BadRequest, Conflict, Forbidden
-from difs.manager.models import ApplicationRow, ContainerRow, NodeRow, PathStatRow, VolumeRow
+from difs.manager.models import ApplicationRow, ContainerRow, NodeRow, VolumeRow
 from difs.manager.schemas import (
     AdvertisementAck,
     AdvertisementIn,
@@ -81,7 +81,7 @@ def remove(*, session: Session, now: datetime, name: str) -> None:
     bound = session.scalar(select(ApplicationRow.name).where(ApplicationRow.host_id == row.id).limit(1))
     if bound is not None:
         raise Conflict(f"host {name} still runs application {bound}: unbind it first (`difs app unbind {bound}`)")
-    session.execute(delete(PathStatRow).where(PathStatRow.host_id == row.id))
+    compliance.forget_evidence(session, node_id=row.id)
     session.execute(delete(ContainerRow).where(ContainerRow.node_id == row.id))
     session.delete(row)
     record_event(session, now=now, kind="node.deleted", subject=name, message=f"{row.kind} {name} deleted")
@@ -227,12 +227,16 @@ def host_bindings(*, session: Session, principal: Principal, name: str) -> list[
     return [b for a in apps if (b := binding_public(a)) is not None]
 
 
-def report_binding_states(*, session: Session, now: datetime, name: str, report: BindingStatesReport) -> int:
+def report_binding_states(
+    *, session: Session, now: datetime, name: str, report: BindingStatesReport, fresh_seconds: float
+) -> int:
     """Store what the host says of its bindings; states of applications no longer bound to it
-    (unbound meanwhile) are ignored. Returns how many were stored."""
+    (unbound meanwhile) are ignored. Returns how many were stored. A state that changed
+    re-evaluates the application's compliance (``failed`` is an availability fault)."""
     row = get_node(session, name=name, kind="host")
     states = {b.application: b for b in report.bindings}
     stored = 0
+    changed = []
     apps = session.scalars(select(ApplicationRow).where(ApplicationRow.host_id == row.id,
                                                         ApplicationRow.name.in_(states)))
     for app in apps:
@@ -244,6 +248,10 @@ def report_binding_states(*, session: Session, now: datetime, name: str, report:
                 record_event(session, now=now, kind="app.failed", subject=app.name,
                              message=f"application {app.name} failed on host {name}: {b.reason}")
             app.host_state_at = now
+            changed.append(app.id)
         app.host_state, app.host_state_reason = b.state, b.reason
         stored += 1
+    if changed:
+        session.flush()
+        compliance.refresh(session=session, now=now, app_ids=changed, fresh_seconds=fresh_seconds)
     return stored

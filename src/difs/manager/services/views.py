@@ -11,6 +11,7 @@ from difs.manager.schemas import (
     CompliancePublic,
     ContainerPublic,
     ControllerVolume,
+    EvidenceSummary,
     NodePublic,
     ServiceCompliance,
     VolumePublic,
@@ -141,6 +142,8 @@ def compliance_public(app: ApplicationRow) -> CompliancePublic:
         state=app.compliance_state,  # type: ignore[arg-type]
         evaluated_at=data.get("evaluated_at"),
         services=[ServiceCompliance.model_validate(s) for s in data.get("services", [])],
+        fresh_seconds=data.get("fresh_seconds"),
+        evidence=[EvidenceSummary.model_validate(e) for e in data.get("evidence", [])],
     )
 
 

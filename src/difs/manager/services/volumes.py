@@ -143,6 +143,7 @@ def remove(*, session: Session, now: datetime, ref: str, fresh_seconds: float) -
             f"unbind it first (`difs app unbind {app.name}`)"
         )
     name = vol.name
+    compliance.forget_evidence(session, volume_ids=[vol.id])
     session.delete(vol)
     session.flush()
     session.refresh(app)

@@ -1,4 +1,4 @@
-"""What controllers and hosts read and report: their volumes, bindings and path statistics."""
+"""What controllers and hosts read and report: their volumes, bindings and the evidence of their data path."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from difs.manager.schemas import (
     BindingStatesReport,
     ContainerPublic,
     ControllerVolume,
+    EvidenceAck,
     Name,
     PathStatsReport,
     StatsAck,
 )
 from difs.manager.services import compliance, nodes
+from difs.policy.evidence import ControllerEvidenceReport, HostEvidenceReport
 
 router = APIRouter(tags=["controllers and hosts"])
 
@@ -38,21 +40,45 @@ def host_bindings(name: Name, session: SessionDep, principal: PrincipalDep) -> l
     return nodes.host_bindings(session=session, principal=principal, name=name)
 
 
-@router.post("/hosts/{name}/stats", response_model=StatsAck, responses=problems(403, 404))
-def host_stats(
-    name: Name, report: PathStatsReport, session: SessionDep, now: NowDep, principal: PrincipalDep, fresh: FreshDep
-) -> StatsAck:
-    """Per-path statistics of the host's applications (the host itself reports them)."""
+@router.put("/controllers/{name}/evidence", response_model=EvidenceAck, responses=problems(403, 404))
+def controller_evidence(
+    name: Name, report: ControllerEvidenceReport, session: SessionDep, now: NowDep, principal: PrincipalDep,
+    fresh: FreshDep,
+) -> EvidenceAck:
+    """The controller's evidence of the last window, per session x volume; entries naming a volume
+    the controller does not hold are ignored, each with its reason in ``ignored``."""
+    principal.require_self_or_admin(name)
+    return compliance.ingest_controller_evidence(session=session, now=now, name=name, report=report,
+                                                 fresh_seconds=fresh)
+
+
+@router.put("/hosts/{name}/evidence", response_model=EvidenceAck, responses=problems(403, 404))
+def host_evidence(
+    name: Name, report: HostEvidenceReport, session: SessionDep, now: NowDep, principal: PrincipalDep,
+    fresh: FreshDep,
+) -> EvidenceAck:
+    """The host's evidence of the last window, per application x path; entries naming an
+    application not bound to this host are ignored, each with its reason in ``ignored``."""
+    principal.require_self_or_admin(name)
+    return compliance.ingest_host_evidence(session=session, now=now, name=name, report=report, fresh_seconds=fresh)
+
+
+@router.post("/hosts/{name}/stats", response_model=StatsAck, responses=problems(403, 404), deprecated=True)
+def host_stats(name: Name, report: PathStatsReport, session: SessionDep, principal: PrincipalDep) -> StatsAck:
+    """Per-path statistics from hosts of earlier versions: checked and not used (``accepted`` is
+    0); compliance is judged from ``PUT /hosts/{name}/evidence``."""
     if principal.is_admin or principal.node_name != name:
         raise Forbidden(f"only host {name} itself reports its statistics (use its own token)")
-    return compliance.ingest_stats(session=session, now=now, host_name=name, report=report, fresh_seconds=fresh)
+    return compliance.ingest_stats(session=session, host_name=name, report=report)
 
 
 @router.put("/hosts/{name}/bindings/state", response_model=StatsAck, responses=problems(403, 404))
 def host_binding_states(
-    name: Name, report: BindingStatesReport, session: SessionDep, now: NowDep, principal: PrincipalDep
+    name: Name, report: BindingStatesReport, session: SessionDep, now: NowDep, principal: PrincipalDep,
+    fresh: FreshDep,
 ) -> StatsAck:
     """The state of each binding the host follows (starting, running, failed with the reason)."""
     if principal.is_admin or principal.node_name != name:
         raise Forbidden(f"only host {name} itself reports its bindings' states (use its own token)")
-    return StatsAck(accepted=nodes.report_binding_states(session=session, now=now, name=name, report=report))
+    return StatsAck(accepted=nodes.report_binding_states(session=session, now=now, name=name, report=report,
+                                                         fresh_seconds=fresh))
