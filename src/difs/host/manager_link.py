@@ -159,7 +159,7 @@ class HostManagerLink(NodeLink):
             "services": {"integrity": {"header_digest": True, "data_digest": True,
                                        "pi_types": list(HOST_PI_TYPES)},
                          "security": {"authentication": auth_methods(self.host.config.credentials)},
-                         "qos": {"limit": False}},
+                         "qos": {"limit": True}},
             "paths": paths, "lease_seconds": self.lease,
         })
 
