@@ -153,16 +153,17 @@ class NegotiatedServices:
         self.isolation_tag = isolation_tag
 
     @classmethod
-    def from_login(cls, params: NegotiatedParams) -> NegotiatedServices:
+    def from_login(cls, params: NegotiatedParams, *, dscp: int | None = None) -> NegotiatedServices:
         """The services an iSCSI login gives its path: CRC32C header and data digests, and
-        CHAP (one-way, or mutual when the target proved itself too). Build once per login."""
+        CHAP (one-way, or mutual when the target proved itself too); ``dscp``: the class its
+        socket is marked with (read back from the socket). Build once per login."""
         try:
             authentication = _LOGIN_AUTHENTICATION[params.auth_method, params.mutual_chap]
         except KeyError:
             raise ValueError(f"AuthMethod={params.auth_method} with mutual CHAP "
                              f"{params.mutual_chap} is not a service") from None
         return cls(header_digest=params.header_digest, data_digest=params.data_digest,
-                   authentication=authentication)
+                   authentication=authentication, dscp=dscp)
 
     def __repr__(self) -> str:
         return (
