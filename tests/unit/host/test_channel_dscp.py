@@ -70,3 +70,30 @@ def test_a_refused_connection_is_an_oserror():
 
 def test_channel_spec_default_is_unmarked():
     assert ChannelSpec(0).dscp is None
+
+
+def test_the_host_advertises_the_classes_it_marks_and_each_paths_read_back_dscp():
+    from types import SimpleNamespace
+
+    from difs.host.manager_link import HostManagerLink
+    from difs.host.paths import Path, PathState
+    from difs.policy.fast import NegotiatedServices
+
+    specs = parse_channels("digests:ef,plain:af41,plain")
+    paths = []
+    for spec, marked in zip(specs, (46, 34, None)):
+        path = Path(spec, controller="ctl1", portal="127.0.0.1:3260", target="iqn.2026-11.io.difs:t")
+        path.negotiated = NegotiatedServices(header_digest=spec.header_digest, dscp=marked)
+        path.state = PathState.UP
+        paths.append(path)
+    group = SimpleNamespace(paths=paths, controller="ctl1", portal="127.0.0.1:3260")
+    from difs.host.pathgroup import CredentialBook
+
+    config = SimpleNamespace(initiator_name="iqn.2026-11.io.difs:host1", credentials=CredentialBook(),
+                             channels=specs)
+    host = SimpleNamespace(groups={"g": group}, config=config)
+    link = HostManagerLink(host, client=None, node="host1")  # type: ignore[arg-type]
+    ad = link.advertisement()
+    assert ad.services.qos.limit is True
+    assert ad.services.qos.dscp_classes == [34, 46]
+    assert [p.negotiated.dscp for p in ad.paths] == [46, 34, None]
