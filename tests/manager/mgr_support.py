@@ -9,6 +9,7 @@ database on it. ``api`` is parametrised over both back ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -186,6 +187,11 @@ class Api:
         r = self.req(method, path, **kw)
         assert r.status_code == status, (r.status_code, r.text)
         return r.json() if r.content else None
+
+    def configure(self, **settings: Any) -> None:
+        """Change the running manager's settings (e.g. ``qos_headroom``) for the next requests."""
+        state = self.c.app.state.difs
+        state.settings = dataclasses.replace(state.settings, **settings)
 
     def register(self, name: str, kind: str) -> str:
         return self.ok("POST", "/nodes", 201, json={"name": name, "kind": kind})["token"]

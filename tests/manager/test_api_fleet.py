@@ -231,6 +231,7 @@ def test_volumes_and_capacity_accounting(api: Api):
 
 
 def test_qos_headroom_is_accounted_across_applications(api: Api):
+    api.configure(qos_headroom=0.0)  # the whole capacity: this test is about the accounting
     tokens = {n: api.register(n, "controller") for n in ("ctl1",)}
     small = dict(FULL_SERVICES, qos={**FULL_SERVICES["qos"], "max_iops": 1500})
     api.advertise("ctl1", tokens["ctl1"], **controller_adv(services=small))

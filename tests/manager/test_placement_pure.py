@@ -108,7 +108,9 @@ def test_qos_headroom():
     busy = cont(ctl("b"), reserved=4500)
     decision = place(request=PlacementRequest(size_bytes=1, services=GOLD.services), containers=[busy], hosts=[])
     assert decision.choice is None
-    assert decision.rejected[0].reasons == ["controller b has 500 IOPS left to reserve, the policy asks 1000"]
+    assert decision.rejected[0].reasons == [
+        "controller b: reservations 4,500 + 1,000 IOPS > 100% of 5,000 (500 IOPS left to reserve)"
+    ]
 
 
 def test_check_in_place_for_live_change():

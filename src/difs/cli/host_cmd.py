@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         nbd_handshake_idle: Annotated[float, typer.Option("--nbd-handshake-idle", min=0, help="Seconds an NBD client may take for one handshake step: its first bytes, each option (0: no limit).")] = 5.0,
         initiator_name: Annotated[str, typer.Option("--initiator-name", help="This host's iSCSI initiator name.")] = "iqn.2026-11.io.difs:host",
         selector: Annotated[str, typer.Option("--path-selector", help="least-outstanding or round-robin.")] = "least-outstanding",
-        channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain (e.g. digests,plain).")] = "digests,plain",
+        channels: Annotated[str, typer.Option("--channels", help="Channels per controller, in order: digests, header or plain, each optionally with :DSCP to mark its packets (e.g. digests:af41,plain).")] = "digests,plain",
         path_wait: Annotated[float, typer.Option("--path-wait", help="Seconds an I/O waits for a satisfying path before failing.")] = 30.0,
         chap: Annotated[Optional[str], typer.Option("--chap", envvar="DIFS_CHAP", help="USER:SECRET this host logs in with (CHAP), to every controller; USER:@FILE reads the secret from FILE.")] = None,
         mutual_chap: Annotated[Optional[str], typer.Option("--mutual-chap", envvar="DIFS_MUTUAL_CHAP", help="USER:SECRET the controller must answer with (mutual CHAP; needs --chap); USER:@FILE reads it from FILE.")] = None,

@@ -31,6 +31,7 @@ def manager(
     limit_concurrency: Annotated[int, typer.Option("--limit-concurrency", min=1, help="Connections open at once; more are closed as soon as they are accepted.")] = 1000,
     keep_alive_timeout: Annotated[float, typer.Option("--keep-alive-timeout", min=0.1, help="Seconds a connection has to send a whole request (after connecting or after its last response) before it is closed.")] = 5.0,
     db_wait: Annotated[float, typer.Option("--db-wait", min=0, help="Seconds to wait at start for a database that is unreachable (retried with backoff, each retry logged) before giving up.")] = 60.0,
+    qos_headroom: Annotated[float, typer.Option("--qos-headroom", min=0.0, max=0.99, help="Share of each controller's advertised capacity (IOPS and bytes/s) that reservations may not take: admission control refuses a placement or policy change past it.")] = 0.1,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the management server (REST API, dashboard at /, metrics at /metrics)."""
@@ -59,7 +60,8 @@ def manager(
     url = db or default_database_url(directory)
     try:
         app = create_app(Settings(database_url=url, admin_token=token, sweep_interval_seconds=sweep_interval,
-                                  max_body_bytes=parse_size(max_body), db_wait_seconds=db_wait))
+                                  max_body_bytes=parse_size(max_body), db_wait_seconds=db_wait,
+                                  qos_headroom=qos_headroom))
     except ValueError as exc:
         fail(str(exc))
     except Exception as exc:  # a database we cannot open or migrate

@@ -27,6 +27,13 @@ When the controller asks for a logout (Asynchronous Message, event 1) the path
 *drains*: ``on_drain`` tells the owner to stop choosing it, the commands in flight
 finish, then the session logs out and the owner reconnects.
 
+**DSCP.** A channel configured with a DSCP class (``--channels digests:af41,plain``) gets
+its socket marked before it connects — ``IP_TOS`` (IPv4) or ``IPV6_TCLASS`` (IPv6) set to
+``DSCP << 2`` — so every packet of the connection, the SYN included, carries it;
+``IscsiSession.dscp`` is the class read back from the socket (``getsockopt``): what is
+really set, and what the path reports as negotiated. Unmarked channels keep the system's
+default (0) and report none.
+
 When the connection is lost every command still in flight fails with
 :class:`PathFailed` — the disk layer re-sends those on another satisfying path —
 and the path group (``difs.host.pathgroup``) reconnects.
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -87,6 +95,38 @@ class SessionTimers(InitiatorTimers):
 DEFAULT_TIMERS = SessionTimers()
 
 
+def _tos_option(family: int) -> tuple[int, int]:
+    """(level, option) of the byte that carries the DSCP: IPV6_TCLASS or IP_TOS."""
+    if family == socket.AF_INET6:
+        return socket.IPPROTO_IPV6, socket.IPV6_TCLASS
+    return socket.IPPROTO_IP, socket.IP_TOS
+
+
+async def _marked_connection(loop: asyncio.AbstractEventLoop, factory: Callable[[], IscsiSession],
+                             host: str, port: int, dscp: int) -> tuple[asyncio.BaseTransport, IscsiSession, int]:
+    """Connect a socket marked with ``dscp`` before it connects; the DSCP read back from it."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    error: OSError = OSError(f"{host}:{port} has no address")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            level, option = _tos_option(family)
+            sock.setsockopt(level, option, dscp << 2)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            marked = sock.getsockopt(level, option) >> 2
+            transport, session = await loop.create_connection(factory, sock=sock)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return transport, session, marked
+    raise error
+
+
 class IscsiSession(CoreTimer, asyncio.Protocol):
     """One TCP connection = one iSCSI session (difs uses one connection per session)."""
 
@@ -111,18 +151,24 @@ class IscsiSession(CoreTimer, asyncio.Protocol):
         self._drain_task: asyncio.Task | None = None
         #: most commands in flight at once
         self.peak_outstanding = 0
+        #: the DSCP its socket really carries (read back after marking; None: not marked)
+        self.dscp: int | None = None
 
     # -- life cycle -------------------------------------------------------------
 
     @classmethod
     async def connect(cls, portal: str, config: InitiatorConfig, *, name: str = "",
-                      timers: SessionTimers = DEFAULT_TIMERS) -> IscsiSession:
+                      timers: SessionTimers = DEFAULT_TIMERS, dscp: int | None = None) -> IscsiSession:
         host, port = parse_portal(portal)
         loop = asyncio.get_running_loop()
         timeout = timers.login_timeout
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: cls(config, name=name, timers=timers), host, port),
-            timeout)
+        factory = lambda: cls(config, name=name, timers=timers)  # noqa: E731
+        if dscp is None:
+            _, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+        else:
+            _, proto, proto_dscp = await asyncio.wait_for(
+                _marked_connection(loop, factory, host, port, dscp), timeout)
+            proto.dscp = proto_dscp
         try:
             await asyncio.wait_for(asyncio.shield(proto._login), timeout)
         except TimeoutError:

@@ -29,7 +29,13 @@ lines are rate-limited (5 per 10 s per event, the next line carrying the count).
 Counters per application (read by the metrics collector and the manager link): ``ios``,
 ``bytes``, ``resent``, ``failed``, ``per_path``; PI work: ``pi_generated_blocks``,
 ``pi_checked_blocks``, ``pi_errors`` (checks that failed at the host), ``pi_rejected`` (PI
-check failures the controller reported); ``aborted_retries`` (ABORTED COMMAND re-sent).
+check failures the controller reported); ``aborted_retries`` (ABORTED COMMAND re-sent);
+``qos_waits`` (I/Os held back by the application's limit).
+
+**Limit.** An application whose policy sets ``qos.limit_iops`` / ``limit_bytes_per_second``
+has a :class:`~difs.host.ratelimit.RateLimit`: each read and write waits for the time it
+names before its first command is sent, so the application never sends more than its
+limit into the network. Without a limit the check is one attribute test.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from difs.host.pathgroup import PathGroup
+from difs.host.ratelimit import RateLimit
 from difs.host.paths import Path
 from difs.host.app_pi import (
     PI_BLOCK,
@@ -87,6 +94,13 @@ MAX_TRANSFER = 1 << 20
 _MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
+def _limit_of(requirement: Requirement) -> RateLimit | None:
+    if requirement.limit_iops is None and requirement.limit_bytes_per_second is None:
+        return None
+    return RateLimit(limit_iops=requirement.limit_iops,
+                     limit_bytes_per_second=requirement.limit_bytes_per_second)
+
+
 #: Concurrent commands when zeroing a range of a PI disk with ordinary writes.
 _ZERO_BATCH = 8
 
@@ -127,6 +141,9 @@ class AppDisk(NbdBackend):
         self.pi_checked_blocks = 0
         self.pi_errors = 0
         self.pi_rejected = 0
+        self.qos_waits = 0
+        #: the policy's limit at this host (None: unlimited)
+        self.limit = _limit_of(requirement)
         #: channel -> [ios, bytes] carried for this application (reported to the manager)
         self.per_path: dict[int, list[int]] = {}
         #: the retry rules' log lines, at most 5 per event per 10 s (a fault flood repeats them)
@@ -149,6 +166,18 @@ class AppDisk(NbdBackend):
         self.requirement = requirement
         self.service_class = requirement.service_class
         self.path_requirement = path_requirement(requirement)
+        old = self.limit
+        if old is None or (old.limit_iops, old.limit_bytes_per_second) != (
+                requirement.limit_iops, requirement.limit_bytes_per_second):
+            self.limit = _limit_of(requirement)  # a new limit is a new bucket
+
+    async def _hold(self, size: int) -> None:
+        """Wait until the application's limit lets an I/O of ``size`` bytes go."""
+        now = asyncio.get_running_loop().time()
+        at = self.limit.admit(now, size)  # type: ignore[union-attr]
+        if at > now:
+            self.qos_waits += 1
+            await asyncio.sleep(at - now)
 
     # -- SCSI over the chosen path ------------------------------------------------
 
@@ -313,6 +342,8 @@ class AppDisk(NbdBackend):
     # -- NbdBackend ------------------------------------------------------------------
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
+        if self.limit is not None:
+            await self._hold(length)
         self.ios += 1
         self.bytes += length
         if length <= MAX_TRANSFER:
@@ -323,6 +354,8 @@ class AppDisk(NbdBackend):
         return b"".join(bytes(p.data) for p in parts)
 
     async def write(self, offset: int, data: memoryview, *, fua: bool) -> None:
+        if self.limit is not None:
+            await self._hold(len(data))
         self.ios += 1
         length = len(data)
         self.bytes += length

@@ -152,6 +152,8 @@ class HostManagerLink(NodeLink):
                         # PI is end to end, not negotiated: this host generates and verifies
                         # it for the applications that need it, on any of its paths
                         "pi_types": list(HOST_PI_TYPES),
+                        # what its socket really carries (read back), not what was asked
+                        "dscp": path.negotiated.dscp if path.negotiated.dscp >= 0 else None,
                     },
                 })
         return Advertisement.model_validate({
@@ -159,7 +161,8 @@ class HostManagerLink(NodeLink):
             "services": {"integrity": {"header_digest": True, "data_digest": True,
                                        "pi_types": list(HOST_PI_TYPES)},
                          "security": {"authentication": auth_methods(self.host.config.credentials)},
-                         "qos": {"limit": False}},
+                         "qos": {"limit": True, "dscp_classes": sorted(
+                             {c.dscp for c in self.host.config.channels if c.dscp is not None})}},
             "paths": paths, "lease_seconds": self.lease,
         })
 

@@ -12,6 +12,7 @@ Families (all counters unless noted):
 - ``difs_host_app_pi_generated_blocks_total{app}`` / ``..._pi_checked_blocks_total`` — T10 PI
   tuples the host generated on writes and verified on reads; ``..._pi_errors_total{app,found_by}``
   — PI check failures found by the host or reported by the controller;
+- ``difs_host_app_qos_waits_total{app}`` — I/Os the application's limit held back;
 - ``difs_host_path_digests_total{controller,target,channel}`` and
   ``difs_host_path_digest_bytes_total`` — CRC32C digests computed or verified;
 - ``difs_host_path_up{controller,target,channel,services}`` (gauge).
@@ -52,6 +53,8 @@ class HostCollector(Collector):
                                          "T10 PI tuples verified on read", labels=["app"])
         pi_errors = CounterMetricFamily("difs_host_app_pi_errors", "T10 PI check failures",
                                         labels=["app", "found_by"])
+        qos_waits = CounterMetricFamily("difs_host_app_qos_waits",
+                                        "I/Os held back by the application's limit", labels=["app"])
         for app in list(self.host.apps.values()):
             disk = app.disk
             for channel, (count, moved) in list(disk.per_path.items()):
@@ -64,6 +67,7 @@ class HostCollector(Collector):
             pi_checked.add_metric([app.name], disk.pi_checked_blocks)
             pi_errors.add_metric([app.name, "host"], disk.pi_errors)
             pi_errors.add_metric([app.name, "controller"], disk.pi_rejected)
+            qos_waits.add_metric([app.name], disk.qos_waits)
         digests = CounterMetricFamily("difs_host_path_digests",
                                       "CRC32C digests computed or verified on a path",
                                       labels=["controller", "target", "channel"])
@@ -81,8 +85,8 @@ class HostCollector(Collector):
                 services = ",".join(describe_flags(path.negotiated.flags)) \
                     if path.negotiated is not None else ""
                 up.add_metric([*labels, services or "none"], 1 if path.is_available() else 0)
-        yield from (ios, nbytes, resent, failed, pi_generated, pi_checked, pi_errors, digests,
-                    digest_bytes, up)
+        yield from (ios, nbytes, resent, failed, pi_generated, pi_checked, pi_errors, qos_waits,
+                    digests, digest_bytes, up)
 
 
 def path_digest_work(path) -> tuple[int, int]:

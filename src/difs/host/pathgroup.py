@@ -135,7 +135,8 @@ class PathGroup:
         while not self._closing:
             try:
                 session = await IscsiSession.connect(self.portal, self.config_for(path.spec),
-                                                     name=path.name(), timers=self.timers)
+                                                     name=path.name(), timers=self.timers,
+                                                     dscp=path.spec.dscp)
             except (OSError, TimeoutError, LoginError) as exc:
                 path.state = PathState.DOWN
                 problem = _login_problem(exc, self.chap).removeprefix(f"{path.name()}: ")
@@ -153,7 +154,8 @@ class PathGroup:
             self.last_error.pop(path.channel, None)
             session.on_drain = lambda why, path=path: self._drain(path, why)
             path.session = session
-            path.negotiated = NegotiatedServices.from_login(session.session.params)
+            path.negotiated = NegotiatedServices.from_login(session.session.params,
+                                                            dscp=session.dscp)
             path.state = PathState.UP
             self._notify()
             log_event(log, "path up", path=path.name(), target=self.target,

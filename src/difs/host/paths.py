@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from difs.policy.fast import NegotiatedServices, Requirement, path_satisfies
+from difs.policy.services import parse_dscp
 
 #: OUI-format ISID (type 00b) prefix shared by every difs host; the low bytes
 #: are the channel number (qualifier), so ISIDs differ per channel.
@@ -39,6 +40,8 @@ class ChannelSpec:
     header_digest: bool = False
     data_digest: bool = False
     label: str = ""
+    #: the DSCP class its packets are marked with (None: not marked)
+    dscp: int | None = None
 
     @property
     def isid(self) -> int:
@@ -58,13 +61,20 @@ _KINDS = {
 
 
 def parse_channels(text: str) -> tuple[ChannelSpec, ...]:
-    """``"digests,plain"`` -> channel 0 with both digests, channel 1 plain."""
+    """``"digests,plain"`` -> channel 0 with both digests, channel 1 plain;
+    ``"digests:af41,plain"``: channel 0's packets also marked with DSCP AF41 (34)."""
     specs = []
-    for number, kind in enumerate(k.strip() for k in text.split(",")):
+    for number, item in enumerate(k.strip() for k in text.split(",")):
+        kind, sep, dscp = item.partition(":")
         if kind not in _KINDS:
             raise ValueError(f"unknown channel kind {kind!r}; use {', '.join(_KINDS)} "
-                             "(comma-separated, one per channel, e.g. digests,plain)")
-        specs.append(ChannelSpec(number, label=kind, **_KINDS[kind]))
+                             "(comma-separated, one per channel, e.g. digests,plain), "
+                             "each optionally with :DSCP (e.g. digests:af41)")
+        try:
+            marked = parse_dscp(dscp) if sep else None
+        except ValueError as exc:
+            raise ValueError(f"channel {number} ({item}): {exc}") from None
+        specs.append(ChannelSpec(number, label=kind, dscp=marked, **_KINDS[kind]))
     return tuple(specs)
 
 

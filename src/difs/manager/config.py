@@ -1,4 +1,4 @@
-"""Manager settings: where the database is, the admin token, lease and sweep timing."""
+"""Manager settings: where the database is, the admin token, lease and sweep timing, QoS headroom."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
+
+
+#: the share of a controller's advertised capacity that reservations may not take
+DEFAULT_QOS_HEADROOM = 0.1
 
 
 def default_data_dir() -> Path:
@@ -48,8 +52,12 @@ class Settings:
     max_body_bytes: int = 1 << 20
     #: at start, how long to wait for a database that is unreachable before giving up
     db_wait_seconds: float = 0.0
+    #: admission control keeps this share (0..1) of each controller's capacity free of reservations
+    qos_headroom: float = DEFAULT_QOS_HEADROOM
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.admin_token.get_secret_value()) < 8:
             raise ValueError("the admin token must be at least 8 characters long")
+        if not 0.0 <= self.qos_headroom < 1.0:
+            raise ValueError(f"the QoS headroom is a share of capacity, 0 <= h < 1, not {self.qos_headroom}")

@@ -41,6 +41,8 @@ class ContainerCandidate:
     free_bytes: int
     reserved_iops: int = 0
     reserved_bytes_per_second: int = 0
+    #: the share of the controller's advertised capacity kept free of reservations (0..1)
+    qos_headroom: float = 0.0
 
     @property
     def label(self) -> str:
@@ -90,38 +92,49 @@ class PlacementDecision(BaseModel):
         return self.choice is not None
 
 
+def admission_refusal(
+    *, controller: str, unit: str, reserved: int, asked: int, capacity: int | None, headroom: float
+) -> str | None:
+    """Why ``controller`` cannot admit a reservation of ``asked`` more ``unit`` (None: it can).
+
+    Admitted when ``reserved + asked <= capacity * (1 - headroom)``; a controller that
+    advertises no capacity in ``unit`` cannot take a reservation in it.
+    """
+    if asked <= 0:
+        return None
+    if capacity is None:
+        return (
+            f"controller {controller} advertises no {unit} capacity: "
+            f"it cannot take a reservation of {asked:,} {unit}"
+        )
+    admissible = int(capacity * (1.0 - headroom))
+    if reserved + asked <= admissible:
+        return None
+    share = f"{round((1.0 - headroom) * 100, 2):g}%"
+    return (
+        f"controller {controller}: reservations {reserved:,} + {asked:,} {unit} > {share} of {capacity:,} "
+        f"({max(admissible - reserved, 0):,} {unit} left to reserve)"
+    )
+
+
 def qos_headroom_unmet(
     c: ContainerCandidate, services: PolicyServices | None, *, extra_iops: int = 0, extra_bps: int = 0
 ) -> list[Unmet]:
-    """Reservations that do not fit in what the controller has left."""
+    """Reservations that do not fit in what the controller has left (admission control)."""
     q = services.qos if services is not None else None
-    if q is None:
-        return []
-    out = []
+    if q is None or not c.controller.services.qos.reservation:
+        return []  # a controller that cannot reserve at all is named by difs.policy.unmet
     cq = c.controller.services.qos
-    name = c.controller.name
-    if q.reservation_iops and cq.max_iops is not None:
-        left = cq.max_iops - c.reserved_iops - extra_iops
-        if q.reservation_iops > left:
-            out.append(
-                Unmet(
-                    service="qos.reservation_iops",
-                    node=name,
-                    reason=f"controller {name} has {max(left, 0)} IOPS left to reserve, "
-                    f"the policy asks {q.reservation_iops}",
-                )
-            )
-    if q.reservation_bytes_per_second and cq.max_bytes_per_second is not None:
-        left = cq.max_bytes_per_second - c.reserved_bytes_per_second - extra_bps
-        if q.reservation_bytes_per_second > left:
-            out.append(
-                Unmet(
-                    service="qos.reservation_bytes_per_second",
-                    node=name,
-                    reason=f"controller {name} has {max(left, 0)} B/s left to reserve, "
-                    f"the policy asks {q.reservation_bytes_per_second}",
-                )
-            )
+    out = []
+    for service, unit, asked, reserved, capacity in (
+        ("qos.reservation_iops", "IOPS", q.reservation_iops, c.reserved_iops + extra_iops, cq.max_iops),
+        ("qos.reservation_bytes_per_second", "B/s", q.reservation_bytes_per_second,
+         c.reserved_bytes_per_second + extra_bps, cq.max_bytes_per_second),
+    ):
+        why = admission_refusal(controller=c.controller.name, unit=unit, reserved=reserved, asked=asked or 0,
+                                capacity=capacity, headroom=c.qos_headroom)
+        if why is not None:
+            out.append(Unmet(service=service, node=c.controller.name, reason=why))
     return out
 
 

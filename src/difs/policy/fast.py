@@ -15,7 +15,10 @@ both use it.
 Only **path properties** live here: digests, PI, authentication, TLS, DSCP
 marking and the isolation domain (tag / VLAN). QoS rates, exclusive access and
 at-host encryption are enforced by the controller's scheduler, its LUN masking
-and the host's cipher, not by choosing a path.
+and the host's cipher, not by choosing a path. A :class:`Requirement` also
+carries the policy's limits (``limit_iops``, ``limit_bytes_per_second``) for the
+host, which holds its application's I/O to them before it chooses a path
+(:mod:`difs.host.ratelimit`); they take no part in satisfaction or equality.
 
 The **service class** is the low six bits of the flag mask: a number 0..63
 that fits the SCSI GROUP NUMBER field of a READ/WRITE(16) CDB. The host puts
@@ -150,16 +153,17 @@ class NegotiatedServices:
         self.isolation_tag = isolation_tag
 
     @classmethod
-    def from_login(cls, params: NegotiatedParams) -> NegotiatedServices:
+    def from_login(cls, params: NegotiatedParams, *, dscp: int | None = None) -> NegotiatedServices:
         """The services an iSCSI login gives its path: CRC32C header and data digests, and
-        CHAP (one-way, or mutual when the target proved itself too). Build once per login."""
+        CHAP (one-way, or mutual when the target proved itself too); ``dscp``: the class its
+        socket is marked with (read back from the socket). Build once per login."""
         try:
             authentication = _LOGIN_AUTHENTICATION[params.auth_method, params.mutual_chap]
         except KeyError:
             raise ValueError(f"AuthMethod={params.auth_method} with mutual CHAP "
                              f"{params.mutual_chap} is not a service") from None
         return cls(header_digest=params.header_digest, data_digest=params.data_digest,
-                   authentication=authentication)
+                   authentication=authentication, dscp=dscp)
 
     def __repr__(self) -> str:
         return (
@@ -186,7 +190,8 @@ class Requirement:
     the path's; otherwise satisfaction is a single mask test.
     """
 
-    __slots__ = ("flags", "dscp", "vlan", "isolation_tag", "needs_match", "service_class")
+    __slots__ = ("flags", "dscp", "vlan", "isolation_tag", "needs_match", "service_class",
+                 "limit_iops", "limit_bytes_per_second")
 
     def __init__(
         self,
@@ -195,6 +200,8 @@ class Requirement:
         dscp: int | None = None,
         vlan: int | None = None,
         isolation_tag: str | None = None,
+        limit_iops: int | None = None,
+        limit_bytes_per_second: int | None = None,
     ) -> None:
         if vlan is not None or isolation_tag is not None:
             flags |= ISOLATED
@@ -204,6 +211,8 @@ class Requirement:
         self.isolation_tag = isolation_tag
         self.needs_match = self.dscp >= 0 or self.vlan >= 0 or isolation_tag is not None
         self.service_class = flags & SERVICE_CLASS_MASK
+        self.limit_iops = limit_iops or None  # (the host's limit: 0 or None is no limit)
+        self.limit_bytes_per_second = limit_bytes_per_second or None
 
     @classmethod
     def from_service_class(cls, service_class: int) -> Requirement:
@@ -218,7 +227,7 @@ class Requirement:
         if services is None:
             return NO_REQUIREMENT
         flags = 0
-        dscp = vlan = tag = None
+        dscp = vlan = tag = limit_iops = limit_bps = None
         integrity = getattr(services, "integrity", None)
         if integrity is not None:
             if integrity.header_digest:
@@ -235,11 +244,13 @@ class Requirement:
         qos = getattr(services, "qos", None)
         if qos is not None:
             dscp = qos.dscp
+            limit_iops, limit_bps = qos.limit_iops, qos.limit_bytes_per_second
         isolation = getattr(services, "isolation", None)
         if isolation is not None:
             vlan = isolation.vlan
             tag = isolation.tag
-        return cls(flags=flags, dscp=dscp, vlan=vlan, isolation_tag=tag)
+        return cls(flags=flags, dscp=dscp, vlan=vlan, isolation_tag=tag,
+                   limit_iops=limit_iops, limit_bytes_per_second=limit_bps)
 
     def __repr__(self) -> str:
         return (

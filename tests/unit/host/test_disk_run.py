@@ -248,3 +248,39 @@ def test_a_flood_of_retries_logs_a_few_lines_not_one_per_retry(caplog) -> None:
         run(many())
     lines = [r for r in caplog.records if "re-sending" in r.getMessage()]
     assert disk.resent == 200 and len(lines) == 5
+
+
+def test_a_limited_application_waits_for_its_limit_and_counts_the_waits() -> None:
+    from difs.host.ratelimit import BURST_SECONDS
+
+    n, iops = 60, 400
+    script = Script(*[answer() for _ in range(2 * n)])
+    limited = AppDisk(app="db", group=FakeGroup(script), requirement=Requirement(limit_iops=iops))
+    free = AppDisk(app="web", group=FakeGroup(script), requirement=Requirement())
+
+    async def timed(disk: AppDisk) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.gather(*(disk.read(0, 512) for _ in range(n)))
+        return loop.time() - start
+
+    run(timed(free))
+    assert free.limit is None and free.qos_waits == 0
+    took = run(timed(limited))
+    assert took >= (n - 1) / iops - BURST_SECONDS - 0.005
+    # (fewer when the loop is slow and the clock moves on between two reads: a busy machine)
+    assert 0 < limited.qos_waits <= n - 1 - BURST_SECONDS * iops
+    # a live change to another limit is a new bucket; removing it removes the wait
+    limited.set_requirement(Requirement(limit_bytes_per_second=1 << 30))
+    assert limited.limit.limit_bytes_per_second == 1 << 30 and limited.limit.limit_iops is None
+    limited.set_requirement(Requirement())
+    assert limited.limit is None
+
+
+def test_the_policys_limits_reach_the_requirement() -> None:
+    from difs.policy import PolicyServices
+
+    req = Requirement.from_policy(PolicyServices.model_validate(
+        {"qos": {"limit_iops": 100, "limit_bytes_per_second": 4096, "dscp": "af41"}}))
+    assert (req.limit_iops, req.limit_bytes_per_second, req.dscp) == (100, 4096, 34)
+    assert req == Requirement(dscp=34)  # limits are not path properties

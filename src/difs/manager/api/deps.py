@@ -27,6 +27,7 @@ from difs.manager.dbguard import DatabaseHealth, is_unavailable
 from difs.manager.errors import BadRequest, Unauthorized
 from difs.manager.leases import LeaseBook
 from difs.manager.services import nodes
+from difs.manager.services.candidates import QOS_HEADROOM
 
 
 @dataclass
@@ -89,6 +90,7 @@ FreshDep = Annotated[float, Depends(get_fresh_seconds)]
 def get_session(request: Request, state: StateDep, now: NowDep) -> Iterator[Session]:
     sweep(state, now)
     with transaction(state.factory, write=request.method not in ("GET", "HEAD", "OPTIONS")) as session:
+        session.info[QOS_HEADROOM] = state.settings.qos_headroom  # read by placement (candidates.py)
         yield session
 
 

@@ -1,4 +1,10 @@
-"""Build the pure placement inputs (:mod:`difs.manager.placement`) from the database."""
+"""Build the pure placement inputs (:mod:`difs.manager.placement`) from the database.
+
+A container candidate carries its controller's reservations (those of the
+applications with volumes there) and the manager's QoS headroom, which the
+request's session holds in ``session.info[QOS_HEADROOM]`` (set from
+``Settings.qos_headroom`` by ``api/deps.py``; the default when absent).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,18 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from difs.manager.config import DEFAULT_QOS_HEADROOM
 from difs.manager.models import ApplicationRow, ContainerRow, NodeRow, VolumeRow
 from difs.manager.placement import ContainerCandidate, HostCandidate
 from difs.manager.services.common import container_advert, node_view, services_of
 from difs.policy import NodeKind, NodeView, PathAdvert
+
+#: the ``Session.info`` key of the QoS headroom admission control keeps on every controller
+QOS_HEADROOM = "difs.qos_headroom"
+
+
+def qos_headroom(session: Session) -> float:
+    return float(session.info.get(QOS_HEADROOM, DEFAULT_QOS_HEADROOM))
 
 
 def reservations_by_controller(session: Session, *, exclude_app_id: str | None) -> dict[str, tuple[int, int]]:
@@ -37,7 +51,8 @@ def reservations_by_controller(session: Session, *, exclude_app_id: str | None) 
 
 
 def _candidate(
-    row: ContainerRow, *, now: datetime, reserved: dict[str, tuple[int, int]], views: dict[str, NodeView]
+    row: ContainerRow, *, now: datetime, reserved: dict[str, tuple[int, int]], views: dict[str, NodeView],
+    headroom: float,
 ) -> ContainerCandidate:
     allocated = sum(v.size_bytes for v in row.volumes)
     view = views.get(row.node_id) or node_view(row.node, now)
@@ -49,6 +64,7 @@ def _candidate(
         free_bytes=row.capacity_bytes - allocated,
         reserved_iops=r_iops,
         reserved_bytes_per_second=r_bps,
+        qos_headroom=headroom,
     )
 
 
@@ -59,7 +75,8 @@ def container_candidates(session: Session, *, now: datetime) -> list[ContainerCa
         select(ContainerRow).where((ContainerRow.advertised.is_(True)) | (ContainerRow.source == "declared"))
     ).all()
     views: dict[str, NodeView] = {}
-    return [_candidate(r, now=now, reserved=reserved, views=views) for r in rows]
+    headroom = qos_headroom(session)
+    return [_candidate(r, now=now, reserved=reserved, views=views, headroom=headroom) for r in rows]
 
 
 def app_sites(session: Session, *, now: datetime, app: ApplicationRow) -> list[ContainerCandidate]:
@@ -69,7 +86,8 @@ def app_sites(session: Session, *, now: datetime, app: ApplicationRow) -> list[C
     seen: dict[str, ContainerCandidate] = {}
     for v in app.volumes:
         if v.container_id not in seen:
-            seen[v.container_id] = _candidate(v.container, now=now, reserved=reserved, views=views)
+            seen[v.container_id] = _candidate(v.container, now=now, reserved=reserved, views=views,
+                                              headroom=qos_headroom(session))
     return list(seen.values())
 
 
