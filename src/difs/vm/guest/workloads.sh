@@ -67,7 +67,7 @@ run_workload() {
     echo "DIFS-IO direct=$DIRECT"
     case "$1" in
         verify|persist-write) write_all "$SEED"
-            echo "DIFS-PHASE written uptime=$(cut -d' ' -f1 /proc/uptime)"
+            echo "DIFS-PHASE name=written uptime=$(cut -d' ' -f1 /proc/uptime)"
             check_all "$SEED" ;;
         persist-check) check_all "$SEED" ;;
         steady) steady ;;
