@@ -30,7 +30,7 @@ from difs.util.logs import log_event
 from difs.vm import image, qemu
 from difs.vm.console import parse_console
 from difs.vm.errors import BootError, NotStarted
-from difs.vm.store import Store, VmDefinition
+from difs.vm.store import Store, VmDefinition, open_log
 
 log = logging.getLogger("difs.vm")
 
@@ -112,7 +112,7 @@ def launch(store: Store, vm: VmDefinition, *, manager: str, token: str | None,
     env = {**os.environ, **({"DIFS_TOKEN": token} if token else {})}
     store.set_state(vm.name, {"state": "starting", "app": vm.app, "host": vm.host,
                               "workload": workload})
-    with open(folder / "vm.log", "ab") as out:
+    with open_log(folder / "vm.log") as out:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                  start_new_session=True, close_fds=True)
     store.update_state(vm.name, monitor_pid=popen.pid, monitor_start=_start_time(popen.pid))
@@ -143,7 +143,7 @@ def stop(store: Store, name: str, *, grace: float = 20.0) -> dict[str, Any]:
 
 def _spawn_qemu(args: list[str], folder: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "DIFS_TOKEN"}
-    with open(folder / "qemu.log", "ab") as err:
+    with open_log(folder / "qemu.log") as err:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                 env=env, close_fds=True)
 
@@ -161,7 +161,7 @@ def boot(store: Store, vm: VmDefinition, workload: str
     info = {"image": img.key, "image_built": built, "kernel": img.release, "disk": disk,
             "workload": workload, "console": str(console)}
     while True:
-        console.write_bytes(b"")
+        open_log(console, "wb").close()
         args = qemu.argv(qemu=qemu.qemu_binary(), name=vm.name, accel=accel, kernel=img.kernel,
                          initrd=img.initrd, disk=disk, console=console, memory_mib=vm.memory_mib,
                          cmdline=qemu.kernel_cmdline(workload, mib=vm.mib, seed=seed,

@@ -60,6 +60,12 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
+def open_log(path: Path, mode: str = "ab"):
+    """A log file of the VM's, created 0600."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC),
+                             0o600), mode)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Replace ``path`` atomically with ``data`` as JSON, 0600."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -119,6 +125,7 @@ class Store:
             write_json(self.path, {"vms": vms})
 
     def vm_dir(self, name: str) -> Path:
+        _private_dir(self.data_dir / "vms")
         return _private_dir(self.data_dir / "vms" / name)
 
     def state(self, name: str) -> dict[str, Any]:
