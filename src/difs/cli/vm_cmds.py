@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from difs.cli.common import client, console, emit, fail, human_size, table
+from difs.cli.common import client, console, emit, err_console, fail, human_size, table
 from difs.cli.options import JsonOpt, ManagerOpt, TokenOpt
 from difs.nodelink.client import DEFAULT_URL
 from difs.vm import lifecycle
@@ -85,7 +85,7 @@ def _start(store: Store, vm: VmDefinition, manager: str, token: str | None, work
         fail(f"VM {vm.name} is already {state.get('state')}", f"stop it first: `difs vm stop {vm.name}`")
     with client(manager, token) as c:
         try:
-            lifecycle.power_on(c, vm, timeout=60.0, say=lambda m: console.print(m, highlight=False))
+            lifecycle.power_on(c, vm, timeout=60.0, say=lambda m: err_console.print(m, highlight=False))
         except VmError as exc:
             store.set_state(vm.name, {"state": "not-started", "reason": str(exc)})
             fail(f"VM {vm.name} not started: {exc}", f"see `difs app show {vm.app}`")
