@@ -125,12 +125,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                                 "--interval", "0.5", "--metrics", metrics,
                                 env={"DIFS_NODE_TOKEN": _node(admin, "ctl1", "controller")}))
         nbd, sockets = {}, {}
-        for host, channels in (("host1", "digests,plain"), ("host2", "plain")):
+        # host2's short path wait: it reports app1 failed (no satisfying path) within seconds
+        for host, channels, wait in (("host1", "digests,plain", "30"), ("host2", "plain", "2")):
             nbd[host], sockets[host] = f"127.0.0.1:{free_port()}", str(tmp / f"{host}.sock")
             procs.append(start_difs(
                 "host", "--manager", url, "--name", host, "--initiator-name",
                 f"iqn.2026-11.io.difs:{host}", "--nbd", nbd[host], "--nbd-unix", sockets[host],
                 "--channels", channels, "--interval", "0.5", "--state-dir", str(tmp / host),
+                "--path-wait", wait,
                 env={"DIFS_NODE_TOKEN": _node(admin, host, "host")}))
         for node in ("ctl1", "host1", "host2"):
             wait_until(f"{node} alive", lambda n=node: admin.request("GET", f"/nodes/{n}")["state"]
