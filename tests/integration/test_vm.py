@@ -228,3 +228,21 @@ def test_stop_powers_a_running_vm_off_then_unbinds(cluster: Cluster) -> None:
     assert (vm["state"], vm["ended_by"]) == ("powered-off", "stop")
     assert not vm["result"]["passed"] and not vm["result"]["complete"]
     assert cluster.binding("app2") is None
+
+
+def test_a_disk_taken_away_is_an_io_error_the_guest_s_kernel_reports(cluster: Cluster) -> None:
+    """The application is unbound under a running guest: its host closes the export, QEMU's
+    requests fail, the guest's kernel logs I/O errors — the result counts them and fails."""
+    cluster.define("e1", "app2", "host1", "--mib", "24")
+    code, vm, err = cluster.run_json("start", "e1")
+    assert code == 0, (vm, err)
+    console = Path(vm["console"])
+    wait_until("the guest's workload", lambda: "DIFS-BEGIN" in console.read_text(), timeout=180)
+    cluster.admin.unbind("app2")
+    wait_until("the guest's power-off", lambda: json.loads(
+        cluster.vm("show", "e1", "--json").stdout)["state"] == "powered-off", timeout=300)
+    r = json.loads(cluster.vm("show", "e1", "--json").stdout)["result"]
+    assert r["complete"] and not r["passed"], r
+    assert r["io_errors"] > 0 and r["errors"] > 0
+    assert any("I/O error, dev vda" in line for line in r["kernel_io_error_lines"])
+    assert "I/O error" in r["reason"]

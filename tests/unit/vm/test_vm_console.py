@@ -78,3 +78,15 @@ def test_steady_passes_on_what_it_verified() -> None:
             "DIFS-KERNEL io_errors=0\nDIFS-END status=0 uptime=4.0\n")
     r = parse_console(text)
     assert r.passed and r.extra["steady"] == {"rounds": "5", "seconds": "3"}
+
+
+def test_a_real_console_with_the_disk_taken_away() -> None:
+    """A real guest whose application was unbound under it (tests/integration/test_vm.py)."""
+    r = parse_console((VECTORS / "io-errors.txt").read_text())
+    assert len(r.kernel_io_error_lines) == 38 and r.io_errors == 38
+    assert r.kernel_io_error_lines[0].endswith("I/O error, dev vda, sector 0 op 0x1:(WRITE) "
+                                               "flags 0x8800 phys_seg 11 prio class 2")
+    assert (r.bytes_written, r.verified, r.errors, r.status) == (0, 0, 48, 1)
+    assert r.complete and not r.passed and not r.malformed
+    assert r.reason() == ("48 MiB failed to write, read or compare; the guest kernel saw 38 I/O "
+                          "error(s); verified 0 of 25165824 bytes; workload exit status 1")
