@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import struct
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -87,10 +86,11 @@ def _version_key(path: Path) -> tuple:
 
 
 def find_inputs(boot: Path = BOOT, modules: Path = MODULES, busybox: Path = BUSYBOX) -> Inputs:
-    """The newest cloud kernel with its modules, the guest's modules, and a static busybox; ImageError naming the
-    Debian package to install when one is missing."""
+    """The newest cloud kernel with its modules, the guest's modules, and a static busybox;
+    ImageError naming the Debian package to install when one is missing."""
     kernels = sorted(boot.glob("vmlinuz-*cloud-amd64"), key=_version_key)
-    usable = [k for k in kernels if (modules / k.name.removeprefix("vmlinuz-") / "modules.dep").is_file()]
+    usable = [k for k in kernels
+              if (modules / k.name.removeprefix("vmlinuz-") / "modules.dep").is_file()]
     if not usable:
         raise ImageError(f"no cloud kernel with its modules in {boot} and {modules}: install "
                          "linux-image-cloud-amd64 (./scripts/setup.sh does)")

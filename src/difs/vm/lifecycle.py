@@ -200,7 +200,8 @@ def monitor(store: Store, vm: VmDefinition, *, manager: str, token: str | None,
         store.update_state(vm.name, state="failed", reason=str(exc))
         _unbind(manager, token, vm)
         return 1
-    store.update_state(vm.name, state="running", qemu_pid=proc.pid, qemu_start=_start_time(proc.pid),
+    store.update_state(vm.name, state="running", qemu_pid=proc.pid,
+                       qemu_start=_start_time(proc.pid),
                        accelerator=accel.name, accelerator_why=accel.why, result=None,
                        ended_by=None, qemu_exit=None, boot_to_poweroff_seconds=None,
                        **{k: v for k, v in info.items() if k != "started"})
@@ -237,4 +238,5 @@ def _unbind(manager: str, token: str | None, vm: VmDefinition) -> None:
         with ManagerClient(manager, token=token) as client:
             power_off(client, vm)
     except (ManagerError, ManagerUnreachable) as exc:
-        log_event(log, "unbind failed", level=logging.WARNING, vm=vm.name, app=vm.app, error=str(exc))
+        log_event(log, "unbind failed", level=logging.WARNING, vm=vm.name, app=vm.app,
+                  error=str(exc))

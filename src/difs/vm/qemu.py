@@ -1,9 +1,11 @@
 """QEMU for a difs VM: which accelerator, the command line (pure), the disk's NBD address.
 
 KVM when ``/dev/kvm`` opens and answers KVM_GET_API_VERSION, else TCG (``accelerator()``
-says which and why; ``DIFS_VM_ACCEL=tcg`` forces TCG).  The disk is the application's NBD export on its host: over the host's
-Unix socket when it serves one on this machine (``nbd+unix:///APP?socket=PATH``), else over
-TCP (``nbd://HOST:PORT/APP``), attached as ``-drive ...,if=virtio,cache=none,format=raw``.
+says which and why; ``DIFS_VM_ACCEL=tcg`` forces TCG; :func:`difs.vm.lifecycle.boot` falls
+back to TCG when QEMU dies at once under KVM).  The disk is the application's NBD export on
+its host: over the host's Unix socket when it serves one on this machine
+(``nbd+unix:///APP?socket=PATH``), else over TCP (``nbd://HOST:PORT/APP``), attached as
+``-drive ...,if=virtio,cache=none,format=raw``.
 The serial console goes to a log file; the guest powers off when its workload is done
 (``-no-reboot``: a guest panic ends QEMU too).
 """

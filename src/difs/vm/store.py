@@ -46,7 +46,8 @@ class VmDefinition:
             raise DefinitionError(f"{self.name!r} is not a VM name: lower-case letters, digits "
                                   "and '-', at most 63, starting with a letter or digit")
         if self.workload not in WORKLOADS:
-            raise DefinitionError(f"unknown workload {self.workload!r}: one of {', '.join(WORKLOADS)}")
+            raise DefinitionError(f"unknown workload {self.workload!r}: "
+                                  f"one of {', '.join(WORKLOADS)}")
         for what, value, low, high in (("--mib", self.mib, 1, 1 << 20),
                                        ("--memory", self.memory_mib, 128, 1 << 16),
                                        ("--seconds", self.seconds, 1, 86400)):
@@ -62,8 +63,8 @@ def _private_dir(path: Path) -> Path:
 
 def open_log(path: Path, mode: str = "ab"):
     """A log file of the VM's, created 0600."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC),
-                             0o600), mode)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -112,7 +113,8 @@ class Store:
     def get(self, name: str) -> VmDefinition:
         found = self._all().get(name)
         if found is None:
-            raise DefinitionError(f"no VM {name!r}: define it with `difs vm define {name} --app APP`")
+            raise DefinitionError(f"no VM {name!r}: define it with "
+                                  f"`difs vm define {name} --app APP`")
         return VmDefinition(**found)
 
     def define(self, vm: VmDefinition) -> None:
