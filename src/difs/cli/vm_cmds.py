@@ -137,14 +137,16 @@ def stop(name: str, data_dir: DataDirOpt = DEFAULT_DIR, manager: ManagerOpt = DE
     """Power off the VM, then unbind its application."""
     store = _store(data_dir)
     vm = _vm(store, name)
+    was_on = store.state(name).get("state") in ("starting", "running")
     state = lifecycle.stop(store, name)
     if lifecycle.alive(state):
         fail(f"VM {name} did not power off", f"see {store.vm_dir(name)}/vm.log")
-    with client(manager, token) as c:
-        unbound = lifecycle.power_off(c, vm)  # the monitor did it; a monitor that died did not
+    if was_on:  # its monitor unbinds at power-off; one that died did not: unbind here
+        with client(manager, token) as c:
+            lifecycle.power_off(c, vm)
     emit(_view(vm, store.state(name)), as_json, lambda v: console.print(
-        f"VM {name} powered off; application {vm.app} "
-        f"{'unbound' if unbound or state.get('state') == 'powered-off' else 'was not bound'}"))
+        f"VM {name} powered off; application {vm.app} unbound" if was_on
+        else f"VM {name} was not running ({v['state']}); nothing to do", highlight=False))
 
 
 @vm_app.command("list")

@@ -44,3 +44,10 @@ def test_start_without_a_manager_says_so_and_starts_nothing(tmp_path: Path) -> N
     done = vm(tmp_path, "start", "v1", "--manager", f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 2 and "is the manager running?" in done.stderr
     assert json.loads(vm(tmp_path, "show", "v1", "--json").stdout)["state"] == "defined"
+
+
+def test_stopping_a_vm_that_is_not_running_unbinds_nothing(tmp_path: Path) -> None:
+    """Its application may be bound for someone else: stop does not even ask the manager."""
+    vm(tmp_path, "define", "v1", "--app", "app1")
+    done = vm(tmp_path, "stop", "v1", "--manager", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 0 and "v1 was not running (defined); nothing to do" in done.stdout
