@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Sets up everything difs needs on a Debian machine: the Debian packages of the
-# real peers it is tested against, and a .venv with difs installed in it.
+# real peers it is tested against and of the VMs' guests (QEMU, a kernel, busybox),
+# and a .venv with difs installed in it.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libiscsi-bin qemu-utils qemu-block-extra libnbd-bin fio tgt postgresql)
+DEBS=(libiscsi-bin qemu-utils qemu-block-extra libnbd-bin fio tgt postgresql
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static)  # the last three: difs vm's guests
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,8 @@ lazy import is still an arrow between packages.  The rules:
   the packages built on them, and are sans-I/O: no asyncio, sockets, clocks or threads, no
   logging configuration.  Adapters that live inside a core package are exempt by name, each
   with its reason (:data:`ADAPTERS`, :data:`ALLOWED`);
+* ``vm`` runs VMs as a process of its own, like ``cli``: it reaches the manager over HTTP
+  (``nodelink.client``) and imports no other process's package;
 * the package graph has no cycle (``__main__`` entry points aside), nor has the CLI.
 """
 
@@ -29,7 +31,7 @@ CORES = ("iscsi", "scsi", "sam", "integrity", "policy", "nbd")
 NODE_SIDE = (*CORES, "controller", "host", "nodelink", "storage", "util")
 #: the packages built on the cores
 ABOVE_CORES = ("difs.controller", "difs.host", "difs.storage", "difs.nodelink", "difs.manager",
-               "difs.cli", "difs.allinone")
+               "difs.cli", "difs.allinone", "difs.vm")
 
 #: name: (packages, forbidden import prefixes, why)
 RULES = {
@@ -45,8 +47,12 @@ RULES = {
                    "difs.storage", "difs.util"),
         "the SCSI wire vocabulary sits below every package that speaks it"),
     "shared-not-processes": (
-        ("nodelink", "storage"), ("difs.controller", "difs.host", "difs.cli", "difs.allinone"),
+        ("nodelink", "storage"), ("difs.controller", "difs.host", "difs.cli", "difs.allinone",
+                                  "difs.vm"),
         "a package the processes share knows nothing of them"),
+    "vm-is-a-process": (
+        ("vm",), ("difs.controller", "difs.host", "difs.manager", "difs.cli", "difs.allinone"),
+        "a VM reaches the manager over HTTP (difs.nodelink) and its disk over NBD"),
 }
 
 #: what a sans-I/O core must not use: the adapter's business

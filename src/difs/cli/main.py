@@ -18,6 +18,7 @@ from difs.cli import (
     policy_cmds,
     status_cmd,
     up_cmd,
+    vm_cmds,
     volume_cmds,
 )
 
@@ -56,6 +57,7 @@ def _register() -> None:
     app.add_typer(app_cmds.app_app, name="app")
     app.add_typer(node_cmds.node_app, name="node")
     app.add_typer(volume_cmds.volume_app, name="volume")
+    app.add_typer(vm_cmds.vm_app, name="vm")
 
 
 _register()
