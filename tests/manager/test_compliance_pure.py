@@ -258,3 +258,12 @@ def test_merged_histograms_add_bucket_by_bucket():
     merged = merge_histograms([hist(0.3), None, hist(0.3, 40.0)])
     assert merged.total == 3 and merged.quantile_ms(0.99) == 50.0
     assert merge_histograms([None, hist()]) is None
+
+
+def test_qos_from_the_host_alone_and_requirements_no_evidence_covers():
+    r = by(judge(PolicyServices.model_validate({"qos": {"limit_iops": 100, "latency_target_ms": 5}}),
+                 paths=[path(ios=500)]))["qos"]
+    assert r.observed == "50 IOPS, 204800 B/s (host), no latency reported" and r.state == "compliant"
+    tag = PolicyServices.model_validate({"isolation": {"tag": "vm7"}})
+    r = by(judge(tag, sessions=[sess()], paths=[path()]))["isolation"]
+    assert r.state == "unknown" and "the isolation tag is not in the evidence nodes report" in r.observed
