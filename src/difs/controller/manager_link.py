@@ -69,9 +69,6 @@ log = logging.getLogger("difs.controller")
 
 CONTAINER = "default"
 
-#: evidence trouble repeats every round while it lasts: one line a minute, with a count
-_evidence_log = RateLimitedLog(log, interval=60.0)
-
 
 class ControllerManagerLink(NodeLink):
     offline_behaviour = "serving what the manager last placed here"
@@ -84,6 +81,8 @@ class ControllerManagerLink(NodeLink):
         self.synced = False  # the manager's view has been applied
         #: the counters of the last evidence report the manager accepted
         self.baseline = Baseline(taken_at=time.monotonic())
+        #: evidence trouble repeats every round while it lasts: a line a minute, with a count
+        self._evidence_log = RateLimitedLog(log, interval=60.0)
 
     def advertisement(self) -> Advertisement:
         cfg = self.controller.config
@@ -143,17 +142,17 @@ class ControllerManagerLink(NodeLink):
                                  applications=enforcement.applications(),
                                  now=time.monotonic())
             if built.unreportable:
-                _evidence_log("evidence left out: outside the report's limits",
+                self._evidence_log("evidence left out: outside the report's limits",
                               logging.WARNING, entries=[" ".join(map(str, k[:3]))
                                                         for k in built.unreportable[:5]])
             await self.call(self.client.report_controller_evidence, self.node, built.report)
         except (ManagerError, ManagerUnreachable) as exc:
-            _evidence_log("evidence report not accepted; its counts go into the next one",
+            self._evidence_log("evidence report not accepted; its counts go into the next one",
                           logging.WARNING, status=getattr(exc, "status", None),
                           reason=str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - evidence must not cost the volume sync
-            _evidence_log("evidence report failed; its counts go into the next one",
+            self._evidence_log("evidence report failed; its counts go into the next one",
                           logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             return
         self.baseline = built.baseline
