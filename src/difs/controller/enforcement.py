@@ -414,16 +414,22 @@ class Enforcement:
             del self.luns[policy.volume]
 
     def facts_for(self, session: Any, interface: str | None = None) -> SessionFacts:
-        """The shared record of what ``session``'s login settled (``interface``: the local
-        address:port its connection arrived on)."""
+        """What ``session``'s login settled (``interface``: the local address:port its
+        connection arrived on): the record kept for those facts, or a new one that
+        :meth:`keep` keeps once the session addresses a volume or meets a digest error (a
+        login alone holds no memory here)."""
         params = session.params
         facts = SessionFacts(session.target_name or "", session.initiator_name,
                              session.isid & 0xFFFF, params.header_digest, params.data_digest,
                              authentication_of(params), interface)
+        return self.sessions.get(facts.key, facts)
+
+    def keep(self, facts: SessionFacts) -> SessionFacts:
+        """The kept record of ``facts`` (``facts`` itself the first time)."""
         return self.sessions.setdefault(facts.key, facts)
 
     def stats_for(self, volume: str, session: Any, interface: str | None = None) -> IoStats:
-        facts = self.facts_for(session, interface)
+        facts = self.keep(self.facts_for(session, interface))
         key = (volume, *facts.key)
         stats = self.stats.get(key)
         if stats is None:

@@ -474,6 +474,7 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             self._guards.pop(lun, None)
         else:
             self._guards[lun] = guard
+            self.facts = guard.stats.session  # the kept record
         return guard
 
     def _command_failed(self, guard: Guard, sense, cdb) -> None:
@@ -518,6 +519,7 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
                    initiator=getattr(self.session, "initiator_name", None), reason=event.reason)
         elif isinstance(event, DigestFailure):
             if self.facts is not None:
+                self.facts = self.controller.enforcement.keep(self.facts)
                 self.facts.digest_errors += 1
             _flood("digest error", logging.WARNING, peer=self.peer, kind=event.kind,
                    initiator=getattr(self.session, "initiator_name", None))

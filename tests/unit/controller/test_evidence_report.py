@@ -228,3 +228,22 @@ def test_prometheus_serves_latency_session_info_digest_bytes_and_errors(tmp_path
                 ] == ["3"]  # only open sessions
 
     run(main())
+
+
+def test_logins_alone_hold_no_records_and_an_early_digest_error_is_kept(tmp_path):
+    async def main():
+        ctl = make_controller(tmp_path)
+        for isid in range(0x400000000010, 0x400000000030):
+            Client(ctl, INIT, isid=isid).logout()
+        assert ctl.enforcement.sessions == {} and ctl.enforcement.stats == {}
+        # a digest error before the session's first command is still the session's
+        c = Client(ctl, INIT, isid=0x400000000040, digests=True)
+        c.core.submit_command(0, rw16(0x8A, 0, 1), data_out=b"\x22" * 512)
+        wire = bytearray(b"".join(bytes(x) for x in c.core.data_to_send()))
+        wire[-8] ^= 0xFF  # a byte of the data, before its digest
+        c.conn.data_received(bytes(wire))
+        c.pump()
+        (facts,) = ctl.enforcement.sessions.values()
+        assert (facts.channel, facts.digest_errors) == (0x40, 1)
+
+    run(main())
