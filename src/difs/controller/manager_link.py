@@ -143,17 +143,17 @@ class ControllerManagerLink(NodeLink):
                                  now=time.monotonic())
             if built.unreportable:
                 self._evidence_log("evidence left out: outside the report's limits",
-                              logging.WARNING, entries=[" ".join(map(str, k[:3]))
-                                                        for k in built.unreportable[:5]])
+                                   logging.WARNING, entries=[" ".join(map(str, k[:3]))
+                                                             for k in built.unreportable[:5]])
             await self.call(self.client.report_controller_evidence, self.node, built.report)
         except (ManagerError, ManagerUnreachable) as exc:
             self._evidence_log("evidence report not accepted; its counts go into the next one",
-                          logging.WARNING, status=getattr(exc, "status", None),
-                          reason=str(exc))
+                               logging.WARNING, status=getattr(exc, "status", None),
+                               reason=str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - evidence must not cost the volume sync
             self._evidence_log("evidence report failed; its counts go into the next one",
-                          logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+                               logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             return
         self.baseline = built.baseline
 
