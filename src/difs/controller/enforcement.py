@@ -74,6 +74,7 @@ from difs.policy.fast import (
     Requirement,
     describe_flags,
 )
+from difs.policy.evidence import LatencyRecorder
 from difs.policy.services import PolicyServices
 from difs.sam.sense import ASC_LU_ACCESS_NOT_AUTHORIZED, DATA_PROTECT, build_sense
 from difs.sam import cdb as C
@@ -220,15 +221,50 @@ class VolumePolicy:
         return ", ".join(describe_flags(self.requirement.flags)) or "none"
 
 
-@dataclass
-class IoStats:
-    """Live counters of one session (path) x volume; read by the metrics collector."""
+def authentication_of(params: Any) -> str:
+    """What a login's authentication did: ``none``, ``chap`` or ``mutual_chap``
+    (:class:`difs.policy.services.AuthMethod` values)."""
+    if params.auth_method != "CHAP":
+        return "none"
+    return "mutual_chap" if params.mutual_chap else "chap"
 
-    volume: str
+
+@dataclass(eq=False)
+class SessionFacts:
+    """What a session's login settled (read from the session, once per login) and the
+    CRC32C digest errors its connections met; shared by the session's :class:`IoStats`.
+
+    Sessions that settled the same facts (a re-login of the same path) share one record,
+    so its counters only grow."""
+
+    target: str
     initiator: str
-    channel: int
+    channel: int  #: ISID & FFFFh: the host's channel number
     header_digest: bool
     data_digest: bool
+    authentication: str  #: ``none`` / ``chap`` / ``mutual_chap``
+    interface: str | None  #: the local address:port the connection arrived on
+    digest_errors: int = 0
+
+    @property
+    def key(self) -> tuple:
+        return (self.target, self.initiator, self.channel, self.header_digest,
+                self.data_digest, self.authentication, self.interface)
+
+
+#: IoStats.counters(): commands, read bytes, write bytes, PI blocks checked, generated,
+#: (guard, app, ref) failures, sorted (reason, count) refusals, session digest errors,
+#: latency snapshot
+Counters = tuple
+
+
+@dataclass(eq=False)
+class IoStats:
+    """Live counters of one session (path) x volume; read by the metrics collector and the
+    evidence report (:mod:`difs.controller.evidence`)."""
+
+    volume: str
+    session: SessionFacts
     commands: int = 0
     read_bytes: int = 0
     write_bytes: int = 0
@@ -236,11 +272,51 @@ class IoStats:
     pi_generated: int = 0  #: blocks whose PI the controller generated
     pi_failed: dict[str, int] = field(default_factory=lambda: {"guard": 0, "app": 0, "ref": 0})
     rejected: dict[str, int] = field(default_factory=dict)
+    #: each command from its arrival (command PDU handled) to its response queued
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+
+    @property
+    def key(self) -> tuple:
+        return (self.volume, *self.session.key)
+
+    @property
+    def initiator(self) -> str:
+        return self.session.initiator
+
+    @property
+    def channel(self) -> int:
+        return self.session.channel
+
+    @property
+    def header_digest(self) -> bool:
+        return self.session.header_digest
+
+    @property
+    def data_digest(self) -> bool:
+        return self.session.data_digest
+
+    @property
+    def digest_bytes(self) -> int:
+        """Data bytes of this volume's commands covered by CRC32C data digests."""
+        return self.read_bytes + self.write_bytes if self.session.data_digest else 0
 
     @property
     def labels(self) -> tuple[str, str, str, str, str]:
-        return (self.volume, self.initiator, str(self.channel),
-                str(self.header_digest).lower(), str(self.data_digest).lower())
+        s = self.session
+        return (self.volume, s.initiator, str(s.channel),
+                str(s.header_digest).lower(), str(s.data_digest).lower())
+
+    def counters(self) -> Counters:
+        """Every counter now, as one comparable value (see :data:`Counters`)."""
+        failed = self.pi_failed
+        return (self.commands, self.read_bytes, self.write_bytes, self.pi_checked,
+                self.pi_generated, (failed["guard"], failed["app"], failed["ref"]),
+                tuple(sorted(self.rejected.items())), self.session.digest_errors,
+                self.latency.snapshot())
+
+    def zero(self) -> Counters:
+        """The counters of a fresh IoStats."""
+        return (0, 0, 0, 0, 0, (0, 0, 0), (), 0, LatencyRecorder().snapshot())
 
 
 class Guard:
@@ -300,7 +376,8 @@ class Enforcement:
     def __init__(self) -> None:
         self.policies: dict[Any, VolumePolicy] = {}  # LogicalUnit -> policy
         self._sources: dict[Any, Any] = {}  # LogicalUnit -> (policy dict, version, pi_type)
-        self.stats: dict[tuple, IoStats] = {}
+        self.stats: dict[tuple, IoStats] = {}  # by IoStats.key
+        self.sessions: dict[tuple, SessionFacts] = {}  # by SessionFacts.key
         self.volume_rejections: dict[str, dict[str, int]] = {}
         self.luns: dict[str, Any] = {}  # volume name -> LogicalUnit
 
@@ -336,20 +413,40 @@ class Enforcement:
         if policy is not None and self.luns.get(policy.volume) is lu:
             del self.luns[policy.volume]
 
-    def stats_for(self, volume: str, session: Any) -> IoStats:
+    def facts_for(self, session: Any, interface: str | None = None) -> SessionFacts:
+        """What ``session``'s login settled (``interface``: the local address:port its
+        connection arrived on): the record kept for those facts, or a new one that
+        :meth:`keep` keeps once the session addresses a volume or meets a digest error (a
+        login alone holds no memory here)."""
         params = session.params
-        key = (volume, session.initiator_name, session.isid & 0xFFFF,
-               params.header_digest, params.data_digest)
+        facts = SessionFacts(session.target_name or "", session.initiator_name,
+                             session.isid & 0xFFFF, params.header_digest, params.data_digest,
+                             authentication_of(params), interface)
+        return self.sessions.get(facts.key, facts)
+
+    def keep(self, facts: SessionFacts) -> SessionFacts:
+        """The kept record of ``facts`` (``facts`` itself the first time)."""
+        return self.sessions.setdefault(facts.key, facts)
+
+    def stats_for(self, volume: str, session: Any, interface: str | None = None) -> IoStats:
+        facts = self.keep(self.facts_for(session, interface))
+        key = (volume, *facts.key)
         stats = self.stats.get(key)
         if stats is None:
-            stats = self.stats[key] = IoStats(*key)
+            stats = self.stats[key] = IoStats(volume, facts)
         return stats
 
-    def guard(self, lu: Any, session: Any, flags: int) -> Guard | None:
+    def guard(self, lu: Any, session: Any, flags: int, interface: str | None = None
+              ) -> Guard | None:
         policy = self.policies.get(lu)
         if policy is None:
             return None
-        return Guard(lu, policy, flags, self.stats_for(policy.volume, session), session)
+        return Guard(lu, policy, flags, self.stats_for(policy.volume, session, interface),
+                     session)
+
+    def applications(self) -> dict[str, str]:
+        """Volume -> application, for the volumes served now."""
+        return {p.volume: p.application for p in list(self.policies.values())}
 
     def rejected(self, guard: Guard, reason: str, cdb) -> None:
         """Count (per session x volume and per volume) and log a refusal."""

@@ -11,7 +11,13 @@ Every ``interval`` seconds the controller:
 
 1. **advertises** its capabilities, portals and storage container (capacity
    from the data directory's file system), renewing its lease;
-2. **syncs its volumes** from ``GET /controllers/{name}/volumes``: creates the
+2. **reports its evidence** (``PUT /controllers/{name}/evidence``): per session x volume,
+   what the data path measured since the last report the manager accepted
+   (:mod:`difs.controller.evidence`). The window's baseline advances only when the manager
+   accepted the report, so a refused or lost report is added to the next one; a refusal
+   (a manager without the endpoint, a 422, a 5xx) is logged, rate-limited, and the round
+   goes on;
+3. **syncs its volumes** from ``GET /controllers/{name}/volumes``: creates the
    volumes it does not have yet (sparse files; formatted with T10 PI of the type
    the policy's ``integrity.protection_information`` names), grows resized ones,
    mirrors each volume's policy, version, application (whose PI application tag
@@ -44,14 +50,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from typing import TYPE_CHECKING, Any
 
 from difs.controller.errors import StateError
+from difs.controller.evidence import Baseline, build_report
 from difs.controller.state import ServedState
-from difs.nodelink.client import ManagerClient
+from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
 from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement
-from difs.util.logs import log_event
+from difs.util.logs import RateLimitedLog, log_event
 from difs.util.units import parse_portal
 
 if TYPE_CHECKING:
@@ -71,6 +79,10 @@ class ControllerManagerLink(NodeLink):
         self.controller = controller
         self.state = ServedState(controller.config.data_dir, controller=node)
         self.synced = False  # the manager's view has been applied
+        #: the counters of the last evidence report the manager accepted
+        self.baseline = Baseline(taken_at=time.monotonic())
+        #: evidence trouble repeats every round while it lasts: a line a minute, with a count
+        self._evidence_log = RateLimitedLog(log, interval=60.0)
 
     def advertisement(self) -> Advertisement:
         cfg = self.controller.config
@@ -121,8 +133,33 @@ class ControllerManagerLink(NodeLink):
                 log_event(log, "volume sync failed", level=logging.ERROR, volume=name,
                           reason=str(exc))
 
+    async def report_evidence(self) -> None:
+        """Send the evidence of the window since the last accepted report; adopt its
+        baseline only when the manager accepted it. Never raises (the round goes on)."""
+        enforcement = self.controller.enforcement
+        try:
+            built = build_report(list(enforcement.stats.values()), self.baseline,
+                                 applications=enforcement.applications(),
+                                 now=time.monotonic())
+            if built.unreportable:
+                self._evidence_log("evidence left out: outside the report's limits",
+                                   logging.WARNING, entries=[" ".join(map(str, k[:3]))
+                                                             for k in built.unreportable[:5]])
+            await self.call(self.client.report_controller_evidence, self.node, built.report)
+        except (ManagerError, ManagerUnreachable) as exc:
+            self._evidence_log("evidence report not accepted; its counts go into the next one",
+                               logging.WARNING, status=getattr(exc, "status", None),
+                               reason=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - evidence must not cost the volume sync
+            self._evidence_log("evidence report failed; its counts go into the next one",
+                               logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            return
+        self.baseline = built.baseline
+
     async def exchange(self) -> None:
         await self.call(self.client.advertise, self.node, self.advertisement())
+        await self.report_evidence()
         volumes = await self.call(self.client.controller_volumes, self.node)
         await self.sync_volumes(volumes)
         self.synced = True

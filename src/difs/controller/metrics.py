@@ -1,9 +1,11 @@
 """Prometheus metrics of a controller, read from its live counters at scrape time.
 
 Nothing is added to the per-I/O path: the adapter already keeps plain integer counters
-per session x volume (:class:`~difs.controller.enforcement.IoStats`), the PI stores count
-their checks, and the iSCSI cores count their CRC32C work; this collector turns them into
-metric families when scraped.
+and a latency histogram per session x volume (:class:`~difs.controller.enforcement.IoStats`),
+the PI stores count their checks, and the iSCSI cores count their CRC32C work; this
+collector turns them into metric families when scraped. Sessions whose logins settled
+different authentication or arrived on different local addresses keep separate counters
+(the evidence tells them apart); the ``PATH`` families add them up.
 
 Families (counters unless noted); ``PATH`` is ``volume, initiator, channel,
 header_digest, data_digest`` (channel = ISID & FFFFh, the host's channel number):
@@ -22,9 +24,21 @@ header_digest, data_digest`` (channel = ISID & FFFFh, the host's channel number)
   ``difs_controller_volume_pi_check_failures_total{volume,check}`` - per volume, all
   sessions (and the controller's own reads, e.g. EXTENDED COPY);
 - ``difs_controller_volume_info{volume,application,pi_type,requires}`` (gauge, 1);
-- ``difs_controller_digests_total{target,initiator,channel,header_digest,data_digest}`` and
-  ``difs_controller_digest_bytes_total`` - CRC32C digests computed or verified (closed
-  connections included);
+- ``difs_controller_latency_seconds{PATH}`` (histogram) - each command from the arrival
+  of its command PDU to its response queued (refused commands included; buckets
+  :data:`difs.policy.evidence.LATENCY_BOUNDS_MS`);
+- ``difs_controller_digest_bytes_total{PATH}`` - data bytes of the volume's commands on a
+  session that negotiated CRC32C data digests (0 on the others);
+- ``difs_controller_session_info{initiator,channel,authentication,header_digest,
+  data_digest,interface}`` (gauge, 1) - the open sessions and what their logins settled
+  (``authentication``: ``none`` / ``chap`` / ``mutual_chap``; ``interface``: the local
+  address:port the session's connection arrived on);
+- ``difs_controller_digest_errors_total{LINK}`` - CRC32C header and data digest mismatches
+  the sessions' connections detected;
+- ``difs_controller_digests_total{LINK}`` and ``difs_controller_digest_covered_bytes_total
+  {LINK}`` - CRC32C digests computed or verified and the bytes they covered, headers
+  included (closed connections included); ``LINK`` is ``target, initiator, channel,
+  header_digest, data_digest``;
 - ``difs_controller_connections`` (gauge) - open iSCSI connections;
   ``difs_controller_connections_accepted_total``,
   ``difs_controller_connections_refused_total{limit}`` (``total`` / ``address``: closed at
@@ -38,16 +52,47 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from difs.policy.evidence import LatencyRecorder
 from difs.util.units import parse_portal
 
 if TYPE_CHECKING:
+    from difs.controller.enforcement import IoStats
     from difs.controller.server import Controller
 
 PATH = ["volume", "initiator", "channel", "header_digest", "data_digest"]
 LINK = ["target", "initiator", "channel", "header_digest", "data_digest"]
+SESSION = ["initiator", "channel", "authentication", "header_digest", "data_digest",
+           "interface"]
+
+
+def _by_path(stats: list[IoStats]) -> dict[tuple[str, ...], list[IoStats]]:
+    """The IoStats of each PATH label set (sessions that differ only in authentication or
+    interface share one)."""
+    groups: dict[tuple[str, ...], list[IoStats]] = {}
+    for s in stats:
+        groups.setdefault(s.labels, []).append(s)
+    return groups
+
+
+def _latency(group: list[IoStats]) -> LatencyRecorder:
+    if len(group) == 1:
+        return group[0].latency
+    total = LatencyRecorder()
+    for s in group:
+        total.counts = [a + b for a, b in zip(total.counts, s.latency.counts, strict=True)]
+        total.sum_ns += s.latency.sum_ns
+    return total
+
+
+def _merged(dicts) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for key, count in list(d.items()):
+            out[key] = out.get(key, 0) + count
+    return out
 
 
 class ControllerCollector(Collector):
@@ -71,21 +116,57 @@ class ControllerCollector(Collector):
                                         "generated", labels=PATH)
         failures = CounterMetricFamily("difs_controller_pi_check_failures",
                                        "commands failed by a PI check", labels=[*PATH, "check"])
-        for stats in list(enforcement.stats.values()):
-            labels = list(stats.labels)
-            commands.add_metric(labels, stats.commands)
-            nbytes.add_metric([*labels, "read"], stats.read_bytes)
-            nbytes.add_metric([*labels, "write"], stats.write_bytes)
-            for reason, count in list(stats.rejected.items()):
+        digest_bytes = CounterMetricFamily("difs_controller_digest_bytes",
+                                           "data bytes of the volume's commands on a session "
+                                           "with CRC32C data digests", labels=PATH)
+        latency = HistogramMetricFamily("difs_controller_latency_seconds",
+                                        "SCSI command latency at the controller, from the "
+                                        "command PDU's arrival to the response queued",
+                                        labels=PATH)
+        for key, group in _by_path(list(enforcement.stats.values())).items():
+            labels = list(key)
+            commands.add_metric(labels, sum(s.commands for s in group))
+            nbytes.add_metric([*labels, "read"], sum(s.read_bytes for s in group))
+            nbytes.add_metric([*labels, "write"], sum(s.write_bytes for s in group))
+            for reason, count in _merged(s.rejected for s in group).items():
                 rejections.add_metric([*labels, reason], count)
-            checked.add_metric(labels, stats.pi_checked)
-            generated.add_metric(labels, stats.pi_generated)
-            for kind, count in stats.pi_failed.items():
+            checked.add_metric(labels, sum(s.pi_checked for s in group))
+            generated.add_metric(labels, sum(s.pi_generated for s in group))
+            for kind, count in _merged(s.pi_failed for s in group).items():
                 failures.add_metric([*labels, kind], count)
-        yield from (commands, nbytes, rejections, checked, generated, failures)
+            digest_bytes.add_metric(labels, sum(s.digest_bytes for s in group))
+            buckets, sum_seconds = _latency(group).cumulative_seconds()
+            latency.add_metric(labels, buckets, sum_seconds)
+        yield from (commands, nbytes, rejections, checked, generated, failures, digest_bytes,
+                    latency)
         yield from self._volumes()
+        yield from self._sessions()
         yield from self._digests()
         yield from self._connections()
+
+    def _sessions(self):
+        controller = self.controller
+        info = GaugeMetricFamily("difs_controller_session_info",
+                                 "an open session and the services its login settled",
+                                 labels=SESSION)
+        open_sessions = {(f.initiator, str(f.channel), f.authentication,
+                          str(f.header_digest).lower(), str(f.data_digest).lower(),
+                          f.interface or "")
+                         for c in list(controller._connections)
+                         if (f := c.facts) is not None and not c.core.closed}
+        for labels in sorted(open_sessions):
+            info.add_metric(list(labels), 1)
+        errors = CounterMetricFamily("difs_controller_digest_errors",
+                                     "CRC32C digest mismatches detected on a session's "
+                                     "connections", labels=LINK)
+        totals: dict[tuple[str, ...], int] = {}
+        for f in list(controller.enforcement.sessions.values()):
+            key = (f.target, f.initiator, str(f.channel), str(f.header_digest).lower(),
+                   str(f.data_digest).lower())
+            totals[key] = totals.get(key, 0) + f.digest_errors
+        for key, count in totals.items():
+            errors.add_metric(list(key), count)
+        yield from (info, errors)
 
     def _connections(self):
         controller = self.controller
@@ -149,8 +230,9 @@ class ControllerCollector(Collector):
             entry[1] += covered
         digests = CounterMetricFamily("difs_controller_digests",
                                       "CRC32C digests computed or verified", labels=LINK)
-        digest_bytes = CounterMetricFamily("difs_controller_digest_bytes",
-                                           "bytes covered by CRC32C digests", labels=LINK)
+        digest_bytes = CounterMetricFamily("difs_controller_digest_covered_bytes",
+                                           "bytes covered by CRC32C digests (headers "
+                                           "included)", labels=LINK)
         for (target, initiator, channel, hd, dd), (count, covered) in totals.items():
             labels = [target, initiator, str(channel), str(hd).lower(), str(dd).lower()]
             digests.add_metric(labels, count)

@@ -31,8 +31,13 @@ policy and the session's negotiated services (:mod:`difs.controller.enforcement`
 one precomputed :class:`~difs.controller.enforcement.Guard` per session and
 LUN); a refused command is answered CHECK CONDITION, DATA PROTECT 74h/71h,
 counted and logged. Per session x volume counters (commands, bytes, PI work,
-refusals) and per connection CRC32C digest work are what ``difs controller
---metrics`` serves (:mod:`difs.controller.metrics`).
+refusals, and the latency of each command from the arrival of the bytes that carried
+its command PDU to its response queued, on ``time.monotonic_ns``), the services each
+session's login settled with its CRC32C digest errors
+(:class:`~difs.controller.enforcement.SessionFacts`: digests, authentication, the local
+address:port it arrived on) and per connection CRC32C digest work are what ``difs
+controller --metrics`` serves (:mod:`difs.controller.metrics`) and what a manager-driven
+controller reports as evidence (:mod:`difs.controller.evidence`).
 
 Bounds: at most ``max_connections`` open connections, ``max_connections_per_address`` from
 one peer address (one more is closed at once, before the core is made); a connection that
@@ -47,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from time import monotonic_ns
 
 from difs.controller.config import (
     ConfigError,
@@ -56,7 +62,7 @@ from difs.controller.config import (
     resolve_policy,
 )
 from difs.controller.endpoint import ProtocolEndpoint
-from difs.controller.enforcement import Enforcement, Guard, session_flags
+from difs.controller.enforcement import Enforcement, Guard, SessionFacts, session_flags
 from difs.controller.volumes import VolumeDirectory, VolumeError, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
@@ -305,8 +311,10 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         self.scsi: ScsiTarget | None = None
         self.session_flags = 0
         self._guards: dict[int, Guard] = {}
+        self.facts: SessionFacts | None = None  # what this session's login settled
         self.peer = "?"
         self.address = "?"
+        self.interface: str | None = None  # the local address:port the connection arrived on
         self._closed_why: str | None = None  # why the core closed the connection
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -319,6 +327,8 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         self.peer = format_portal(peer[0], peer[1]) if peer else "?"
         controller = self.controller
         self.address = peer[0] if peer else "?"
+        local = transport.get_extra_info("sockname")
+        self.interface = format_portal(local[0], local[1]) if local else None
         over = controller.over_limit(self.address)
         if over is not None:
             limit, value = over
@@ -334,7 +344,7 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         self._pump()
 
     def data_received(self, data: bytes) -> None:
-        self.core.receive_data(data)
+        self.core.receive_data(data, arrived_ns=monotonic_ns())
         self._pump()
 
     def eof_received(self) -> bool | None:
@@ -434,6 +444,7 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             self.core.complete_command(
                 task, status=CHECK_CONDITION, data_in=b"", sense=guard.sense[lu.d_sense],
                 transfer_length=data_out_length(lu, cdb) if task.write else None)
+            stats.latency.record(monotonic_ns() - task.arrived)
             return
         if lu.pi_type:
             store = lu.store
@@ -454,13 +465,16 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             self._command_failed(guard, result.sense, cdb)
         self.core.complete_command(task, status=result.status, data_in=result.data,
                                    sense=result.sense, transfer_length=transfer_length)
+        stats.latency.record(monotonic_ns() - task.arrived)
 
     def _new_guard(self, lun: int, lu: LogicalUnit) -> Guard | None:
-        guard = self.controller.enforcement.guard(lu, self.session, self.session_flags)
+        guard = self.controller.enforcement.guard(lu, self.session, self.session_flags,
+                                                  self.interface)
         if guard is None:
             self._guards.pop(lun, None)
         else:
             self._guards[lun] = guard
+            self.facts = guard.stats.session  # the kept record
         return guard
 
     def _command_failed(self, guard: Guard, sense, cdb) -> None:
@@ -504,6 +518,9 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             _flood("protocol violation", logging.WARNING, peer=self.peer,
                    initiator=getattr(self.session, "initiator_name", None), reason=event.reason)
         elif isinstance(event, DigestFailure):
+            if self.facts is not None:
+                self.facts = self.controller.enforcement.keep(self.facts)
+                self.facts.digest_errors += 1
             _flood("digest error", logging.WARNING, peer=self.peer, kind=event.kind,
                    initiator=getattr(self.session, "initiator_name", None))
         elif isinstance(event, LogoutComplete):
@@ -531,10 +548,11 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             self.controller.session_started(session, self.nexus, self.scsi)
             self.session_flags = session_flags(session)
             self._guards.clear()
-            params = session.params
-            fields.update(target=session.target_name, channel=session.isid & 0xFFFF,
-                          header_digest=params.header_digest, data_digest=params.data_digest,
-                          auth=params.auth_method, mutual=params.mutual_chap)
+            facts = self.facts = self.controller.enforcement.facts_for(session, self.interface)
+            fields.update(target=session.target_name, channel=facts.channel,
+                          header_digest=facts.header_digest, data_digest=facts.data_digest,
+                          auth=session.params.auth_method, mutual=session.params.mutual_chap,
+                          interface=facts.interface)
         log_event(log, "login", **fields)
 
     # task management -------------------------------------------------------------

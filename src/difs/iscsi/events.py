@@ -21,12 +21,13 @@ class ScsiTask:
     ``lun`` is decoded from the 8-byte LUN field (``lun_field`` keeps the raw value), ``cdb`` is
     the full CDB (16 bytes from the BHS, zero padded, or longer with an extended CDB AHS),
     ``expected_length`` the Expected Data Transfer Length, ``bidi_read_length`` the expected
-    read length of a bidirectional command (else None).
+    read length of a bidirectional command (else None), ``arrived`` the adapter's clock
+    reading (``receive_data(arrived_ns=)``) for the bytes that carried the command PDU.
     """
 
     __slots__ = ("session", "connection_id", "itt", "lun", "lun_field", "cdb", "data_out",
                  "expected_length", "bidi_read_length", "read", "write", "attr", "cmdsn",
-                 "immediate", "state")
+                 "immediate", "state", "arrived")
 
     # ``state`` values (core bookkeeping)
     RECEIVING = 0  # waiting for CmdSN order and/or Data-Out
@@ -38,7 +39,7 @@ class ScsiTask:
     def __init__(self, session: Session, connection_id: int, itt: int, lun: int, lun_field: int,
                  cdb: bytes, expected_length: int, read: bool, write: bool, attr: int,
                  cmdsn: int, immediate: bool, data_out: bytes | memoryview = b"",
-                 bidi_read_length: int | None = None) -> None:
+                 bidi_read_length: int | None = None, arrived: int = 0) -> None:
         self.session = session
         self.connection_id = connection_id
         self.itt = itt
@@ -53,6 +54,7 @@ class ScsiTask:
         self.immediate = immediate
         self.data_out = data_out
         self.bidi_read_length = bidi_read_length
+        self.arrived = arrived
         self.state = ScsiTask.RECEIVING
 
     def __repr__(self) -> str:

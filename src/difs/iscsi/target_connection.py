@@ -95,6 +95,7 @@ class TargetConnection(LoginPhase, IoPath, ControlPath, PduEndpoint):
         self.header_digest = False  # active on output (Full Feature Phase only)
         self.data_digest = False
         self.send_limit = LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH  # peer's MaxRecvDataSegmentLength
+        self.arrived_ns = 0  # the clock reading given with the bytes being fed
         self._machine = StateMachine(TARGET_TRANSITIONS, State.EXPECT_LOGIN_REQUEST)
         self._framer = PduFramer(LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH)
         #: CRC32C digests computed for PDUs sent, and the bytes they covered
@@ -123,10 +124,12 @@ class TargetConnection(LoginPhase, IoPath, ControlPath, PduEndpoint):
 
     # ------------------------------------------------------------------ public API
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes received from the transport."""
+    def receive_data(self, data: bytes | bytearray | memoryview, *, arrived_ns: int = 0) -> None:
+        """Feed bytes received from the transport (``arrived_ns``: the adapter's clock when
+        they arrived, stamped on the commands they carry as ``ScsiTask.arrived``)."""
         if self._closed:
             return
+        self.arrived_ns = arrived_ns
         framer = self._framer
         framer.feed(data)
         while not self._closed:

@@ -114,7 +114,8 @@ class IoPath:
         top = lun_field >> 48
         lun = top & 0x3FFF if top >> 14 <= 1 and not lun_field & 0xFFFF_FFFF_FFFF else lun_field
         task = ScsiTask(session, self.connection_id, itt, lun, lun_field, cdb, edtl,
-                        bool(flags & 0x40), write, flags & 7, cmdsn, immediate, data, bidi)
+                        bool(flags & 0x40), write, flags & 7, cmdsn, immediate, data, bidi,
+                        self.arrived_ns)
         collect = refuse = busy = False
         if write and edtl > n:
             if edtl > MAX_WRITE_LENGTH:
