@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from difs.host import migrate
 from difs.host.agent import Host
 from difs.host.pathgroup import CredentialBook
 from difs.host.errors import HostError
@@ -95,6 +96,8 @@ class Follower:
     since: float = 0.0
     #: the policy version that could not be applied to the running application
     refused_version: int | None = None
+    #: the migration this host runs for it (difs.host.migrate.HostMigration), if any
+    migration: Any = None
 
 
 def auth_methods(book: CredentialBook) -> list[str]:
@@ -222,6 +225,8 @@ class HostManagerLink(NodeLink):
                 follower = self.followers[name] = Follower(name, None, version)
             self._set(follower, FAILED, str(exc))
             return
+        if follower is not None and migrate.follow(self, follower, binding, endpoint, version):
+            return  # a migration runs (or has switched and waits for the manager's commit)
         if follower is None or follower.endpoint != endpoint:
             if follower is not None:  # moved (or now complete): start it where it is now
                 await self._forget(name)
@@ -285,6 +290,8 @@ class HostManagerLink(NodeLink):
 
     async def _forget(self, name: str) -> None:
         follower = self.followers.pop(name, None)
+        if follower is not None and follower.migration is not None:
+            follower.migration.cancel()
         if follower is not None and follower.task is not None and not follower.task.done():
             follower.task.cancel()
             await asyncio.gather(follower.task, return_exceptions=True)
@@ -303,7 +310,24 @@ class HostManagerLink(NodeLink):
 
     def binding_states(self) -> dict[str, Any]:
         return {"bindings": [{"application": f.name, "state": f.state, "reason": f.reason,
-                              "policy_version": f.version} for f in self.followers.values()]}
+                              "policy_version": f.version,
+                              **({"migration": f.migration.report()} if f.migration is not None else {})}
+                             for f in self.followers.values()]}
+
+    async def confirm_switch(self, migration: migrate.HostMigration) -> bool:
+        """A migration may pause the application and switch: the manager heard its ``pause``
+        and holds the migration ``switching`` (it can no longer be aborted)."""
+        try:
+            await self.report_states()
+            bindings = await self.call(self.client.host_bindings, self.node)
+        except (ManagerUnreachable, ManagerError):
+            return False
+        mine = next((b for b in bindings if isinstance(b, dict) and b.get("application") == migration.name), {})
+        wanted = mine.get("migration") or {}
+        return wanted.get("id") == migration.id and wanted.get("state") == "switching"
+
+    def push_states_soon(self) -> None:
+        self._push_states_soon()
 
     async def report_states(self) -> None:
         try:
