@@ -42,7 +42,7 @@ from difs.host.agent import Host
 from difs.host.pathgroup import CredentialBook
 from difs.host.errors import HostError
 from difs.host.state import BindingStore, StateRefused, persisted
-from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
+from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnavailable, ManagerUnreachable
 from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement, PolicyServices, Requirement
 from difs.policy.fast import AUTH, DATA_DIGEST, HEADER_DIGEST, MUTUAL_AUTH
@@ -325,6 +325,22 @@ class HostManagerLink(NodeLink):
         mine = next((b for b in bindings if isinstance(b, dict) and b.get("application") == migration.name), {})
         wanted = mine.get("migration") or {}
         return wanted.get("id") == migration.id and wanted.get("state") == "switching"
+
+    async def commit_switch(self, migration: migrate.HostMigration) -> bool | None:
+        """Report a migration ``switched`` while the application's I/O is still held: True when
+        the manager took it (it commits as it does), False when it refused or could not, None
+        when no answer came (it may have committed)."""
+        try:
+            await self.call(functools.partial(
+                self.client.request, "PUT", f"/hosts/{self.node}/bindings/state",
+                json=self.binding_states()))
+        except ManagerUnavailable:
+            return False
+        except ManagerUnreachable:
+            return None
+        except ManagerError:
+            return False
+        return True
 
     def push_states_soon(self) -> None:
         self._push_states_soon()

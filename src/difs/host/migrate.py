@@ -17,10 +17,13 @@ needs the data on a new volume: PI added, or another controller), the host copie
    migration is ``switching`` (from then on it cannot be aborted). The :class:`Gate` holds new
    requests, the requests in flight drain, the last dirty chunks are copied, the new volume
    flushed, and the application's disk switched to it (``AppDisk.retarget``) — one
-   assignment of its volume, requirement and protection; then the held requests run, on the
-   new volume. The pause is measured and reported (``pause_ms``);
-5. **switched** is reported; the manager commits (the application's volume and policy are the
-   new ones) and drops the old volume.
+   assignment of its volume, requirement and protection;
+5. **switched** is reported *before* the held requests run: the manager commits (the
+   application's volume and policy are the new ones) and drops the old volume. When it answers
+   with a refusal the switch is undone and the requests run on the old volume; when it cannot
+   be reached the switch stands (it may have committed). Then the held requests run, on the
+   new volume. The pause is measured and reported (``pause_ms``, up to the switch; the log
+   line gives the whole).
 
 A copy that fails (a read or write the retry rules gave up on, the new volume never served)
 is reported ``failed`` with the reason, the gate is removed (I/O goes on, on the old volume)
@@ -182,16 +185,17 @@ async def copy_until_small(dirty: DirtyMap, copy: CopyRange, *, on_pass: Callabl
 
 
 async def pause_and_switch(gate: Gate, dirty: DirtyMap, copy: CopyRange, *,
-                           finish: Callable[[], Awaitable[None]], switch: Callable[[], None],
+                           finish: Callable[[], Awaitable[None]], switch: Callable[[float], Awaitable[None]],
                            clock: Callable[[], float] = time.monotonic) -> float:
-    """Pause the application's I/O, copy what is left, ``finish`` (flush), ``switch``, resume.
-    Returns the pause in milliseconds. On a failure the I/O resumes on the old volume."""
+    """Pause the application's I/O, copy what is left, ``finish`` (flush), ``switch`` (given the
+    milliseconds paused so far), resume. Returns the pause in milliseconds. On a failure the
+    I/O resumes (``switch`` leaves the disk on the old volume when it fails)."""
     began = clock()
     await gate.pause()
     try:
         await copy_pass(dirty, copy)
         await finish()
-        switch()
+        await switch((clock() - began) * 1000.0)
     finally:
         gate.resume()
     return (clock() - began) * 1000.0
@@ -202,6 +206,7 @@ class HostMigration:
 
     def __init__(self, host: Any, name: str, spec: dict[str, Any], *,
                  confirm: Callable[[HostMigration], Awaitable[bool]],
+                 commit: Callable[[HostMigration], Awaitable[bool | None]],
                  changed: Callable[[], None]) -> None:
         self.host, self.name, self.spec = host, name, spec
         self.id: str = spec["id"]
@@ -218,7 +223,7 @@ class HostMigration:
         self.pause_ms: float | None = None
         self.error: str | None = None
         self.switched = False
-        self._confirm, self._changed = confirm, changed
+        self._confirm, self._commit, self._changed = confirm, commit, changed
         self._last_push = 0.0
         self.task: asyncio.Task | None = None
 
@@ -290,8 +295,14 @@ class HostMigration:
                 await asyncio.sleep(1.0)
                 await copy_pass(dirty, copy_chunk, progress=progress)
 
-            def switch() -> None:
+            async def switch(paused_ms: float) -> None:
+                before = _Saved(app, disk)
                 self._switch(app, disk, target)
+                self.phase, self.pause_ms = "switched", paused_ms
+                if await self._commit(self) is False:  # refused: not committed, back to the old volume
+                    before.restore(app, disk)
+                    self.switched = False
+                    raise MigrationFailed("the manager did not take the switch")
 
             self.pause_ms = await pause_and_switch(gate, dirty, copy_chunk, finish=target._flush, switch=switch)
             disk.gate = None
@@ -346,6 +357,23 @@ class HostMigration:
             await self._drop(old)
 
 
+class _Saved:
+    """The application's disk and record as they were before a switch (to undo it)."""
+
+    DISK = ("group", "lun", "capacity", "protection", "requirement", "service_class", "path_requirement")
+    APP = ("group", "controller", "target", "lun", "policy_version", "policy_name")
+
+    def __init__(self, app: Any, disk: AppDisk) -> None:
+        self.disk = {k: getattr(disk, k) for k in self.DISK}
+        self.app = {k: getattr(app, k) for k in self.APP}
+
+    def restore(self, app: Any, disk: AppDisk) -> None:
+        for k, v in self.disk.items():
+            setattr(disk, k, v)
+        for k, v in self.app.items():
+            setattr(app, k, v)
+
+
 class MigrationFailed(Exception):
     """The copy cannot go on (the reason is reported to the manager)."""
 
@@ -375,7 +403,7 @@ def follow(link: Any, follower: Any, binding: dict[str, Any], endpoint: Any, ver
         return False
     try:
         task = HostMigration(link.host, follower.name, wanted, confirm=link.confirm_switch,
-                             changed=link.push_states_soon)
+                             commit=link.commit_switch, changed=link.push_states_soon)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         log_event(log, "migration not startable", level=logging.ERROR, app=follower.name, reason=str(exc))
         return False

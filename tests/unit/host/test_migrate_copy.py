@@ -15,6 +15,16 @@ async def _nothing() -> None:
     pass
 
 
+async def _never(paused_ms: float) -> None:
+    raise AssertionError("no switch after a failed copy")
+
+
+def _switch_to_new(vols):
+    async def switch(paused_ms: float) -> None:
+        vols.on_new = True
+    return switch
+
+
 def test_the_dirty_map_marks_grains_and_hands_out_runs_of_at_most_a_chunk():
     d = DirtyMap(3 * CHUNK + 4096)
     assert d.dirty_bytes == len(d.bits) * GRAIN  # everything is to be copied at first
@@ -74,7 +84,7 @@ async def _migrate_under_writes(size: int, writes: int) -> tuple[Volumes, bytear
     await copy_until_small(dirty, vols.copy, on_pass=passes.append)
     assert passes[0] == 0
 
-    def switch() -> None:
+    async def switch(paused_ms: float) -> None:
         assert gate.inflight == 0  # drained: nothing lands on the old volume after this
         vols.on_new = True
 
@@ -104,7 +114,7 @@ def test_a_write_held_by_the_pause_runs_after_it_on_the_new_volume():
 
         dirty.mark(0, 512)
         switching = asyncio.create_task(pause_and_switch(
-            gate, dirty, slow_copy, finish=_nothing, switch=lambda: setattr(vols, "on_new", True)))
+            gate, dirty, slow_copy, finish=_nothing, switch=_switch_to_new(vols)))
         await entered.wait()  # paused: the copy of what was left runs
         held = asyncio.create_task(gate.run(vols.app_write(0, b"x" * 512), 0, 512))
         await asyncio.sleep(0)
@@ -125,7 +135,7 @@ def test_a_failed_copy_resumes_the_io_and_puts_the_grains_back():
             raise OSError("read failed")
 
         with pytest.raises(OSError):
-            await pause_and_switch(gate, dirty, broken, finish=_nothing, switch=lambda: None)
+            await pause_and_switch(gate, dirty, broken, finish=_nothing, switch=_never)
         assert dirty.dirty_bytes == 2 * CHUNK  # nothing counted as copied
         assert await gate.run(asyncio.sleep(0, "ran")) == "ran"  # the I/O is not held
 

@@ -298,7 +298,10 @@ def ingest(*, session: Session, now: datetime, app: ApplicationRow, report: Migr
     """What the bound host says of the migration it runs."""
     row = active(app)
     if row is None or row.id != report.id:
-        return  # ended meanwhile (aborted): the host drops it when it reads its binding
+        last = app.migrations[-1] if app.migrations else None
+        if last is not None and last.id == report.id and last.state == "done" and report.pause_ms is not None:
+            last.pause_ms = report.pause_ms  # the whole pause, measured once the I/O resumed
+        return  # else ended meanwhile (aborted): the host drops it when it reads its binding
     row.phase, row.updated_at = report.phase, now
     row.bytes_copied, row.bytes_total = report.bytes_copied, report.bytes_total or row.bytes_total
     if report.pause_ms is not None:
