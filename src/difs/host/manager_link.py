@@ -440,7 +440,11 @@ class HostManagerLink(NodeLink):
         for follower in self.followers.values():
             if follower.task is not None and not follower.task.done():
                 follower.task.cancel()
+            if follower.migration is not None:
+                follower.migration.cancel()
         await asyncio.gather(*(f.task for f in self.followers.values() if f.task is not None),
+                             *(f.migration.task for f in self.followers.values()
+                               if f.migration is not None and f.migration.task is not None),
                              *self._pushes, return_exceptions=True)
 
     async def close(self) -> None:

@@ -263,64 +263,81 @@ class HostMigration:
     async def run(self) -> None:
         app = self.host.apps[self.name]
         disk: AppDisk = app.disk
-        group = None
+        self._group = None
         try:
-            services = self.spec.get("policy")
-            requirement = Requirement.from_policy(PolicyServices.model_validate(services) if services else None)
-            group = await self.host.group_for(controller=self.controller, portal=self.portal, target=self.target)
-            target = AppDisk(app=self.name, group=group, requirement=requirement, lun=self.lun,
-                             selector=disk.selector, path_wait=disk.path_wait, app_tag=disk.app_tag)
-            await self._open(target)
-            if target.size < disk.size:
-                raise MigrationFailed(f"the new volume has {target.size} bytes, the application's {disk.size}")
-            dirty = DirtyMap(disk.size)
-            self.bytes_total = disk.size
-            gate = disk.gate = Gate(dirty)
-            log_event(log, "migration copying", app=self.name, to=f"{self.target} LUN {self.lun}",
-                      bytes=disk.size, pi="yes" if target.protection is not None else "no")
-
-            async def copy_chunk(offset: int, length: int) -> None:
-                data = await disk._read(offset, length)
-                await target._write(offset, memoryview(data), fua=False)
-
-            progress = lambda: self._progress(dirty)  # noqa: E731
-            await copy_until_small(dirty, copy_chunk, progress=progress,
-                                   on_pass=lambda n: self._set("copy" if n == 0 else "recopy"))
-            await target._flush()  # the bulk stable now: the pause flushes only what it copies
-            while True:  # the manager's word before the pause: it may have aborted meanwhile
-                self._set("pause", push=False)
-                if await self._confirm(self):
-                    break
-                self._set("recopy", push=False)
-                await asyncio.sleep(1.0)
-                await copy_pass(dirty, copy_chunk, progress=progress)
-
-            async def switch(paused_ms: float) -> None:
-                before = _Saved(app, disk)
-                self._switch(app, disk, target)
-                self.phase, self.pause_ms = "switched", paused_ms
-                if await self._commit(self) is False:  # refused: not committed, back to the old volume
-                    before.restore(app, disk)
-                    self.switched = False
-                    raise MigrationFailed("the manager did not take the switch")
-
-            self.pause_ms = await pause_and_switch(gate, dirty, copy_chunk, finish=target._flush, switch=switch)
-            disk.gate = None
-            self.bytes_copied = self.bytes_total
-            self._set("switched")
-            log_event(log, "migration switched", app=self.name, to=f"{self.target} LUN {self.lun}",
-                      pause_ms=round(self.pause_ms, 1), version=self.version)
+            target, copy = await self._prepare(disk)
+            await self._copy(target, copy)
+            await self._pause_and_switch(app, disk, target, copy)
         except asyncio.CancelledError:
             disk.gate = None
             log_event(log, "migration cancelled", app=self.name)
-            await self._drop(group)
+            await self._drop(self._group)
             raise
         except Exception as exc:  # the copy fails; the application goes on on its old volume
             disk.gate = None
             self.error = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
             log_event(log, "migration failed", level=logging.ERROR, app=self.name, reason=self.error)
             self._set("failed")
-            await self._drop(group)
+            await self._drop(self._group)
+
+    async def _prepare(self, disk: AppDisk) -> tuple[AppDisk, CopyRange]:
+        """Open the new volume; put the gate on the application's disk; return the copy."""
+        services = self.spec.get("policy")
+        requirement = Requirement.from_policy(PolicyServices.model_validate(services) if services else None)
+        self._group = await self.host.group_for(controller=self.controller, portal=self.portal, target=self.target)
+        target = AppDisk(app=self.name, group=self._group, requirement=requirement, lun=self.lun,
+                         selector=disk.selector, path_wait=disk.path_wait, app_tag=disk.app_tag)
+        await self._open(target)
+        if target.size < disk.size:
+            raise MigrationFailed(f"the new volume has {target.size} bytes, the application's {disk.size}")
+        # the copy reads through a disk of its own on the same volume: the application's
+        # counters (I/Os, bytes, per path) stay the application's
+        source = AppDisk(app=self.name, group=disk.group, requirement=disk.requirement, lun=disk.lun,
+                         selector=disk.selector, path_wait=disk.path_wait, app_tag=disk.app_tag)
+        source.retarget(disk)
+        self.dirty = DirtyMap(disk.size)
+        self.bytes_total = disk.size
+        disk.gate = Gate(self.dirty)
+        log_event(log, "migration copying", app=self.name, to=f"{self.target} LUN {self.lun}",
+                  bytes=disk.size, pi="yes" if target.protection is not None else "no")
+
+        async def copy(offset: int, length: int) -> None:
+            data = await source._read(offset, length)
+            await target._write(offset, memoryview(data), fua=False)
+
+        return target, copy
+
+    async def _copy(self, target: AppDisk, copy: CopyRange) -> None:
+        """Copy and recopy until little is dirty, then until the manager lets the pause begin."""
+        dirty = self.dirty
+        progress = lambda: self._progress(dirty)  # noqa: E731
+        await copy_until_small(dirty, copy, progress=progress,
+                               on_pass=lambda n: self._set("copy" if n == 0 else "recopy"))
+        await target._flush()  # the bulk stable now: the pause flushes only what it copies
+        while True:  # the manager's word before the pause: it may have aborted meanwhile
+            self._set("pause", push=False)
+            if await self._confirm(self):
+                return
+            self._set("recopy", push=False)
+            await asyncio.sleep(1.0)
+            await copy_pass(dirty, copy, progress=progress)
+
+    async def _pause_and_switch(self, app: Any, disk: AppDisk, target: AppDisk, copy: CopyRange) -> None:
+        async def switch(paused_ms: float) -> None:
+            before = _Saved(app, disk)
+            self._switch(app, disk, target)
+            self.phase, self.pause_ms = "switched", paused_ms
+            if await self._commit(self) is False:  # refused: not committed, back to the old volume
+                before.restore(app, disk)
+                self.switched = False
+                raise MigrationFailed("the manager did not take the switch")
+
+        self.pause_ms = await pause_and_switch(disk.gate, self.dirty, copy, finish=target._flush, switch=switch)
+        disk.gate = None
+        self.bytes_copied = self.bytes_total
+        self._set("switched")
+        log_event(log, "migration switched", app=self.name, to=f"{self.target} LUN {self.lun}",
+                  pause_ms=round(self.pause_ms, 1), version=self.version)
 
     async def _open(self, target: AppDisk) -> None:
         loop = asyncio.get_running_loop()
@@ -389,7 +406,9 @@ def follow(link: Any, follower: Any, binding: dict[str, Any], endpoint: Any, ver
         if task.switched or task.phase == "switched":
             if (endpoint.controller, endpoint.target, endpoint.lun) == task.target_key and not same:
                 follower.endpoint, follower.migration = endpoint, None  # committed
-                asyncio.create_task(task.close_old())
+                closing = asyncio.create_task(task.close_old())
+                link._pushes.add(closing)  # awaited at close, like the state pushes
+                closing.add_done_callback(link._pushes.discard)
                 return False
             return True  # switched: until the manager commits, nothing else changes
         if not same:
