@@ -85,9 +85,15 @@ def test_a_migration_is_refused_with_every_reason():
     assert "ask for a migration" in plan.refused[0]
     assert "bound to no host" in plan.refused[1]
     assert "2 volumes" in plan.refused[2]
+    # asked for, but not bound: why it would move, then why it cannot
+    plan = plan_change(services=PI1, volumes=[vol(here)], host=None, containers=[here], migrate=True)
+    assert plan.refused[0].startswith("the data must move to a new volume (volume app-0")
+    assert "bound to no host" in plan.refused[1]
     # asked, but no container has room or PI for the new volume
     full = site("ctl1", pi=(), free=0)
     plan = plan_change(services=PI1, volumes=[vol(full)], host=HOST, containers=[full], migrate=True)
-    [why] = plan.refused
+    move, why = plan.refused
+    assert move.startswith("the data must move to a new volume (volume app-0 is formatted without T10 PI, "
+                           "the policy needs it with T10 PI type 1; ctl1/pool cannot give the policy: container pool")
     assert why.startswith("no placement for the new volume")
     assert "cannot store T10 PI type 1" in why and "bytes free" in why

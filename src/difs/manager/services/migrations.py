@@ -150,16 +150,18 @@ def plan_change(
             for s in sites:
                 refused += path_problems(services=services, host=host, paths=host_paths, site=s)
         return ChangePlan(refused=list(dict.fromkeys(refused)), unmet=here)
+    why_move = "the data must move to a new volume (" + "; ".join(move) + ")"
     refused = []
     if not migrate:
-        refused.append("the data must move to a new volume (" + "; ".join(move) + "): ask for a migration "
-                       "('migrate': true; `difs app set-policy` does)")
+        refused.append(why_move + ": ask for a migration ('migrate': true; `difs app set-policy` does)")
     if host is None:
         refused.append("the application is bound to no host: a migration is copied by the host it is "
                        "bound to, bind it first")
     if len(volumes) != 1:
         refused.append(f"the application has {len(volumes)} volumes: a migration moves exactly one")
     if refused:
+        if migrate:  # why it would have moved, then why it cannot
+            refused.insert(0, why_move)
         return ChangePlan(refused=refused, unmet=here, move=move)
     assert host is not None
     (volume,) = volumes
@@ -167,11 +169,13 @@ def plan_change(
                      containers=containers, hosts=[host])
     if decision.choice is None:
         lines = [f"{r.kind} {r.candidate}: {'; '.join(r.reasons)}" for r in decision.rejected]
-        return ChangePlan(refused=["no placement for the new volume: " + (" | ".join(lines) or "no container")],
+        return ChangePlan(refused=[why_move, "no placement for the new volume: " + (" | ".join(lines) or "no container")],
                           unmet=here, move=move, rejected=decision.rejected)
     target = next(c for c in containers if c.controller.name == decision.choice.controller
                   and c.container.name == decision.choice.container)
     refused = path_problems(services=services, host=host, paths=host_paths, site=target)
+    if refused:
+        refused.insert(0, why_move)
     return ChangePlan(refused=refused, unmet=here, move=move, target=decision.choice, rejected=decision.rejected)
 
 
