@@ -131,8 +131,6 @@ class AppDisk(NbdBackend):
         self.per_path: dict[int, list[int]] = {}
         #: the retry rules' log lines, at most 5 per event per 10 s (a fault flood repeats them)
         self._log = RateLimitedLog(log, interval=10.0, burst=5)
-        #: a migration's gate while one copies this disk's volume (difs.host.migrate.Gate)
-        self.gate = None
 
     @property
     def volume(self) -> str:
@@ -154,7 +152,7 @@ class AppDisk(NbdBackend):
 
     def retarget(self, other: AppDisk) -> None:
         """A migration's switch (no request in flight): serve ``other``'s volume from now on,
-        with its requirement and protection."""
+        with its requirement and protection (:mod:`difs.host.migrate`)."""
         self.group, self.lun, self.capacity, self.protection = other.group, other.lun, other.capacity, other.protection
         self.requirement, self.service_class = other.requirement, other.service_class
         self.path_requirement = other.path_requirement
@@ -317,33 +315,9 @@ class AppDisk(NbdBackend):
         return self._run(self._cdb(_WRITE16, flags | PROTECT_001, offset, len(data)),
                          data_out=wire)
 
-    # -- NbdBackend: straight to the volume, or through a migration's gate -------------
+    # -- NbdBackend ------------------------------------------------------------------
 
-    def read(self, offset: int, length: int) -> Awaitable[bytes | memoryview]:
-        gate = self.gate
-        return self._read(offset, length) if gate is None else gate.run(self._read(offset, length))
-
-    def write(self, offset: int, data: memoryview, *, fua: bool) -> Awaitable[None]:
-        gate = self.gate
-        if gate is None:
-            return self._write(offset, data, fua=fua)
-        return gate.run(self._write(offset, data, fua=fua), offset, len(data))
-
-    def flush(self) -> Awaitable[None]:
-        gate = self.gate
-        return self._flush() if gate is None else gate.run(self._flush())
-
-    def trim(self, offset: int, length: int) -> Awaitable[None]:
-        gate = self.gate
-        return self._trim(offset, length) if gate is None else gate.run(self._trim(offset, length), offset, length)
-
-    def write_zeroes(self, offset: int, length: int, *, may_trim: bool, fua: bool,
-                     fast: bool = False) -> Awaitable[None]:
-        coro = self._write_zeroes(offset, length, may_trim=may_trim, fua=fua, fast=fast)
-        gate = self.gate
-        return coro if gate is None else gate.run(coro, offset, length)
-
-    async def _read(self, offset: int, length: int) -> bytes | memoryview:
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
         self.ios += 1
         self.bytes += length
         if length <= MAX_TRANSFER:
@@ -353,7 +327,7 @@ class AppDisk(NbdBackend):
             for o in range(0, length, MAX_TRANSFER)))
         return b"".join(bytes(p.data) for p in parts)
 
-    async def _write(self, offset: int, data: memoryview, *, fua: bool) -> None:
+    async def write(self, offset: int, data: memoryview, *, fua: bool) -> None:
         self.ios += 1
         length = len(data)
         self.bytes += length
@@ -365,7 +339,7 @@ class AppDisk(NbdBackend):
             self._write_command(offset + o, data[o:o + MAX_TRANSFER], flags)
             for o in range(0, length, MAX_TRANSFER)))
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         await self._run(_SYNC16.pack(_SYNC_CACHE16, 0, 0, 0, self.service_class, 0))
 
     async def _write_same(self, offset: int, length: int, flags: int) -> None:
@@ -390,13 +364,13 @@ class AppDisk(NbdBackend):
             await asyncio.gather(*(self._write_command(offset + o, zero[:n], 0)
                                    for o, n in chunks[i:i + _ZERO_BATCH]))
 
-    async def _trim(self, offset: int, length: int) -> None:
+    async def trim(self, offset: int, length: int) -> None:
         if self.protection is not None:
             return  # a hint; unmapping would hand the blocks' PI to the controller
         await self._write_same(offset, length, _WS_UNMAP)
 
-    async def _write_zeroes(self, offset: int, length: int, *, may_trim: bool, fua: bool,
-                            fast: bool = False) -> None:
+    async def write_zeroes(self, offset: int, length: int, *, may_trim: bool, fua: bool,
+                           fast: bool = False) -> None:
         if self.protection is not None:
             if fast:
                 raise NbdBackendError(errno.ENOTSUP, "no fast zeroing with PI")
@@ -404,4 +378,4 @@ class AppDisk(NbdBackend):
         else:
             await self._write_same(offset, length, _WS_UNMAP if may_trim else 0)
         if fua:
-            await self._flush()
+            await self.flush()

@@ -35,9 +35,10 @@ report, pushed at most every :data:`REPORT_EVERY` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from difs.host.disk import AppDisk
@@ -103,9 +104,18 @@ class DirtyMap:
         return max(0, self.size - self.dirty_bytes)
 
 
+#: set while a request runs through the gate: its own inner calls (write_zeroes' flush) pass
+_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("difs_migration_gate", default=False)
+#: the NBD requests of an application's disk the gate stands in front of
+GATED = ("read", "write", "flush", "trim", "write_zeroes")
+
+
 class Gate:
     """The application's requests during a migration: counted in flight, held while paused,
-    and their written ranges marked dirty."""
+    and their written ranges marked dirty.
+
+    :meth:`install` puts it in front of one disk's NBD requests (per instance: a disk with no
+    migration runs exactly as before, at no cost); :meth:`remove` takes it away."""
 
     def __init__(self, dirty: DirtyMap) -> None:
         self.dirty = dirty
@@ -115,19 +125,39 @@ class Gate:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def run(self, coro: Awaitable[Any], offset: int = 0, length: int = 0) -> Any:
+    def install(self, disk: AppDisk) -> None:
+        cls = type(disk)
+        run = self.run
+        disk.read = lambda offset, length: run(cls.read(disk, offset, length))  # type: ignore[method-assign]
+        disk.write = lambda offset, data, *, fua: run(  # type: ignore[method-assign]
+            cls.write(disk, offset, data, fua=fua), offset, len(data))
+        disk.flush = lambda: run(cls.flush(disk))  # type: ignore[method-assign]
+        disk.trim = lambda offset, length: run(cls.trim(disk, offset, length), offset, length)  # type: ignore[method-assign]
+        disk.write_zeroes = lambda offset, length, **kw: run(  # type: ignore[method-assign]
+            cls.write_zeroes(disk, offset, length, **kw), offset, length)
+
+    @staticmethod
+    def remove(disk: AppDisk) -> None:
+        for name in GATED:
+            disk.__dict__.pop(name, None)
+
+    async def run(self, coro: Coroutine[Any, Any, Any], offset: int = 0, length: int = 0) -> Any:
         """Run one request (``length`` > 0: it writes ``[offset, offset + length)``)."""
+        if _INSIDE.get():  # a call made by a request already counted
+            return await coro
         if not self._open.is_set():
             try:
                 await self._open.wait()
             except BaseException:
-                coro.close()  # type: ignore[attr-defined]
+                coro.close()
                 raise
         self.inflight += 1
         self._idle.clear()
+        token = _INSIDE.set(True)
         try:
             return await coro
         finally:
+            _INSIDE.reset(token)
             self.inflight -= 1
             if length:
                 self.dirty.mark(offset, length)
@@ -269,12 +299,12 @@ class HostMigration:
             await self._copy(target, copy)
             await self._pause_and_switch(app, disk, target, copy)
         except asyncio.CancelledError:
-            disk.gate = None
+            Gate.remove(disk)
             log_event(log, "migration cancelled", app=self.name)
             await self._drop(self._group)
             raise
         except Exception as exc:  # the copy fails; the application goes on on its old volume
-            disk.gate = None
+            Gate.remove(disk)
             self.error = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
             log_event(log, "migration failed", level=logging.ERROR, app=self.name, reason=self.error)
             self._set("failed")
@@ -297,13 +327,14 @@ class HostMigration:
         source.retarget(disk)
         self.dirty = DirtyMap(disk.size)
         self.bytes_total = disk.size
-        disk.gate = Gate(self.dirty)
+        self.gate = Gate(self.dirty)
+        self.gate.install(disk)
         log_event(log, "migration copying", app=self.name, to=f"{self.target} LUN {self.lun}",
                   bytes=disk.size, pi="yes" if target.protection is not None else "no")
 
         async def copy(offset: int, length: int) -> None:
-            data = await source._read(offset, length)
-            await target._write(offset, memoryview(data), fua=False)
+            data = await source.read(offset, length)
+            await target.write(offset, memoryview(data), fua=False)
 
         return target, copy
 
@@ -313,7 +344,7 @@ class HostMigration:
         progress = lambda: self._progress(dirty)  # noqa: E731
         await copy_until_small(dirty, copy, progress=progress,
                                on_pass=lambda n: self._set("copy" if n == 0 else "recopy"))
-        await target._flush()  # the bulk stable now: the pause flushes only what it copies
+        await target.flush()  # the bulk stable now: the pause flushes only what it copies
         while True:  # the manager's word before the pause: it may have aborted meanwhile
             self._set("pause", push=False)
             if await self._confirm(self):
@@ -332,8 +363,8 @@ class HostMigration:
                 self.switched = False
                 raise MigrationFailed("the manager did not take the switch")
 
-        self.pause_ms = await pause_and_switch(disk.gate, self.dirty, copy, finish=target._flush, switch=switch)
-        disk.gate = None
+        self.pause_ms = await pause_and_switch(self.gate, self.dirty, copy, finish=target.flush, switch=switch)
+        Gate.remove(disk)
         self.bytes_copied = self.bytes_total
         self._set("switched")
         log_event(log, "migration switched", app=self.name, to=f"{self.target} LUN {self.lun}",

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from difs.host.migrate import CHUNK, GRAIN, DirtyMap, Gate, copy_pass, copy_until_small, pause_and_switch
+from difs.host.migrate import CHUNK, GRAIN, GATED, DirtyMap, Gate, copy_pass, copy_until_small, pause_and_switch
 
 
 async def _nothing() -> None:
@@ -138,5 +138,60 @@ def test_a_failed_copy_resumes_the_io_and_puts_the_grains_back():
             await pause_and_switch(gate, dirty, broken, finish=_nothing, switch=_never)
         assert dirty.dirty_bytes == 2 * CHUNK  # nothing counted as copied
         assert await gate.run(asyncio.sleep(0, "ran")) == "ran"  # the I/O is not held
+
+    asyncio.run(main())
+
+
+class FakeDisk:
+    """The NBD side of a disk; write_zeroes with FUA calls its own flush, as AppDisk's does."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.zeroing = asyncio.Event()
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return bytes(length)
+
+    async def write(self, offset: int, data, *, fua: bool) -> None:
+        self.calls.append("write")
+
+    async def flush(self) -> None:
+        self.calls.append("flush")
+
+    async def trim(self, offset: int, length: int) -> None:
+        self.calls.append("trim")
+
+    async def write_zeroes(self, offset: int, length: int, *, may_trim: bool, fua: bool, fast: bool = False) -> None:
+        await self.zeroing.wait()
+        if fua:
+            await self.flush()
+
+
+def test_the_gate_stands_before_one_disk_only_and_lets_a_request_s_own_calls_pass():
+    async def main() -> None:
+        disk, other = FakeDisk(), FakeDisk()
+        gate = Gate(DirtyMap(CHUNK))
+        while gate.dirty.take() is not None:
+            pass
+        gate.install(disk)
+        assert all(name in vars(disk) for name in GATED) and not vars(other).keys() & set(GATED)
+        await disk.write(GRAIN, b"x" * 512, fua=False)
+        assert gate.dirty.take() == (GRAIN, GRAIN)  # the write marked its grain
+        zeroing = asyncio.create_task(disk.write_zeroes(0, 4096, may_trim=False, fua=True))
+        await asyncio.sleep(0)
+        pausing = asyncio.create_task(gate.pause())  # waits for the zeroing in flight
+        await asyncio.sleep(0)
+        assert not pausing.done()
+        disk.zeroing.set()  # its own flush passes the closed gate: no deadlock
+        await asyncio.wait_for(pausing, 5)
+        await zeroing
+        assert disk.calls == ["write", "flush"]
+        held = asyncio.create_task(disk.trim(0, 512))
+        await asyncio.sleep(0)
+        assert not held.done()  # paused: new requests wait
+        gate.resume()
+        await held
+        Gate.remove(disk)
+        assert not vars(disk).keys() & set(GATED)
 
     asyncio.run(main())
