@@ -56,7 +56,8 @@ from difs.controller.config import (
     resolve_policy,
 )
 from difs.controller.endpoint import ProtocolEndpoint
-from difs.controller.enforcement import Enforcement, Guard, session_flags
+from difs.controller.enforcement import Enforcement, Guard, describes_only, session_flags
+from difs.controller.qos_gate import QosGate
 from difs.controller.volumes import VolumeDirectory, VolumeError, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
@@ -75,7 +76,7 @@ from difs.iscsi.events import (
 from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target_connection import TargetConnection
 from difs.sam.sense import parse_sense, pi_check_kind
-from difs.sam.status import CHECK_CONDITION, GOOD
+from difs.sam.status import CHECK_CONDITION, GOOD, TASK_SET_FULL
 from difs.scsi.commands import data_out_length
 from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
@@ -142,6 +143,8 @@ class Controller:
         # Normal sessions the SCSI layer knows, with their nexus and target
         self._nexuses: dict[Session, tuple[Nexus, ScsiTarget]] = {}
         self.enforcement = Enforcement()
+        #: the QoS scheduler of the volumes whose policy has QoS parameters (qos_gate.py)
+        self.qos = QosGate()
         #: CRC32C work of closed connections, by (target, initiator, channel, hd, dd)
         self.digest_history: dict[tuple, list[int]] = {}
 
@@ -242,6 +245,7 @@ class Controller:
             vol.store.close()
         if self.endpoint is not None:
             self.endpoint.close()
+        self.qos.close()
 
     # -- used by connections ------------------------------------------------------
 
@@ -435,6 +439,27 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
                 task, status=CHECK_CONDITION, data_in=b"", sense=guard.sense[lu.d_sense],
                 transfer_length=data_out_length(lu, cdb) if task.write else None)
             return
+        if guard.qos is not None and not describes_only(cdb):
+            if not self.controller.qos.submit(guard.qos, self, task, guard):
+                self.core.complete_command(task, status=TASK_SET_FULL)  # its queue is full
+            return
+        self._run(task, guard)
+
+    def run_scheduled(self, task: ScsiTask, guard: Guard) -> None:
+        """The QoS scheduler's turn for ``task`` (unless it was aborted while queued)."""
+        if task.state == ScsiTask.DELIVERED and self.core is not None:
+            self._run(task, guard)
+
+    def flush(self) -> None:
+        out = self.core.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
+    def _run(self, task: ScsiTask, guard: Guard) -> None:
+        """Run a command that passed its volume's policy, count it, answer it."""
+        lu = guard.lu
+        cdb = task.cdb
+        stats = guard.stats
         if lu.pi_type:
             store = lu.store
             checked, generated = store.checked_blocks, store.generated_blocks
@@ -461,6 +486,9 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             self._guards.pop(lun, None)
         else:
             self._guards[lun] = guard
+            policy = guard.policy
+            if policy.qos is not None:
+                guard.qos = self.controller.qos.client(policy.volume, policy.qos)
         return guard
 
     def _command_failed(self, guard: Guard, sense, cdb) -> None:
