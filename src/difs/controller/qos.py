@@ -155,6 +155,7 @@ class QosScheduler:
         self.vt = 0.0  # virtual time: P of the last weight-phase dispatch
         self.dt = -INF  # device clock: when the capacity used so far is paid for
         self._seq = 0
+        self._queued = 0  # requests queued, all clients
         self._r: list[tuple[float, int, QosClient]] = []  # by max(R, L): reservation due
         self._l: list[tuple[float, int, QosClient]] = []  # by L: waiting for the limit
         self._p: list[tuple[float, int, QosClient]] = []  # by P: under the limit
@@ -182,6 +183,24 @@ class QosScheduler:
 
     # -- requests ----------------------------------------------------------------
 
+    def admit(self, client: QosClient, nbytes: int, now: float) -> bool:
+        """The fast path: True when a request of ``nbytes`` may run now without queueing
+        (nothing is queued anywhere and its tags have come); it is then counted as
+        dispatched. False: :meth:`submit` it."""
+        if self._queued:
+            return False
+        self._tag(client, nbytes, now)
+        if client.h_l > now:
+            return False
+        if client.h_r <= now:
+            phase = RESERVATION
+        elif self.dt <= now:
+            phase = WEIGHT
+        else:
+            return False
+        self._commit(client, nbytes, now, phase)
+        return True
+
     def submit(self, client: QosClient, item: Any, nbytes: int, now: float) -> bool:
         """Queue ``item`` (``nbytes`` of data) for ``client``; False when its queue is
         full (the caller answers TASK SET FULL). Call :meth:`dispatch` after."""
@@ -190,6 +209,7 @@ class QosScheduler:
             client.refused += 1
             return False
         queue.append((item, nbytes, now))
+        self._queued += 1
         if len(queue) == 1:
             self._head(client)
         return True
@@ -233,29 +253,15 @@ class QosScheduler:
 
     @property
     def queued(self) -> int:
-        return sum(len(c.queue) for c in self.clients.values())
+        return self._queued
 
     # -- tags --------------------------------------------------------------------
 
     def _head(self, c: QosClient) -> None:
         """Tag the head request of ``c`` and enter it in the heaps."""
         _item, nbytes, arrival = c.queue[0]
-        floor = arrival - self.burst
-        if c.inv_r_io or c.inv_r_b:
-            rio = max(c.r_io + c.inv_r_io, floor) if c.inv_r_io else -INF
-            rb = max(c.r_b + nbytes * c.inv_r_b, floor) if c.inv_r_b else -INF
-            c.h_rio, c.h_rb = rio, rb
-            reservation = rio if rio > rb else rb
-        else:
-            c.h_rio = c.h_rb = -INF
-            reservation = INF
-        lio = max(c.l_io + c.inv_l_io, arrival) if c.inv_l_io else -INF
-        lb = max(c.l_b + nbytes * c.inv_l_b, arrival) if c.inv_l_b else -INF
-        c.h_lio, c.h_lb = lio, lb
-        limit = lio if lio > lb else lb
-        prop = c.p + (1.0 + nbytes * self._unit) * c.inv_w
-        c.h_p = prop if prop > self.vt else self.vt
-        c.h_r, c.h_l = reservation, limit
+        self._tag(c, nbytes, arrival)
+        reservation, limit = c.h_r, c.h_l
         self._seq += 1
         seq = c.seq = self._seq
         if reservation != INF:
@@ -265,9 +271,42 @@ class QosScheduler:
         else:
             heapq.heappush(self._l, (limit, seq, c))
 
+    def _tag(self, c: QosClient, nbytes: int, arrival: float) -> None:
+        """The tags of a request of ``nbytes`` arrived at ``arrival``, as ``c``'s head."""
+        if c.inv_r_io or c.inv_r_b:
+            floor = arrival - self.burst
+            rio = max(c.r_io + c.inv_r_io, floor) if c.inv_r_io else -INF
+            rb = max(c.r_b + nbytes * c.inv_r_b, floor) if c.inv_r_b else -INF
+            c.h_rio, c.h_rb = rio, rb
+            c.h_r = rio if rio > rb else rb
+        else:
+            c.h_r = INF
+        if c.inv_l_io or c.inv_l_b:
+            lio = max(c.l_io + c.inv_l_io, arrival) if c.inv_l_io else -INF
+            lb = max(c.l_b + nbytes * c.inv_l_b, arrival) if c.inv_l_b else -INF
+            c.h_lio, c.h_lb = lio, lb
+            c.h_l = lio if lio > lb else lb
+        else:
+            c.h_l = -INF
+        prop = c.p + (1.0 + nbytes * self._unit) * c.inv_w
+        c.h_p = prop if prop > self.vt else self.vt
+
     def _take(self, c: QosClient, now: float, phase: int) -> Any:
         """Dispatch the head of ``c``: commit its tags, count, tag the next one."""
         item, nbytes, arrival = c.queue.popleft()
+        self._queued -= 1
+        self._commit(c, nbytes, now, phase)
+        if now > arrival:
+            c.delayed += 1
+            c.waited += now - arrival
+        if c.queue:
+            self._head(c)
+        else:
+            c.seq = 0
+        return item
+
+    def _commit(self, c: QosClient, nbytes: int, now: float, phase: int) -> None:
+        """The head's tags become the client's; the device clock advances; count it."""
         if c.inv_r_io:
             c.r_io = c.h_rio
         if c.inv_r_b:
@@ -285,11 +324,3 @@ class QosScheduler:
             self.dt = (self.dt if self.dt > floor else floor) \
                 + (1.0 + nbytes * self._unit) * self._device_cost
         c.dispatched[phase] += 1
-        if now > arrival:
-            c.delayed += 1
-            c.waited += now - arrival
-        if c.queue:
-            self._head(c)
-        else:
-            c.seq = 0
-        return item

@@ -50,7 +50,11 @@ class QosGate:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
-        if not self.scheduler.submit(client, (conn, task, guard), task.expected_length, now):
+        scheduler = self.scheduler
+        if scheduler.admit(client, task.expected_length, now):
+            conn.run_scheduled(task, guard)  # nothing queued and its tags have come
+            return True
+        if not scheduler.submit(client, (conn, task, guard), task.expected_length, now):
             return False
         self._run(now, conn)
         return True

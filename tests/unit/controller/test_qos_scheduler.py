@@ -244,3 +244,17 @@ def test_many_volumes_each_get_their_reservation():
     sim.run_until(3)
     got = sim.counts(1, 3)
     assert min(got.values()) >= 2 * 90
+
+
+def test_admit_is_the_fast_path_only_when_nothing_waits():
+    sched = QosScheduler(None)
+    lim = sched.client("lim", ClientInfo(limit_iops=10))
+    other = sched.client("other", ClientInfo(weight=1))
+    assert sched.admit(lim, 0, 0.0)  # idle: runs at once, counted, tags advanced
+    assert not sched.admit(lim, 0, 0.01)  # its limit tag has not come
+    assert sched.submit(lim, "x", 0, 0.01)
+    assert not sched.admit(other, 0, 0.01)  # something is queued: no overtaking
+    assert sched.submit(other, "y", 0, 0.01)
+    assert sched.dispatch(0.01) == ["y"]
+    assert sched.dispatch(0.1) == ["x"] and sched.queued == 0
+    assert sum(lim.dispatched) == 2 and lim.delayed == 1
