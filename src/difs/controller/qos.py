@@ -10,14 +10,14 @@ a client with a :class:`ClientInfo`: a *reservation* (minimum), a *limit* (maxim
 in IOPS and in bytes/s, and a *weight* (share of what is left). The head request of each
 client carries three tags, all on the controller's clock:
 
-* ``R`` (reservation): per dimension ``max(previous R + cost/rate, arrival - burst)``;
+* ``R`` (reservation): per dimension ``max(previous R + cost/rate, now - burst)``;
   a request is due for its reservation when every reserved dimension is due (the
   reservation guarantees up to ``reservation_iops`` IOPS *and* up to
   ``reservation_bytes_per_second``, whichever binds first, so reservations add up per
   dimension against the capacity);
-* ``L`` (limit): per dimension ``max(previous L + cost/rate, arrival)``: no burst, so over
-  any interval of t seconds a volume gets at most ``limit * t + 1`` I/Os (and bytes to
-  match);
+* ``L`` (limit): per dimension ``max(previous L + cost/rate, now)``: no burst, so over
+  any interval of t seconds a volume gets at most ``limit * t + 2`` I/Os (and bytes to
+  match), even after the controller was held up (no catching up past the limit);
 * ``P`` (proportional share): ``max(previous P + cost/weight, V)`` where ``V`` is the P tag
   of the last request dispatched by weight: a volume back from idle starts level with the
   busy ones (fair-queueing virtual time, no credit banked in this phase).
@@ -30,8 +30,10 @@ share already exceeds it gets no reservation-phase dispatches. P advances only o
 weight-phase dispatches, so what a volume got by reservation does not cost it its place in
 the weight phase (mClock's rule, done by not charging P instead of rewriting queued tags).
 
-Idle credit: ``arrival - burst`` bounds what an idle volume banks to ``burst`` seconds of
-its reservation; limits bank nothing; the weight phase banks nothing.
+``now`` is when the request becomes its volume's head (its arrival, or the dispatch of the
+one before it). Idle credit: ``now - burst`` bounds what an idle (or held up) volume banks
+to ``burst`` seconds of its reservation; limits bank nothing; the weight phase banks
+nothing.
 
 Cost of an I/O: ``1 + bytes / size_unit`` I/O units with ``size_unit = capacity bytes/s /
 capacity IOPS`` (64 KiB when the capacity is unknown): a zero-length command costs one unit,
@@ -169,16 +171,17 @@ class QosScheduler:
 
     # -- clients -----------------------------------------------------------------
 
-    def client(self, name: str, info: ClientInfo) -> QosClient:
+    def client(self, name: str, info: ClientInfo, now: float | None = None) -> QosClient:
         """The client of volume ``name``, created or given new parameters (which apply
-        from its head request on: a change mid-stream keeps its queue and tags)."""
+        from its head request on, retagged at ``now``: a change mid-stream keeps its queue
+        and tags)."""
         client = self.clients.get(name)
         if client is None:
             client = self.clients[name] = QosClient(name, info)
         elif client.info != info:
             client.set_info(info)
             if client.queue:
-                self._head(client)
+                self._head(client, client.queue[0][2] if now is None else now)
         return client
 
     # -- requests ----------------------------------------------------------------
@@ -211,7 +214,7 @@ class QosScheduler:
         queue.append((item, nbytes, now))
         self._queued += 1
         if len(queue) == 1:
-            self._head(client)
+            self._head(client, now)
         return True
 
     def dispatch(self, now: float) -> list[Any]:
@@ -257,10 +260,10 @@ class QosScheduler:
 
     # -- tags --------------------------------------------------------------------
 
-    def _head(self, c: QosClient) -> None:
-        """Tag the head request of ``c`` and enter it in the heaps."""
-        _item, nbytes, arrival = c.queue[0]
-        self._tag(c, nbytes, arrival)
+    def _head(self, c: QosClient, now: float) -> None:
+        """Tag the head request of ``c`` (it became the head at ``now``), enter it in the
+        heaps."""
+        self._tag(c, c.queue[0][1], now)
         reservation, limit = c.h_r, c.h_l
         self._seq += 1
         seq = c.seq = self._seq
@@ -271,10 +274,10 @@ class QosScheduler:
         else:
             heapq.heappush(self._l, (limit, seq, c))
 
-    def _tag(self, c: QosClient, nbytes: int, arrival: float) -> None:
-        """The tags of a request of ``nbytes`` arrived at ``arrival``, as ``c``'s head."""
+    def _tag(self, c: QosClient, nbytes: int, now: float) -> None:
+        """The tags of a request of ``nbytes`` that becomes ``c``'s head at ``now``."""
         if c.inv_r_io or c.inv_r_b:
-            floor = arrival - self.burst
+            floor = now - self.burst
             rio = max(c.r_io + c.inv_r_io, floor) if c.inv_r_io else -INF
             rb = max(c.r_b + nbytes * c.inv_r_b, floor) if c.inv_r_b else -INF
             c.h_rio, c.h_rb = rio, rb
@@ -282,8 +285,8 @@ class QosScheduler:
         else:
             c.h_r = INF
         if c.inv_l_io or c.inv_l_b:
-            lio = max(c.l_io + c.inv_l_io, arrival) if c.inv_l_io else -INF
-            lb = max(c.l_b + nbytes * c.inv_l_b, arrival) if c.inv_l_b else -INF
+            lio = max(c.l_io + c.inv_l_io, now) if c.inv_l_io else -INF
+            lb = max(c.l_b + nbytes * c.inv_l_b, now) if c.inv_l_b else -INF
             c.h_lio, c.h_lb = lio, lb
             c.h_l = lio if lio > lb else lb
         else:
@@ -300,7 +303,7 @@ class QosScheduler:
             c.delayed += 1
             c.waited += now - arrival
         if c.queue:
-            self._head(c)
+            self._head(c, now)
         else:
             c.seq = 0
         return item

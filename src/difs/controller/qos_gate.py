@@ -42,7 +42,8 @@ class QosGate:
         self.scheduler.set_capacity(capacity)
 
     def client(self, volume: str, info: ClientInfo) -> QosClient:
-        return self.scheduler.client(volume, info)
+        loop = self._loop or asyncio.get_running_loop()
+        return self.scheduler.client(volume, info, loop.time())
 
     def submit(self, client: QosClient, conn: IscsiConnection, task: Any, guard: Any) -> bool:
         """Queue ``task``; run what is due. False: the volume's queue is full."""

@@ -258,3 +258,18 @@ def test_admit_is_the_fast_path_only_when_nothing_waits():
     assert sched.dispatch(0.01) == ["y"]
     assert sched.dispatch(0.1) == ["x"] and sched.queued == 0
     assert sum(lim.dispatched) == 2 and lim.delayed == 1
+
+
+def test_a_held_up_controller_does_not_catch_up_past_limits_or_bursts():
+    """The event loop was busy elsewhere for two seconds: the limited volume does not get
+    two seconds of I/O at once, the reserved one at most its burst."""
+    sched = QosScheduler(Capacity(iops=1000, bytes_per_second=1 << 30), burst=0.1)
+    sim = Sim(sched)
+    lim = sim.add("lim", ClientInfo(limit_iops=100, weight=1000), depth=500)
+    res = sim.add("res", ClientInfo(reservation_iops=100, weight=1), depth=500)
+    sim.add("noisy", ClientInfo(weight=1000), depth=500)
+    sim.run_until(1)
+    before = sum(lim.dispatched), res.dispatched[RESERVATION]
+    sched.dispatch(3.0)  # nothing dispatched from 1 s to 3 s
+    assert sum(lim.dispatched) - before[0] <= 2
+    assert res.dispatched[RESERVATION] - before[1] <= 0.1 * 100 + 2  # the head, and the burst
