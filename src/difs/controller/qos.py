@@ -111,13 +111,14 @@ class ClientInfo:
 class QosClient:
     """One volume's queue, tags and counters (the counters are what metrics read)."""
 
-    __slots__ = ("name", "info", "queue", "seq", "r_io", "r_b", "l_io", "l_b", "p",
+    __slots__ = ("name", "info", "draining", "queue", "seq", "r_io", "r_b", "l_io", "l_b", "p",
                  "h_r", "h_l", "h_p", "h_rio", "h_rb", "h_lio", "h_lb",
                  "inv_r_io", "inv_r_b", "inv_l_io", "inv_l_b", "inv_w",
                  "dispatched", "delayed", "waited", "refused")
 
     def __init__(self, name: str, info: ClientInfo) -> None:
         self.name = name
+        self.draining = False  # its volume lost its QoS parameters: run what is queued
         self.queue: deque[tuple[Any, int, float]] = deque()  # (item, bytes, arrival)
         self.seq = 0  # sequence number of the current head's heap entries (0: idle)
         self.r_io = self.r_b = self.l_io = self.l_b = -INF  # tags of the last dispatch
@@ -178,11 +179,21 @@ class QosScheduler:
         client = self.clients.get(name)
         if client is None:
             client = self.clients[name] = QosClient(name, info)
-        elif client.info != info:
+        elif client.info != info or client.draining:
             client.set_info(info)
+            client.draining = False
             if client.queue:
                 self._head(client, client.queue[0][2] if now is None else now)
         return client
+
+    def release(self, name: str, now: float) -> None:
+        """Volume ``name`` has no QoS parameters any more: what it has queued runs at the
+        next :meth:`dispatch`, whatever its old tags said."""
+        client = self.clients.get(name)
+        if client is not None and not client.draining:
+            client.draining = True
+            if client.queue:
+                self._head(client, now)
 
     # -- requests ----------------------------------------------------------------
 
@@ -276,6 +287,10 @@ class QosScheduler:
 
     def _tag(self, c: QosClient, nbytes: int, now: float) -> None:
         """The tags of a request of ``nbytes`` that becomes ``c``'s head at ``now``."""
+        if c.draining:
+            c.h_r = c.h_l = -INF
+            c.h_p = self.vt
+            return
         if c.inv_r_io or c.inv_r_b:
             floor = now - self.burst
             rio = max(c.r_io + c.inv_r_io, floor) if c.inv_r_io else -INF

@@ -10,12 +10,17 @@ volume queue is full is answered TASK SET FULL, like a write past the write-buff
 Commands aborted while queued (ABORT TASK, resets, a lost connection) are dropped when
 their turn comes: the core has marked them aborted and they never run.
 
-Volumes without QoS parameters never come here (their ``Guard.qos`` is None).
+Volumes without QoS parameters never come here (their ``Guard.qos`` is None). A policy
+change reaches a volume's scheduler client when a connection next builds its guard (its next
+command), and, while commands are queued, at least every :data:`REFRESH` seconds from the
+timer: a queue held at an old limit (possibly a whole CmdSN window, so the initiator sends
+nothing new) takes the new parameters, or runs at once when the volume has no QoS any more.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from difs.controller.qos import DEFAULT_MAX_QUEUE, Capacity, ClientInfo, QosClient, QosScheduler
@@ -24,12 +29,20 @@ if TYPE_CHECKING:
     from difs.controller.server import IscsiConnection
 
 
+#: seconds between looks at the volumes' policies while commands are queued
+REFRESH = 0.25
+
+
 class QosGate:
-    """One per controller: the scheduler, its timer, and who gets to run."""
+    """One per controller: the scheduler, its timer, and who gets to run. ``policies``
+    gives a volume's current :class:`ClientInfo` (None: no QoS)."""
 
     def __init__(self, capacity: Capacity | None = None, *,
-                 max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+                 max_queue: int = DEFAULT_MAX_QUEUE,
+                 policies: Callable[[str], ClientInfo | None] | None = None) -> None:
         self.scheduler = QosScheduler(capacity, max_queue=max_queue)
+        self._policies = policies
+        self._refresh_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -44,6 +57,13 @@ class QosGate:
     def client(self, volume: str, info: ClientInfo) -> QosClient:
         loop = self._loop or asyncio.get_running_loop()
         return self.scheduler.client(volume, info, loop.time())
+
+    def release(self, volume: str) -> None:
+        """``volume`` has no QoS parameters now: run what it has queued."""
+        if volume in self.scheduler.clients:
+            loop = self._loop = self._loop or asyncio.get_running_loop()
+            self.scheduler.release(volume, loop.time())
+            self._run(loop.time())
 
     def submit(self, client: QosClient, conn: IscsiConnection, task: Any, guard: Any) -> bool:
         """Queue ``task``; run what is due. False: the volume's queue is full."""
@@ -75,6 +95,8 @@ class QosGate:
                 for conn in others:
                     conn.flush()  # the caller's own answers go out when it is pumped
         wake = self.scheduler.wakeup
+        if wake is not None and self._policies is not None:
+            wake = min(wake, max(now, self._refresh_at))  # look at policy changes
         if wake is not None and (self._timer is None or wake < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
@@ -85,7 +107,21 @@ class QosGate:
         self._timer = None
         # the loop may call a little early (its clock resolution): act at the planned time
         now = self._loop.time()
-        self._run(now if now > self._timer_at else self._timer_at)
+        now = now if now > self._timer_at else self._timer_at
+        if self._policies is not None and now >= self._refresh_at:
+            self._refresh_at = now + REFRESH
+            self._refresh(now)
+        self._run(now)
+
+    def _refresh(self, now: float) -> None:
+        scheduler = self.scheduler
+        for name, client in list(scheduler.clients.items()):
+            if client.queue:
+                info = self._policies(name)
+                if info is None:
+                    scheduler.release(name, now)
+                elif info != client.info:
+                    scheduler.client(name, info, now)
 
     def close(self) -> None:
         if self._timer is not None:

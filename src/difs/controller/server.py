@@ -144,7 +144,7 @@ class Controller:
         self._nexuses: dict[Session, tuple[Nexus, ScsiTarget]] = {}
         self.enforcement = Enforcement()
         #: the QoS scheduler of the volumes whose policy has QoS parameters (qos_gate.py)
-        self.qos = QosGate()
+        self.qos = QosGate(policies=self._qos_of)
         #: CRC32C work of closed connections, by (target, initiator, channel, hd, dd)
         self.digest_history: dict[tuple, list[int]] = {}
 
@@ -246,6 +246,12 @@ class Controller:
         if self.endpoint is not None:
             self.endpoint.close()
         self.qos.close()
+
+    def _qos_of(self, volume: str):
+        """A volume's current QoS parameters (None: none, or the volume is gone)."""
+        lu = self.enforcement.luns.get(volume)
+        policy = self.enforcement.policies.get(lu) if lu is not None else None
+        return policy.qos if policy is not None else None
 
     # -- used by connections ------------------------------------------------------
 
@@ -489,6 +495,8 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             policy = guard.policy
             if policy.qos is not None:
                 guard.qos = self.controller.qos.client(policy.volume, policy.qos)
+            else:
+                self.controller.qos.release(policy.volume)
         return guard
 
     def _command_failed(self, guard: Guard, sense, cdb) -> None:

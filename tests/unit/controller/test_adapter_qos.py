@@ -120,3 +120,29 @@ def test_policy_change_applies_to_the_next_command(tmp_path):
         assert ctl.qos.scheduler.clients["vol"].info.limit_iops == 5000
 
     run(main())
+
+
+def test_a_queue_held_at_an_old_limit_takes_a_change_without_a_new_command(tmp_path):
+    """The initiator has nothing more to send (its commands all wait at 1 IOPS): a policy
+    change still reaches the queue within the timer's refresh, both to new parameters and
+    to no QoS at all."""
+    async def main():
+        for new_policy in ({"qos": {"limit_iops": 5000}}, {"qos": {"dscp": 46}}, None):
+            ctl = make_controller(tmp_path / str(new_policy and len(str(new_policy))),
+                                  policy=policy_file(tmp_path, {"limit_iops": 1}))
+            c = Client(ctl, INIT)
+            c.command(TUR)
+            itts = {c.core.submit_command(0, rw16(0x88, i, 1), expected_in_length=512)
+                    for i in range(5)}
+            c.pump()
+            assert ctl.qos.scheduler.clients["vol"].depth == 4
+            vol = next(iter(ctl.volumes.values()))
+            ctl.enforcement.register(vol.lu, replace(vol.meta, policy=new_policy,
+                                                     extra={"policy_version": 2}))
+            start = time.monotonic()
+            done = await wait_for(c, itts, deadline=2.0)
+            assert all(e.status == GOOD for e in done.values())
+            assert time.monotonic() - start < 1.0, new_policy  # not 4 s at 1 IOPS
+            await ctl.close()
+
+    run(main())
