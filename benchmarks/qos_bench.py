@@ -219,7 +219,8 @@ def run_real(seconds: int, capacity: int, reservation: int, limit: int) -> dict:
               f"{w['res'] / reservation:>7.3f} {w['lim'] / limit:>7.3f}")
     print(f"  res/R min {summary['res_over_R']['min']:.3f} median "
           f"{summary['res_over_R']['median']:.3f}; windows with R met "
-          f"{summary['res_met_share']:.0%} (>= 0.98 R: {summary['res_98_share']:.0%}); lim/L max {summary['lim_over_L']['max']:.3f} "
+          f"{summary['res_met_share']:.0%} (>= 0.98 R: {summary['res_98_share']:.0%}); "
+          f"lim/L max {summary['lim_over_L']['max']:.3f} "
           f"median {summary['lim_over_L']['median']:.3f}; noisy median "
           f"{summary['noisy_median']:.0f} IOPS", flush=True)
     return summary
