@@ -261,14 +261,16 @@ def test_a_policy_the_volume_cannot_honour_fails_that_binding_only(cluster: Clus
 
 
 def _dead_controller(c: Cluster) -> None:
-    """ctl2: advertises everything (a QoS limit among it) on a portal nobody listens on."""
+    """ctl2: advertises everything (a QoS latency target among it, which no real controller
+    schedules for) on a portal nobody listens on."""
     token = c.admin.request("POST", "/nodes", json={"name": "ctl2", "kind": "controller"})["token"]
     with ManagerClient(c.url, token=token) as ctl2:
         ctl2.advertise("ctl2", {
             "kind": "controller", "iqn": "iqn.2026-11.io.difs:ctl2",
             "services": {"integrity": {"header_digest": True, "data_digest": True, "pi_types": [1, 3]},
                          "security": {"authentication": ["chap", "mutual_chap"]},
-                         "qos": {"limit": True, "reservation": True, "weight": True}},
+                         "qos": {"limit": True, "reservation": True, "weight": True,
+                                 "latency_target": True}},
             "portals": [{"address": "127.0.0.1", "port": free_port()}],
             "containers": [{"name": "pool2", "capacity_bytes": 1 << 30, "pi_types": []}],
             "lease_seconds": 3600})
@@ -282,9 +284,10 @@ def test_an_unsatisfiable_binding_holds_up_neither_the_link_nor_the_others(clust
     c.create_and_bind("app1", policy="bronze")
     c.wait_running("app1")
     _dead_controller(c)
-    # only ctl2 can enforce a limit: app2 lands there, and the host cannot reach it
+    # only ctl2 schedules for a latency target (ctl1 enforces limits now): app2 lands
+    # there, and the host cannot reach it
     c.admin.request("POST", "/apps", json={"name": "app2", "size_bytes": 4 << 20,
-                                           "services": {"qos": {"limit_iops": 100}}})
+                                           "services": {"qos": {"latency_target_ms": 50}}})
     assert c.app("app2")["volumes"][0]["controller"] == "ctl2"
     start = subprocess.Popen([*DIFS, "app", "start", "app2", "--host", "host1", "--timeout", "60",
                               "--manager", c.url, "--token", c.admin_token()],

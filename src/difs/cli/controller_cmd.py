@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
         max_connections: Annotated[int | None, typer.Option("--max-connections", min=1, help="Open iSCSI connections at most (default 1024); more are closed at once.")] = None,
         max_connections_per_address: Annotated[int | None, typer.Option("--max-connections-per-address", min=1, help="Open iSCSI connections at most from one peer address (default 128).")] = None,
         login_timeout: Annotated[float | None, typer.Option("--login-timeout", min=0.001, help="Seconds a new connection has to complete its login before it is closed (default 15).")] = None,
+        capacity_iops: Annotated[int | None, typer.Option("--capacity-iops", min=1, help="IOPS this controller can do in all, for QoS (default: calibrated on the data directory at first start and saved there).")] = None,
+        capacity_bps: Annotated[str | None, typer.Option("--capacity-bytes-per-second", help="Bytes/s this controller can do in all, for QoS, e.g. 500M (default: calibrated).")] = None,
         log_format: LogFormatOpt = "text",
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
     ) -> None:
@@ -85,7 +87,10 @@ def register(app: typer.Typer) -> None:
                 updates["name"] = name
             for key, value in (("max_connections", max_connections),
                                ("max_connections_per_address", max_connections_per_address),
-                               ("login_timeout", login_timeout)):
+                               ("login_timeout", login_timeout),
+                               ("capacity_iops", capacity_iops),
+                               ("capacity_bytes_per_second",
+                                parse_size(capacity_bps) if capacity_bps else None)):
                 if value is not None:
                     updates[key] = value
             if metrics:

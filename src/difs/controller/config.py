@@ -105,6 +105,10 @@ class ControllerConfig(_Strict):
     max_connections: int = Field(1024, ge=1)
     max_connections_per_address: int = Field(128, ge=1)
     login_timeout: float = Field(15.0, gt=0)
+    #: what the controller can do in all, for QoS (None: calibrated on the data directory
+    #: at first start, see difs.controller.capacity)
+    capacity_iops: int | None = Field(None, ge=1, le=100_000_000)
+    capacity_bytes_per_second: int | None = Field(None, ge=1, le=1 << 50)
 
     @field_validator("portals")
     @classmethod

@@ -61,6 +61,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from difs.controller.qos import ClientInfo
 from difs.policy.fast import (
     AUTH,
     DATA_DIGEST,
@@ -170,6 +171,8 @@ class VolumePolicy:
     pi_type: int  #: how the volume is formatted (0: no PI)
     #: why the stored policy could not be read (then every command is refused)
     unreadable: str | None = None
+    #: the volume's QoS parameters (:class:`difs.controller.qos.ClientInfo`), None: no QoS
+    qos: ClientInfo | None = None
 
     @classmethod
     def from_meta(cls, meta: Any) -> VolumePolicy:
@@ -183,7 +186,8 @@ class VolumePolicy:
         return cls(volume=meta.name, application=str(extra.get("application") or meta.name),
                    version=int(extra.get("policy_version", 0) or 0),
                    requirement=Requirement.from_policy(services), pi_type=meta.pi_type,
-                   unreadable=problem)
+                   unreadable=problem,
+                   qos=ClientInfo.from_service(services.qos) if services is not None else None)
 
     @property
     def flags(self) -> int:
@@ -329,6 +333,7 @@ class Guard:
         "lu",
         "pi_required",
         "policy",
+        "qos",
         "sense",
         "session",
         "stats",
@@ -347,6 +352,7 @@ class Guard:
         self.stats = stats
         self.session = session
         self.sense = _SENSE
+        self.qos = None  #: the volume's QoS client, set by the adapter (None: unscheduled)
 
     def check(self, cdb) -> str | None:
         """The reason ``cdb`` is refused, or None (the whole per-I/O test)."""

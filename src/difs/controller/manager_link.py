@@ -99,12 +99,22 @@ class ControllerManagerLink(NodeLink):
                          # initiators in without CHAP (the manager hands out no secrets), so
                          # this controller cannot honour an authentication policy: say so
                          "security": {"authentication": []},
-                         "isolation": {"exclusive": True}},
+                         "isolation": {"exclusive": True},
+                         "qos": self._qos_capability()},
             "portals": portals,
             "containers": [{"name": CONTAINER, "capacity_bytes": usage.free + self._allocated(),
                             "pi_types": [1, 3]}],
             "lease_seconds": self.lease,
         })
+
+    def _qos_capability(self) -> dict[str, Any]:
+        """The scheduler enforces limits and weights always; it can promise reservations
+        only against a known capacity (difs.controller.capacity)."""
+        capacity = self.controller.qos.capacity
+        if capacity is None:
+            return {"limit": True, "weight": True}
+        return {"reservation": True, "limit": True, "weight": True,
+                "max_iops": capacity.iops, "max_bytes_per_second": capacity.bytes_per_second}
 
     def _allocated(self) -> int:
         return sum(v.meta.size for v in self.endpoint.volumes.values())

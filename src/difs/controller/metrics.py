@@ -44,7 +44,15 @@ header_digest, data_digest`` (channel = ISID & FFFFh, the host's channel number)
   ``difs_controller_connections_refused_total{limit}`` (``total`` / ``address``: closed at
   once for a connection limit), ``difs_controller_logins_total``,
   ``difs_controller_logins_refused_total{status}``,
-  ``difs_controller_sessions_reinstated_total``.
+  ``difs_controller_sessions_reinstated_total``;
+- QoS, per volume with QoS parameters (:mod:`difs.controller.qos`):
+  ``difs_controller_qos_queue_depth{volume}`` (gauge) - commands waiting for their turn;
+  ``difs_controller_qos_delayed_total{volume}`` - commands that waited;
+  ``difs_controller_qos_wait_seconds_total{volume}`` - the time they waited, in all;
+  ``difs_controller_qos_dispatched_total{volume,phase}`` - commands run in the
+  ``reservation`` / ``weight`` phase; ``difs_controller_qos_refused_total{volume}`` -
+  answered TASK SET FULL (queue full); ``difs_controller_qos_capacity_iops`` /
+  ``difs_controller_qos_capacity_bytes_per_second`` (gauges) - the capacity in use.
 """
 
 from __future__ import annotations
@@ -141,6 +149,7 @@ class ControllerCollector(Collector):
                     latency)
         yield from self._volumes()
         yield from self._sessions()
+        yield from self._qos()
         yield from self._digests()
         yield from self._connections()
 
@@ -216,6 +225,37 @@ class ControllerCollector(Collector):
                 for kind, count in lu.store.failed.items():
                     failures.add_metric([name, kind], count)
         yield from (rejections, checked, failures, info)
+
+    def _qos(self):
+        depth = GaugeMetricFamily("difs_controller_qos_queue_depth",
+                                  "commands waiting for their QoS turn", labels=["volume"])
+        delayed = CounterMetricFamily("difs_controller_qos_delayed",
+                                      "commands that waited for their QoS turn", labels=["volume"])
+        waited = CounterMetricFamily("difs_controller_qos_wait_seconds",
+                                     "seconds commands waited for their QoS turn, in all",
+                                     labels=["volume"])
+        phases = CounterMetricFamily("difs_controller_qos_dispatched",
+                                     "commands run by the QoS scheduler, by phase",
+                                     labels=["volume", "phase"])
+        refused = CounterMetricFamily("difs_controller_qos_refused",
+                                      "commands answered TASK SET FULL: QoS queue full",
+                                      labels=["volume"])
+        scheduler = self.controller.qos.scheduler
+        for name, client in list(scheduler.clients.items()):
+            depth.add_metric([name], client.depth)
+            delayed.add_metric([name], client.delayed)
+            waited.add_metric([name], client.waited)
+            phases.add_metric([name, "reservation"], client.dispatched[0])
+            phases.add_metric([name, "weight"], client.dispatched[1])
+            refused.add_metric([name], client.refused)
+        yield from (depth, delayed, waited, phases, refused)
+        capacity = scheduler.capacity
+        if capacity is not None:
+            yield GaugeMetricFamily("difs_controller_qos_capacity_iops",
+                                    "IOPS the controller can do in all (QoS)", value=capacity.iops)
+            yield GaugeMetricFamily("difs_controller_qos_capacity_bytes_per_second",
+                                    "bytes/s the controller can do in all (QoS)",
+                                    value=capacity.bytes_per_second)
 
     def _digests(self):
         controller = self.controller

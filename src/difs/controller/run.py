@@ -28,6 +28,9 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
                 interval: float = 5.0) -> None:
     controller = Controller(config)
     controller.open_volumes()
+    if manager or config.capacity_iops or config.capacity_bytes_per_second or any(
+            policy.qos is not None for policy in controller.enforcement.policies.values()):
+        await set_capacity(controller)
     link = None
     if manager:
         from difs.controller.manager_link import ControllerManagerLink
@@ -63,6 +66,25 @@ async def serve(config: ControllerConfig, *, ready: asyncio.Event | None = None,
     log_event(log, "stopping", connections=len(controller._connections))
     await controller.close()
     log_event(log, "stopped")
+
+
+async def set_capacity(controller: Controller) -> None:
+    """Give the QoS scheduler the controller's capacity (option, saved or calibrated now);
+    a calibration that fails leaves QoS without one (reservations are then not offered)."""
+    from difs.controller.capacity import resolve_capacity
+
+    config = controller.config
+    try:
+        capacity, source = await asyncio.to_thread(
+            resolve_capacity, config.data_dir, iops=config.capacity_iops,
+            bytes_per_second=config.capacity_bytes_per_second)
+    except OSError as exc:
+        log_event(log, "qos calibration failed: no capacity, reservations not offered",
+                  level=logging.WARNING, data_dir=str(config.data_dir), error=str(exc))
+        return
+    controller.qos.set_capacity(capacity)
+    log_event(log, "qos capacity", iops=capacity.iops,
+              bytes_per_second=capacity.bytes_per_second, source=source)
 
 
 def run(config: ControllerConfig, **manager: object) -> None:

@@ -62,7 +62,14 @@ from difs.controller.config import (
     resolve_policy,
 )
 from difs.controller.endpoint import ProtocolEndpoint
-from difs.controller.enforcement import Enforcement, Guard, SessionFacts, session_flags
+from difs.controller.enforcement import (
+    Enforcement,
+    Guard,
+    SessionFacts,
+    describes_only,
+    session_flags,
+)
+from difs.controller.qos_gate import QosGate
 from difs.controller.volumes import VolumeDirectory, VolumeError, VolumeMeta
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import TmfFunction, TmfResponse
@@ -81,7 +88,7 @@ from difs.iscsi.events import (
 from difs.iscsi.session import Session, SessionTable
 from difs.iscsi.target_connection import TargetConnection
 from difs.sam.sense import parse_sense, pi_check_kind
-from difs.sam.status import CHECK_CONDITION, GOOD
+from difs.sam.status import CHECK_CONDITION, GOOD, TASK_SET_FULL
 from difs.scsi.commands import data_out_length
 from difs.scsi.device import LogicalUnit
 from difs.scsi.nexus import Nexus
@@ -148,6 +155,8 @@ class Controller:
         # Normal sessions the SCSI layer knows, with their nexus and target
         self._nexuses: dict[Session, tuple[Nexus, ScsiTarget]] = {}
         self.enforcement = Enforcement()
+        #: the QoS scheduler of the volumes whose policy has QoS parameters (qos_gate.py)
+        self.qos = QosGate(policies=self._qos_of)
         #: CRC32C work of closed connections, by (target, initiator, channel, hd, dd)
         self.digest_history: dict[tuple, list[int]] = {}
 
@@ -248,6 +257,13 @@ class Controller:
             vol.store.close()
         if self.endpoint is not None:
             self.endpoint.close()
+        self.qos.close()
+
+    def _qos_of(self, volume: str):
+        """A volume's current QoS parameters (None: none, or the volume is gone)."""
+        lu = self.enforcement.luns.get(volume)
+        policy = self.enforcement.policies.get(lu) if lu is not None else None
+        return policy.qos if policy is not None else None
 
     # -- used by connections ------------------------------------------------------
 
@@ -446,6 +462,27 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
                 transfer_length=data_out_length(lu, cdb) if task.write else None)
             stats.latency.record(monotonic_ns() - task.arrived)
             return
+        if guard.qos is not None and not describes_only(cdb):
+            if not self.controller.qos.submit(guard.qos, self, task, guard):
+                self.core.complete_command(task, status=TASK_SET_FULL)  # its queue is full
+            return
+        self._run(task, guard)
+
+    def run_scheduled(self, task: ScsiTask, guard: Guard) -> None:
+        """The QoS scheduler's turn for ``task`` (unless it was aborted while queued)."""
+        if task.state == ScsiTask.DELIVERED and self.core is not None:
+            self._run(task, guard)
+
+    def flush(self) -> None:
+        out = self.core.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
+    def _run(self, task: ScsiTask, guard: Guard) -> None:
+        """Run a command that passed its volume's policy, count it, answer it."""
+        lu = guard.lu
+        cdb = task.cdb
+        stats = guard.stats
         if lu.pi_type:
             store = lu.store
             checked, generated = store.checked_blocks, store.generated_blocks
@@ -475,6 +512,11 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
         else:
             self._guards[lun] = guard
             self.facts = guard.stats.session  # the kept record
+            policy = guard.policy
+            if policy.qos is not None:
+                guard.qos = self.controller.qos.client(policy.volume, policy.qos)
+            else:
+                self.controller.qos.release(policy.volume)
         return guard
 
     def _command_failed(self, guard: Guard, sense, cdb) -> None:
