@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from difs.policy.evidence import (
     HostEvidenceReport,
     LatencyRecorder,
@@ -110,7 +112,6 @@ def build_report(entries: Iterable[Entry], *, now: float, since: float,
         values = tally.values()
         latency = tally.latency.snapshot()
         digest_errors = path.digest_errors if path is not None else 0
-        baselines.append((tally, values, latency, digest_errors))
         before = tally.reported
         if before is not None:
             delta = tuple(v - b for v, b in zip(values, before[0], strict=True))
@@ -119,8 +120,12 @@ def build_report(entries: Iterable[Entry], *, now: float, since: float,
             delta, errors = values, digest_errors
         if not any(delta):
             continue
-        paths.append(_entry(app, controller, channel, delta, errors, path,
-                            tally.latency.since(before[1] if before is not None else None)))
+        try:
+            paths.append(_entry(app, controller, channel, delta, errors, path,
+                                tally.latency.since(before[1] if before is not None else None)))
+        except ValidationError:  # e.g. started with --app: its "controller" is a portal
+            continue
+        baselines.append((tally, values, latency, digest_errors))
     window = min(max(now - since, 0.001), 86_400.0)
     return HostEvidenceReport(window_seconds=window, paths=paths), Pending(now, tuple(baselines))
 
