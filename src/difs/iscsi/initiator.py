@@ -202,7 +202,9 @@ class InitiatorConnection(InitiatorLogin, InitiatorWatch, PduEndpoint):
                         f"unexpected opcode 0x{pdu.opcode:02x} in state {self.state.name}")
                 handler(pdu)
             except DataDigestError as exc:
-                self._events.append(DigestFailure("data", getattr(exc.pdu, "itt", None)))
+                header = getattr(exc.pdu, "header", None)
+                self._events.append(DigestFailure(
+                    "data", int.from_bytes(header[16:20], "big") if header is not None else None))
                 self._fault(ConnectionFault(f"data digest error: {exc}"))
             except HeaderDigestError as exc:
                 self._events.append(DigestFailure("header"))
