@@ -192,11 +192,7 @@ class HostManagerLink(NodeLink):
             report, pending = build_report(self._evidence_entries(), now=time.monotonic(),
                                            since=self._evidence_since)
             await self.call(self.client.report_host_evidence, self.node, report)
-        except ManagerUnreachable as exc:
-            if isinstance(exc, ManagerError):  # 503: the manager is there, not now
-                self._evidence_log("manager refused the evidence report", logging.WARNING,
-                                   status=exc.status, reason=str(exc))
-                return False
+        except ManagerUnreachable:  # and 503: the round ends as any other call's would
             raise
         except ManagerError as exc:
             self._evidence_log("manager refused the evidence report", logging.WARNING,
