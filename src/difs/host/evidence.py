@@ -86,7 +86,10 @@ def path_pi_types(lun_pi: Mapping[int, int], luns: Iterable[int],
                   host_types: Iterable[int] = HOST_PI_TYPES) -> list[int]:
     """The PI types a path can carry: those the host generates and verifies that a logical
     unit the host uses through it is formatted with (``lun_pi``: LUN -> the PI type its READ
-    CAPACITY(16) reported on this path, 0 for none; LUNs not read are unknown: none)."""
+    CAPACITY(16) reported, 0 for none; a LUN not read is claimed to carry none).
+
+    PI is end to end: the format is the unit's, the same over every path to it; a path that
+    does not reach a unit formatted with PI carries none, whatever the host could generate."""
     formatted = {lun_pi.get(lun, 0) for lun in luns}
     return sorted(set(host_types) & formatted)
 

@@ -160,7 +160,7 @@ class HostManagerLink(NodeLink):
                         else "chap" if flags & AUTH else "none",
                         # PI is end to end: the path carries what the host generates and
                         # the units it uses through it are formatted with
-                        "pi_types": path_pi_types(path.lun_pi, luns),
+                        "pi_types": path_pi_types(group.lun_pi, luns),
                     },
                 })
         return Advertisement.model_validate({

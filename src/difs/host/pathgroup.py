@@ -12,9 +12,10 @@ path degraded (selection prefers another satisfying path) while it keeps failing
 Anyone waiting for a path to (re)appear awaits :meth:`changed`.
 
 What each login settled is kept on its path in the evidence form (``Path.services``: digests,
-authentication, the local address). The PI format of the logical units the host uses through
-the group (:meth:`learn_lun`) is read with READ CAPACITY(16) over each path once per login
-(``Path.lun_pi``), so the host advertises only the PI types a path can really carry.
+authentication, the local address). ``lun_pi`` holds the T10 PI format of each logical unit
+the host opened through the group, as its READ CAPACITY(16) reported it when its disk opened
+(:meth:`difs.host.disk.AppDisk.open`): the host advertises only the PI types its paths to
+those units can really carry.
 
 A path keeps its ISID (the channel number is its qualifier) across reconnects,
 so a reconnect is a new leading login of the same initiator port: the
@@ -33,16 +34,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from difs.host.app_pi import READ_CAPACITY16, parse_read_capacity16
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec, Path, PathState
 from difs.host.connection import DEFAULT_TIMERS, IscsiSession, SessionTimers
-from difs.host.errors import CommandTimedOut, LoginError, PathFailed
+from difs.host.errors import LoginError
 from difs.host.evidence import session_services
 from difs.host.recovery import ReconnectBackoff, ResendBudget
 from difs.iscsi.config import ChapCredentials, InitiatorConfig
-from difs.nbd.backend import NbdBackendError
 from difs.policy.fast import NegotiatedServices
-from difs.sam.status import CHECK_CONDITION, GOOD
 from difs.util.logs import RateLimitedEvent, log_event
 
 log = logging.getLogger("difs.host")
@@ -118,8 +116,8 @@ class PathGroup:
         self._tasks: list[asyncio.Task] = []
         self._closing = False
         self._budgets = {p.channel: ResendBudget() for p in self.paths}
-        #: LUNs the host opened through this group (their PI format is read at each login)
-        self.luns: set[int] = set()
+        #: LUN -> the T10 PI type its READ CAPACITY(16) reported when it was opened (0: none)
+        self.lun_pi: dict[int, int] = {}
         self._undegrade: dict[int, asyncio.TimerHandle] = {}
 
     def config_for(self, spec: ChannelSpec) -> InitiatorConfig:
@@ -166,15 +164,12 @@ class PathGroup:
             path.session = session
             path.negotiated = NegotiatedServices.from_login(session.session.params)
             path.services = session_services(path.negotiated, session.interface)
-            path.lun_pi = {}
             path.state = PathState.UP
             self._notify()
             log_event(log, "path up", path=path.name(), target=self.target,
                       channel=path.channel, services=path.negotiated)
             if not first.done():
                 first.set_result(None)
-            for lun in sorted(self.luns):
-                await self._read_protection(path, session, lun)
             reason = await session.closed
             if not self._closing:
                 self.last_error[path.channel] = f"connection lost: {reason}"
@@ -182,34 +177,6 @@ class PathGroup:
             self._notify()
             if not self._closing and (wait := backoff.dropped(loop.time())) > 0:
                 await asyncio.sleep(wait)
-
-    async def learn_lun(self, lun: int) -> None:
-        """The host uses ``lun`` through this group: read its PI format over every path up."""
-        self.luns.add(lun)
-        await asyncio.gather(*(self._read_protection(p, p.session, lun) for p in self.paths
-                               if p.is_available() and p.session is not None))
-
-    @staticmethod
-    async def _read_protection(path: Path, session: IscsiSession, lun: int) -> None:
-        """READ CAPACITY(16) of ``lun`` over ``session``: its PI type into ``path.lun_pi``
-        (left out when the unit does not answer; a unit attention is reported once)."""
-        for _ in range(3):
-            try:
-                result = await session.execute(lun, READ_CAPACITY16, expected_in_length=32)
-            except (PathFailed, CommandTimedOut):
-                return
-            except Exception as exc:  # noqa: BLE001 - a probe never ends the path's upkeep
-                log_event(log, "cannot read a unit's PI format", level=logging.WARNING,
-                          path=path.name(), lun=lun, reason=str(exc))
-                return
-            if result.status == GOOD:
-                try:
-                    path.lun_pi[lun] = parse_read_capacity16(result.data).pi_type
-                except NbdBackendError:
-                    pass
-                return
-            if result.status != CHECK_CONDITION:
-                return
 
     def mark_failed(self, path: Path) -> None:
         """A command saw the path break: stop choosing it until it is re-established."""

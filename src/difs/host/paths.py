@@ -87,7 +87,7 @@ class Path:
 
     __slots__ = ("spec", "controller", "portal", "target", "negotiated", "state",
                  "outstanding", "ios", "bytes", "errors", "_session", "digest_history",
-                 "degraded", "services", "lun_pi", "refused_digests", "_digest_errors_before")
+                 "degraded", "services", "refused_digests", "_digest_errors_before")
 
     def __init__(self, spec: ChannelSpec, *, controller: str, portal: str, target: str) -> None:
         self.spec = spec
@@ -109,8 +109,6 @@ class Path:
         #: what the current login settled, in the evidence form
         #: (:class:`~difs.policy.evidence.SessionServices`; None before the first login)
         self.services: Any = None
-        #: LUN -> the T10 PI type its READ CAPACITY(16) reported over this login (0: none)
-        self.lun_pi: dict[int, int] = {}
         #: commands the controller aborted because their data failed its CRC32C check
         self.refused_digests = 0
         self._digest_errors_before = 0

@@ -9,8 +9,10 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from test_disk_pi import PI1, PiTarget, aborted_sense, open_disk, pattern, run
+from host_testtarget import TARGET
+from test_disk_pi import PI1, QUIET, PiTarget, aborted_sense, open_disk, pattern, run
 
+from difs.host.agent import Host, HostConfig
 from difs.host.evidence import PathTally, accept, build_report, path_pi_types
 from difs.host.manager_link import HostManagerLink
 from difs.host.pathgroup import CredentialBook
@@ -95,16 +97,26 @@ def test_a_crc_abort_is_a_digest_error_of_the_path_and_a_resend() -> None:
 
 
 @pytest.mark.parametrize("pi_type", [0, 1, 3])
-def test_each_path_reads_the_pi_format_of_the_units_the_host_uses(pi_type: int) -> None:
+def test_a_started_application_makes_its_paths_advertise_its_units_pi(pi_type: int) -> None:
+    """A real Host opens the application's disk over a real PathGroup: the unit's PI format
+    (READ CAPACITY(16) at open) is what its paths advertise, and their login's services."""
     async def scenario() -> None:
         target = PiTarget(pi_type=pi_type)
-        disk, group = await open_disk(target, Requirement())
+        portal = await target.start()
+        host = Host(HostConfig(channels=(ChannelSpec(0), ChannelSpec(1)), timers=QUIET))
         try:
-            await group.learn_lun(0)
-            assert [p.lun_pi for p in group.paths] == [{0: pi_type}, {0: pi_type}]
+            await host.start_app("app1", controller="ctl1", portal=portal, target=TARGET,
+                                 lun=0, requirement=Requirement(), policy_name="bronze")
+            link = HostManagerLink(host, Client(), node="h1")  # type: ignore[arg-type]
+            ad = link.advertisement()
+            want = [pi_type] if pi_type else []
+            assert [[int(t) for t in p.negotiated.pi_types] for p in ad.paths] == [want, want]
+            group = host.apps["app1"].group
             assert all(p.services.interface == "127.0.0.1" for p in group.paths)
+            await host.stop_app("app1")
+            assert link.advertisement().paths == []  # no path, nothing claimed
         finally:
-            await group.close()
+            await host.close()
             await target.close()
 
     run(scenario())
@@ -190,7 +202,7 @@ def fake_host(*apps: tuple[str, int, list]) -> SimpleNamespace:
     running = {}
     for name, lun, paths in apps:
         group = groups.setdefault("t", SimpleNamespace(controller="ctl1", portal="p:3260",
-                                                       target="iqn.t", paths=paths))
+                                                       target="iqn.t", paths=paths, lun_pi={}))
         disk = SimpleNamespace(tallies={p.channel: PathTally([0, 0]) for p in paths})
         running[name] = SimpleNamespace(name=name, controller="ctl1", lun=lun, group=group,
                                         disk=disk)
@@ -198,18 +210,17 @@ def fake_host(*apps: tuple[str, int, list]) -> SimpleNamespace:
     return SimpleNamespace(apps=running, groups=groups, config=config)
 
 
-def real_path(channel: int, lun_pi: dict[int, int]) -> Path:
+def real_path(channel: int) -> Path:
     path = Path(ChannelSpec(channel), controller="ctl1", portal="p:3260", target="iqn.t")
     path.negotiated = NegotiatedServices(data_digest=channel == 0)
     path.state = PathState.UP
     path.services = SessionServices(data_digest=channel == 0)
-    path.lun_pi = lun_pi
     return path
 
 
 def test_a_refused_report_is_logged_once_and_its_window_is_sent_again(caplog) -> None:
     async def scenario() -> None:
-        host = fake_host(("app1", 0, [real_path(0, {})]))
+        host = fake_host(("app1", 0, [real_path(0)]))
         client = Client(500, 500)
         link = HostManagerLink(host, client, node="h1")  # type: ignore[arg-type]
         tally = host.apps["app1"].disk.tallies[0]
@@ -271,8 +282,8 @@ def test_path_pi_types_are_the_host_types_the_units_in_use_are_formatted_with() 
 
 
 def test_each_path_advertises_only_the_pi_its_units_carry() -> None:
-    pi_unit = [real_path(0, {0: 1, 1: 0}), real_path(1, {0: 1, 1: 0})]
-    host = fake_host(("app1", 1, pi_unit))  # the host uses LUN 1 only: no PI
+    host = fake_host(("app1", 1, [real_path(0), real_path(1)]))  # LUN 1 only: no PI
+    host.groups["t"].lun_pi.update({0: 1, 1: 0})
     link = HostManagerLink(host, Client(), node="h1")  # type: ignore[arg-type]
     ad = link.advertisement()
     assert [p.negotiated.pi_types for p in ad.paths] == [[], []]
