@@ -215,7 +215,7 @@ def test_evidence_per_application_and_path_with_a_manager_refusing_then_acceptin
                    if p["application"] == "app1")
     for r in accepted:
         for p in r["paths"]:
-            assert (p["rejected"], p["failed"], p["digest_errors"], p["pi_rejected"]) == (0, 0, 0, 0)
+            assert (p["rejected"], p["failed"], p["digest_errors"], p["pi_rejected"]) == (0,) * 4
     # the refusals were logged, rate-limited
     assert len(manager.refused()) >= 2
     assert host.log_text().count("manager refused the evidence report") == 1
