@@ -9,17 +9,19 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from host_testtarget import TARGET
+from host_testtarget import TARGET, TestTarget
 from test_disk_pi import PI1, QUIET, PiTarget, aborted_sense, open_disk, pattern, run
 
 from difs.host.agent import Host, HostConfig
+from difs.host.disk import AppDisk
+from difs.host.pathgroup import PathGroup
 from difs.host.evidence import PathTally, accept, build_report, path_pi_types
 from difs.host.manager_link import HostManagerLink
 from difs.host.pathgroup import CredentialBook
 from difs.host.paths import ChannelSpec, Path, PathState
 from difs.nodelink.client import ManagerError
 from difs.policy.evidence import HostEvidenceReport, SessionServices
-from difs.policy.fast import NegotiatedServices, Requirement
+from difs.policy.fast import DATA_DIGEST, NegotiatedServices, Requirement
 
 DIGESTS = SessionServices(header_digest=True, data_digest=True, interface="127.0.0.1")
 
@@ -92,6 +94,46 @@ def test_a_crc_abort_is_a_digest_error_of_the_path_and_a_resend() -> None:
         assert [p.digest_errors for p in group.paths] == [
             disk.tallies[p.channel].rejected if p.channel in disk.tallies else 0
             for p in group.paths]
+
+    run(scenario())
+
+
+class CorruptingTarget(TestTarget):
+    """Flips a bit in the data segment of the next Data-In, after its digest was computed."""
+
+    corrupt_next = 0
+
+    def execute(self, core, task) -> None:
+        super().execute(core, task)
+        if task.cdb[0] != 0x88 or not self.corrupt_next:
+            return
+        self.corrupt_next -= 1
+        wire = bytearray(b"".join(bytes(c) for c in core.data_to_send()))
+        wire[48 + 4 + 100] ^= 0x01  # BHS, its header digest, then the data
+        conn = next(c for c in self.connections if c.core is core)
+        conn.transport.write(bytes(wire))
+
+
+def test_a_data_in_failing_its_digest_is_a_digest_error_of_the_path_and_a_resend() -> None:
+    async def scenario() -> None:
+        target = CorruptingTarget()
+        portal = await target.start()
+        channels = tuple(ChannelSpec(i, header_digest=True, data_digest=True) for i in (0, 1))
+        group = PathGroup(controller="t", portal=portal, target=TARGET, initiator_name="iqn.x:h",
+                          channels=channels, timers=QUIET, backoff=(0.05, 0.1))
+        await group.start()
+        disk = AppDisk(app="db", group=group, requirement=Requirement(flags=DATA_DIGEST),
+                       path_wait=5.0)
+        try:
+            await disk.open()
+            target.corrupt_next = 1
+            assert await disk.read(0, 4096) == bytes(4096)
+        finally:
+            await group.close()
+            await target.close()
+        assert sum(p.digest_errors for p in group.paths) == 1
+        assert sum(t.resent for t in disk.tallies.values()) == 1
+        assert all(t.digest_bytes == t.counts[1] for t in disk.tallies.values())
 
     run(scenario())
 
