@@ -183,6 +183,7 @@ class Host:
                            selector=path_selector(self.config.selector),
                            path_wait=self.config.path_wait)
             await disk.open()  # refuses a volume that cannot honour the policy (e.g. no PI)
+            group.lun_pi[lun] = disk.capacity.pi_type  # what the unit is formatted with
         except BaseException:
             self._opening[key] -= 1
             group = self.groups.get(key)

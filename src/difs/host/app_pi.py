@@ -65,6 +65,7 @@ from difs.sam.apptag import application_tag
 __all__ = [
     "PI_FLAGS",
     "PROTECT_001",
+    "READ_CAPACITY16",
     "Capacity",
     "Protection",
     "ProtectionUnavailable",
@@ -80,6 +81,9 @@ PI_FLAGS = PI | PI_TYPE1 | PI_TYPE3
 PROTECT_001 = 0x20
 #: The logical block size PI works with in difs (8 bytes of PI per 512-byte block).
 PI_BLOCK = 512
+
+#: READ CAPACITY(16) asking for 32 bytes (SBC-4 5.20): size, block length, PROT_EN / P_TYPE
+READ_CAPACITY16 = bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)
 
 _CAPACITY16 = struct.Struct(">QIBB")  # RETURNED LBA, BLOCK LENGTH, byte 12, byte 13
 

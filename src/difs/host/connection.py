@@ -52,7 +52,7 @@ from difs.host.errors import CommandTimedOut, LoginError, PathFailed
 from difs.iscsi.config import InitiatorConfig
 from difs.iscsi.constants import AsyncEvent
 from difs.iscsi.errors import LocalProtocolError
-from difs.iscsi.events import ConnectionClosed, LogoutComplete
+from difs.iscsi.events import ConnectionClosed, DigestFailure, LogoutComplete
 from difs.iscsi.initiator import InitiatorConnection
 from difs.iscsi.initiator_events import (
     AsyncEventReceived,
@@ -153,6 +153,8 @@ class IscsiSession(CoreTimer, asyncio.Protocol):
         self.peak_outstanding = 0
         #: the DSCP its socket really carries (read back after marking; None: not marked)
         self.dscp: int | None = None
+        #: CRC32C digest mismatches this session found in what the controller sent
+        self.digest_errors = 0
 
     # -- life cycle -------------------------------------------------------------
 
@@ -217,6 +219,12 @@ class IscsiSession(CoreTimer, asyncio.Protocol):
     @property
     def is_up(self) -> bool:
         return self.session is not None and not self.closed.done()
+
+    @property
+    def interface(self) -> str | None:
+        """The local address this session's socket runs on (the host's interface)."""
+        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        return str(sock[0]) if sock else None
 
     @property
     def outstanding(self) -> int:
@@ -310,6 +318,8 @@ class IscsiSession(CoreTimer, asyncio.Protocol):
             if fut is not None and not fut.done():
                 fut.set_exception(PathFailed(f"{self.name}: command rejected, reason "
                                              f"0x{event.reason:02x}"))
+        elif isinstance(event, DigestFailure):
+            self.digest_errors += 1
         elif isinstance(event, AsyncEventReceived):
             self._async_event(event)
         elif isinstance(event, LogoutComplete):

@@ -31,6 +31,10 @@ Counters per application (read by the metrics collector and the manager link): `
 ``pi_checked_blocks``, ``pi_errors`` (checks that failed at the host), ``pi_rejected`` (PI
 check failures the controller reported); ``aborted_retries`` (ABORTED COMMAND re-sent);
 ``qos_waits`` (I/Os held back by the application's limit).
+Per path, ``tallies`` (channel -> :class:`~difs.host.evidence.PathTally`): the same work
+attributed to the path that carried it, the bytes a data digest covered, the commands the
+controller refused (CHECK CONDITION other than UNIT ATTENTION) and each command's latency
+from its submission to its completion (``time.monotonic_ns``; PI generation included).
 
 **Limit.** An application whose policy sets ``qos.limit_iops`` / ``limit_bytes_per_second``
 has a :class:`~difs.host.ratelimit.RateLimit`: each read and write waits for the time it
@@ -45,13 +49,16 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from time import monotonic_ns
 
+from difs.host.evidence import PathTally
 from difs.host.pathgroup import PathGroup
 from difs.host.ratelimit import RateLimit
 from difs.host.paths import Path
 from difs.host.app_pi import (
     PI_BLOCK,
     PROTECT_001,
+    READ_CAPACITY16,
     Capacity,
     Protection,
     parse_read_capacity16,
@@ -76,9 +83,16 @@ from difs.host.errors import CommandTimedOut, PathFailed
 from difs.integrity import PiCheckError
 from difs.iscsi.initiator_events import CommandComplete
 from difs.nbd.backend import NbdBackend, NbdBackendError
-from difs.policy.fast import Requirement
-from difs.sam.sense import parse_sense, sense_information, sense_text
-from difs.sam.status import GOOD
+from difs.policy.fast import DATA_DIGEST, Requirement
+from difs.sam.sense import (
+    ABORTED_COMMAND,
+    ASC_PROTOCOL_SERVICE_CRC_ERROR,
+    UNIT_ATTENTION,
+    parse_sense,
+    sense_information,
+    sense_text,
+)
+from difs.sam.status import CHECK_CONDITION, GOOD
 from difs.sam import cdb as C
 from difs.util.logs import RateLimitedLog, log_event
 
@@ -146,6 +160,8 @@ class AppDisk(NbdBackend):
         self.limit = _limit_of(requirement)
         #: channel -> [ios, bytes] carried for this application (reported to the manager)
         self.per_path: dict[int, list[int]] = {}
+        #: channel -> this application's evidence on that path (``counts`` is per_path's list)
+        self.tallies: dict[int, PathTally] = {}
         #: the retry rules' log lines, at most 5 per event per 10 s (a fault flood repeats them)
         self._log = RateLimitedLog(log, interval=10.0, burst=5)
 
@@ -200,13 +216,15 @@ class AppDisk(NbdBackend):
     async def _run(self, cdb: bytes, *, data_out: bytes | memoryview | None = None,
                    expected_in_length: int = 0,
                    check: Callable[[CommandComplete], bytes | memoryview] | None = None,
-                   ) -> CommandComplete:
+                   start: int = 0, pi_blocks: int = 0) -> CommandComplete:
         """Run ``cdb`` on a satisfying path until it succeeds or must fail (EIO).
 
         ``check``, given the GOOD result, returns the data the application gets (it replaces
         ``result.data``) or raises :class:`PiCheckError`. What follows an attempt that did not
         simply succeed is :func:`difs.host.recovery.decide`'s call; this loop only awaits and
-        carries it out."""
+        carries it out. ``start``: when the application submitted it (``monotonic_ns``,
+        default now); ``pi_blocks``: PI tuples the host generated in ``data_out``."""
+        start = start or monotonic_ns()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.path_wait
         attempts: Attempts | None = None
@@ -214,11 +232,13 @@ class AppDisk(NbdBackend):
         while True:
             path = self._choose(avoid)
             avoid = None
+            tally = None
             if path is None:
                 outcome: Outcome | None = NoPath(deadline - loop.time(),
                                                  self.path_requirement.flags,
                                                  self.group.describe_down())
             else:
+                tally = self.tallies.get(path.spec.channel) or self._tally(path.spec.channel)
                 path.outstanding += 1
                 try:
                     result = await path.session.execute(self.lun, cdb, data_out=data_out,
@@ -235,26 +255,33 @@ class AppDisk(NbdBackend):
                     moved = len(data_out) if data_out is not None else expected_in_length
                     path.ios += 1
                     path.bytes += moved
-                    counts = self.per_path.get(path.spec.channel)
-                    if counts is None:
-                        counts = self.per_path[path.spec.channel] = [0, 0]
+                    counts = tally.counts
                     counts[0] += 1
                     counts[1] += moved
+                    if path.negotiated.flags & DATA_DIGEST:
+                        tally.digest_bytes += moved
                     if result.status == GOOD:  # the usual case: done, no decision to make
                         if check is None:
+                            tally.pi_generated += pi_blocks
+                            tally.latency.record(monotonic_ns() - start)
                             return result
                         try:
                             result.data = check(result)
-                            return result
                         except PiCheckError as exc:
+                            tally.pi_failed(exc.kind)
                             outcome = PiVerifyFailed(exc.kind, exc.lba, str(exc))
+                        else:
+                            tally.pi_checked += len(result.data) // PI_BLOCK
+                            tally.latency.record(monotonic_ns() - start)
+                            return result
                     else:
                         outcome = self._completed(result)
+                        self._refused(outcome, tally, path)
             if attempts is None:
                 attempts = Attempts(app=self.app, volume=self.volume, target=self.group.target,
                                     opcode=cdb[0], path_wait=self.path_wait)
             decision = decide(outcome, attempts, path.name() if path is not None else "")
-            self._carry_out(decision)
+            self._carry_out(decision, tally)
             action = decision.action
             if action is Action.WAIT_FOR_PATH:
                 try:
@@ -270,6 +297,22 @@ class AppDisk(NbdBackend):
             elif action is Action.RETRY_LATER:
                 await asyncio.sleep(decision.delay)
 
+    def _tally(self, channel: int) -> PathTally:
+        counts = self.per_path.get(channel)
+        if counts is None:
+            counts = self.per_path[channel] = [0, 0]
+        tally = self.tallies[channel] = PathTally(counts)
+        return tally
+
+    @staticmethod
+    def _refused(outcome: Completed, tally: PathTally, path: Path) -> None:
+        """Count a CHECK CONDITION (a unit attention reports an event, it refuses nothing)."""
+        if outcome.status == CHECK_CONDITION and outcome.key != UNIT_ATTENTION:
+            tally.rejected += 1
+            if outcome.key == ABORTED_COMMAND and (outcome.asc, outcome.ascq) \
+                    == ASC_PROTOCOL_SERVICE_CRC_ERROR:
+                path.refused_digests += 1
+
     @staticmethod
     def _completed(result: CommandComplete) -> Completed:
         """The answer as the retry rules read it (its sense parsed here, once)."""
@@ -278,8 +321,9 @@ class AppDisk(NbdBackend):
         return Completed(result.status, key, asc, ascq, sense_information(sense),
                          sense_text(sense))
 
-    def _carry_out(self, decision: Decision) -> None:
-        """Count, log and (FAIL) raise what ``decision`` says; the loop does the rest."""
+    def _carry_out(self, decision: Decision, on_path: PathTally | None = None) -> None:
+        """Count (for the application, and on the path the attempt took), log and (FAIL)
+        raise what ``decision`` says; the loop does the rest."""
         tally = decision.tally
         if tally:
             self.resent += Tally.RESENT in tally
@@ -287,6 +331,10 @@ class AppDisk(NbdBackend):
             self.aborted_retries += Tally.ABORTED_RETRY in tally
             self.pi_errors += Tally.PI_ERROR in tally
             self.pi_rejected += Tally.PI_REJECTED in tally
+            if on_path is not None:
+                on_path.resent += Tally.RESENT in tally
+                on_path.failed += Tally.FAILED in tally
+                on_path.pi_rejected += Tally.PI_REJECTED in tally
         line = decision.log
         if line is not None:
             self._log(line.event, line.level, **line.fields)
@@ -299,8 +347,7 @@ class AppDisk(NbdBackend):
         Raises :class:`~difs.host.app_pi.ProtectionUnavailable` when the application's
         policy asks for PI and the volume is not formatted with it (the application must
         not start: its policy cannot be honoured)."""
-        cdb = bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)
-        result = await self._run(cdb, expected_in_length=32)
+        result = await self._run(READ_CAPACITY16, expected_in_length=32)
         capacity = parse_read_capacity16(result.data)
         self.protection = protection_for(self.requirement, capacity, app=self.app,
                                          volume=self.volume, app_tag=self.app_tag)
@@ -340,11 +387,13 @@ class AppDisk(NbdBackend):
         protection = self.protection
         if protection is None:
             return self._run(self._cdb(_WRITE16, flags, offset, len(data)), data_out=data)
+        start = monotonic_ns()
         lba = offset // PI_BLOCK
         wire = protection.protect(data, lba)
-        self.pi_generated_blocks += len(data) // PI_BLOCK
+        blocks = len(data) // PI_BLOCK
+        self.pi_generated_blocks += blocks
         return self._run(self._cdb(_WRITE16, flags | PROTECT_001, offset, len(data)),
-                         data_out=wire)
+                         data_out=wire, start=start, pi_blocks=blocks)
 
     # -- NbdBackend ------------------------------------------------------------------
 

@@ -14,9 +14,18 @@ Every ``interval`` seconds the host:
    at the exchanges after a backoff, 1 s doubling to 60 s; a policy
    version that cannot be applied is tried once and the application keeps its
    previous one). One binding's fault never stops the link or another binding;
-3. **reports** per-application, per-path statistics for the last interval and
-   each binding's state (``PUT /hosts/NAME/bindings/state``; also as soon as a
-   start ends).
+3. **reports** the evidence of the last window — per application x path, what the
+   data path measured (:mod:`difs.host.evidence`: services the login settled, I/Os,
+   bytes, PI, digests, refusals, re-sends, latency) — with ``PUT
+   /hosts/NAME/evidence``, and each binding's state (``PUT
+   /hosts/NAME/bindings/state``; also as soon as a start ends). The evidence baseline
+   advances only when the manager accepted the report; a refusal is logged (rate-limited)
+   and the next report covers the lost window too.
+
+Each path advertises the T10 PI types it can really carry (:func:`difs.host.evidence.
+path_pi_types`: those the host generates and verifies that the logical units it uses
+through the path are formatted with); the host's own integrity capability is what its
+software supports (:data:`~difs.host.evidence.HOST_PI_TYPES`).
 
 The bindings are persisted in the host's state directory (see
 :mod:`difs.host.state`) whenever they change. A host that starts while the
@@ -39,6 +48,7 @@ from typing import Any
 
 from difs.host import migrate
 from difs.host.agent import Host
+from difs.host.evidence import HOST_PI_TYPES, Entry, accept, build_report, path_pi_types
 from difs.host.pathgroup import CredentialBook
 from difs.host.errors import HostError
 from difs.host.state import BindingStore, StateRefused, persisted
@@ -46,14 +56,11 @@ from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnavailable
 from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement, PolicyServices, Requirement
 from difs.policy.fast import AUTH, DATA_DIGEST, HEADER_DIGEST, MUTUAL_AUTH
-from difs.util.logs import log_event
+from difs.policy.evidence import HostEvidenceReport
+from difs.util.logs import RateLimitedLog, log_event
 from difs.util.units import format_portal
 
 log = logging.getLogger("difs.host")
-
-
-#: the T10 PI types this host generates and verifies (difs.host.app_pi)
-HOST_PI_TYPES = (1, 3)
 
 
 #: the states of a binding at the host
@@ -132,14 +139,16 @@ class HostManagerLink(NodeLink):
         self._fault: str | None = None
         self._pushes: set[asyncio.Task] = set()
         self.start_grace = START_GRACE
-        self._last_counts: dict[tuple[str, int], tuple[int, int]] = {}
-        self._last_report = time.monotonic()
+        #: the end of the last evidence window the manager accepted
+        self._evidence_since = time.monotonic()
+        self._evidence_log = RateLimitedLog(log, interval=60.0)
 
     # -- what the host says ---------------------------------------------------------
 
     def advertisement(self) -> Advertisement:
         paths = []
         for group in self.host.groups.values():
+            luns = [a.lun for a in self.host.apps.values() if a.group is group]
             for path in group.paths:
                 if path.negotiated is None:
                     continue
@@ -152,9 +161,9 @@ class HostManagerLink(NodeLink):
                         "data_digest": bool(flags & DATA_DIGEST),
                         "authentication": "mutual_chap" if flags & MUTUAL_AUTH
                         else "chap" if flags & AUTH else "none",
-                        # PI is end to end, not negotiated: this host generates and verifies
-                        # it for the applications that need it, on any of its paths
-                        "pi_types": list(HOST_PI_TYPES),
+                        # PI is end to end: the path carries what the host generates and
+                        # the units it uses through it are formatted with
+                        "pi_types": path_pi_types(group.lun_pi, luns),
                         # what its socket really carries (read back), not what was asked
                         "dscp": path.negotiated.dscp if path.negotiated.dscp >= 0 else None,
                     },
@@ -169,20 +178,37 @@ class HostManagerLink(NodeLink):
             "paths": paths, "lease_seconds": self.lease,
         })
 
-    def stats_report(self) -> dict[str, Any]:
-        now = time.monotonic()
-        window = max(now - self._last_report, 0.001)
-        self._last_report = now
+    def _evidence_entries(self) -> list[Entry]:
         entries = []
-        for app in self.host.apps.values():
-            for channel, (ios, nbytes) in app.disk.per_path.items():
-                key = (app.name, channel)
-                last_ios, last_bytes = self._last_counts.get(key, (0, 0))
-                self._last_counts[key] = (ios, nbytes)
-                entries.append({"application": app.name, "controller": app.controller,
-                                "channel": channel, "ios": ios - last_ios,
-                                "bytes": nbytes - last_bytes})
-        return {"window_seconds": window, "paths": entries}
+        for app in list(self.host.apps.values()):
+            paths = {p.channel: p for p in app.group.paths}
+            for channel, tally in list(app.disk.tallies.items()):
+                entries.append((app.name, app.controller, channel, tally, paths.get(channel)))
+        return entries
+
+    def stats_report(self) -> HostEvidenceReport:
+        """The evidence since the last report the manager accepted (the baseline stays)."""
+        return build_report(self._evidence_entries(), now=time.monotonic(),
+                            since=self._evidence_since)[0]
+
+    async def report_evidence(self) -> bool:
+        """Send the window's evidence; the baseline advances only when the manager took it.
+        A refusal or a fault is logged (rate-limited) and the link carries on."""
+        try:
+            report, pending = build_report(self._evidence_entries(), now=time.monotonic(),
+                                           since=self._evidence_since)
+            await self.call(self.client.report_host_evidence, self.node, report)
+        except ManagerUnreachable:  # and 503: the round ends as any other call's would
+            raise
+        except ManagerError as exc:
+            self._evidence_log("manager refused the evidence report", logging.WARNING,
+                               status=exc.status, reason=str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a fault of the report never ends the link
+            self._evidence_log("evidence report failed", logging.ERROR, reason=_reason(exc))
+            return False
+        self._evidence_since = accept(pending)
+        return True
 
     # -- following the bindings ------------------------------------------------------
 
@@ -434,7 +460,7 @@ class HostManagerLink(NodeLink):
         self._synced = True
         await self._persist(bindings)
         await self.sync_bindings(bindings)
-        await self.call(self.client.report_stats, self.node, self.stats_report())
+        await self.report_evidence()
         await self.report_states()
         self._fault = None
 

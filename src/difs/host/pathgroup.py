@@ -11,6 +11,12 @@ command that failed a digest or PI check on it waits before it is sent again, an
 path degraded (selection prefers another satisfying path) while it keeps failing.
 Anyone waiting for a path to (re)appear awaits :meth:`changed`.
 
+What each login settled is kept on its path in the evidence form (``Path.services``: digests,
+authentication, the local address). ``lun_pi`` holds the T10 PI format of each logical unit
+the host opened through the group, as its READ CAPACITY(16) reported it when its disk opened
+(:meth:`difs.host.disk.AppDisk.open`): the host advertises only the PI types its paths to
+those units can really carry.
+
 A path keeps its ISID (the channel number is its qualifier) across reconnects,
 so a reconnect is a new leading login of the same initiator port: the
 controller *reinstates* the session, ending whatever the old connection left
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from difs.host.paths import DEFAULT_CHANNELS, ChannelSpec, Path, PathState
 from difs.host.connection import DEFAULT_TIMERS, IscsiSession, SessionTimers
 from difs.host.errors import LoginError
+from difs.host.evidence import session_services
 from difs.host.recovery import ReconnectBackoff, ResendBudget
 from difs.iscsi.config import ChapCredentials, InitiatorConfig
 from difs.policy.fast import NegotiatedServices
@@ -109,6 +116,8 @@ class PathGroup:
         self._tasks: list[asyncio.Task] = []
         self._closing = False
         self._budgets = {p.channel: ResendBudget() for p in self.paths}
+        #: LUN -> the T10 PI type its READ CAPACITY(16) reported when it was opened (0: none)
+        self.lun_pi: dict[int, int] = {}
         self._undegrade: dict[int, asyncio.TimerHandle] = {}
 
     def config_for(self, spec: ChannelSpec) -> InitiatorConfig:
@@ -156,6 +165,7 @@ class PathGroup:
             path.session = session
             path.negotiated = NegotiatedServices.from_login(session.session.params,
                                                             dscp=session.dscp)
+            path.services = session_services(path.negotiated, session.interface)
             path.state = PathState.UP
             self._notify()
             log_event(log, "path up", path=path.name(), target=self.target,

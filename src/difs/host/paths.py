@@ -97,7 +97,7 @@ class Path:
 
     __slots__ = ("spec", "controller", "portal", "target", "negotiated", "state",
                  "outstanding", "ios", "bytes", "errors", "_session", "digest_history",
-                 "degraded")
+                 "degraded", "services", "refused_digests", "_digest_errors_before")
 
     def __init__(self, spec: ChannelSpec, *, controller: str, portal: str, target: str) -> None:
         self.spec = spec
@@ -116,6 +116,12 @@ class Path:
         #: it corrupted data often of late (``difs.host.recovery.ResendBudget``): selection
         #: prefers another satisfying path while this is set
         self.degraded = False
+        #: what the current login settled, in the evidence form
+        #: (:class:`~difs.policy.evidence.SessionServices`; None before the first login)
+        self.services: Any = None
+        #: commands the controller aborted because their data failed its CRC32C check
+        self.refused_digests = 0
+        self._digest_errors_before = 0
 
     @property
     def session(self) -> Any:
@@ -130,7 +136,16 @@ class Path:
             count, covered = core.digest_work
             self.digest_history = (self.digest_history[0] + count,
                                    self.digest_history[1] + covered)
+        if old is not None and old is not session:
+            self._digest_errors_before += getattr(old, "digest_errors", 0)
         self._session = session
+
+    @property
+    def digest_errors(self) -> int:
+        """CRC32C digest errors on this path: found by the host (its sessions, before and now)
+        and reported by the controller (ABORTED COMMAND 47h/05h)."""
+        return (self.refused_digests + self._digest_errors_before
+                + getattr(self._session, "digest_errors", 0))
 
     @property
     def channel(self) -> int:

@@ -34,11 +34,12 @@ from .pdu_endpoint import PduEndpoint
 from .errors import (
     ConnectionFault,
     DataDigestError,
+    HeaderDigestError,
     LocalProtocolError,
     RemoteProtocolError,
     TextError,
 )
-from .events import ConnectionClosed, LogoutComplete, ProtocolViolation
+from .events import ConnectionClosed, DigestFailure, LogoutComplete, ProtocolViolation
 from .framer import Pdu, PduFramer
 from .initiator_events import (
     AsyncEventReceived,
@@ -201,7 +202,13 @@ class InitiatorConnection(InitiatorLogin, InitiatorWatch, PduEndpoint):
                         f"unexpected opcode 0x{pdu.opcode:02x} in state {self.state.name}")
                 handler(pdu)
             except DataDigestError as exc:
+                header = getattr(exc.pdu, "header", None)
+                self._events.append(DigestFailure(
+                    "data", int.from_bytes(header[16:20], "big") if header is not None else None))
                 self._fault(ConnectionFault(f"data digest error: {exc}"))
+            except HeaderDigestError as exc:
+                self._events.append(DigestFailure("header"))
+                self._fault(exc)
             except RemoteProtocolError as exc:
                 if self._login is not None:
                     self._login_failed(exc, pdu)
