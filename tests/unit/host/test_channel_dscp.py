@@ -86,12 +86,12 @@ def test_the_host_advertises_the_classes_it_marks_and_each_paths_read_back_dscp(
         path.negotiated = NegotiatedServices(header_digest=spec.header_digest, dscp=marked)
         path.state = PathState.UP
         paths.append(path)
-    group = SimpleNamespace(paths=paths, controller="ctl1", portal="127.0.0.1:3260")
+    group = SimpleNamespace(paths=paths, controller="ctl1", portal="127.0.0.1:3260", lun_pi={})
     from difs.host.pathgroup import CredentialBook
 
     config = SimpleNamespace(initiator_name="iqn.2026-11.io.difs:host1", credentials=CredentialBook(),
                              channels=specs)
-    host = SimpleNamespace(groups={"g": group}, config=config)
+    host = SimpleNamespace(groups={"g": group}, config=config, apps={})
     link = HostManagerLink(host, client=None, node="host1")  # type: ignore[arg-type]
     ad = link.advertisement()
     assert ad.services.qos.limit is True

@@ -248,7 +248,8 @@ def fake_host(*apps: tuple[str, int, list]) -> SimpleNamespace:
         disk = SimpleNamespace(tallies={p.channel: PathTally([0, 0]) for p in paths})
         running[name] = SimpleNamespace(name=name, controller="ctl1", lun=lun, group=group,
                                         disk=disk)
-    config = SimpleNamespace(initiator_name="iqn.2026-11.io.difs:h", credentials=CredentialBook())
+    config = SimpleNamespace(initiator_name="iqn.2026-11.io.difs:h", credentials=CredentialBook(),
+                             channels=[])
     return SimpleNamespace(apps=running, groups=groups, config=config)
 
 
