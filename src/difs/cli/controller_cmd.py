@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
     def controller(
         config_file: Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")] = None,
         portal: Annotated[list[str] | None, typer.Option("--portal", "-p", help="HOST:PORT to listen on (repeatable). Default 127.0.0.1:3260.")] = None,
+        advertise_portal: Annotated[list[str] | None, typer.Option("--advertise-portal", help="HOST:PORT the manager gives hosts to reach this controller (repeatable), when it differs from --portal (NAT, a proxy). Default: the --portal addresses.")] = None,
         data_dir: Annotated[Path | None, typer.Option("--data-dir", "-d", help="Where volumes live (created if absent).")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Controller name, part of every target IQN.")] = None,
         volume: Annotated[list[str] | None, typer.Option("--volume", "-v", help="NAME[:SIZE[:ro][:thick][:pi1|:pi3]] to serve (repeatable); created with SIZE if absent (thin unless thick; formatted with T10 PI type 1 or 3 with pi1/pi3), kept if present.")] = None,
@@ -81,6 +82,8 @@ def register(app: typer.Typer) -> None:
             updates: dict = {}
             if portal:
                 updates["portals"] = portal
+            if advertise_portal:
+                updates["advertise_portals"] = advertise_portal
             if data_dir is not None:
                 updates["data_dir"] = data_dir
             if name:

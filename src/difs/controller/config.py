@@ -94,6 +94,9 @@ class VolumeConfig(_Strict):
 class ControllerConfig(_Strict):
     name: str = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower() or "difs")
     portals: list[str] = ["127.0.0.1:3260"]
+    #: the portals the manager hands to hosts, when they reach this controller at another
+    #: address than it listens on (NAT, a proxy, a load balancer); empty: ``portals``
+    advertise_portals: list[str] = []
     data_dir: Path = Path("var/controller")
     iqn_prefix: str = IQN_PREFIX
     volumes: list[VolumeConfig] = []
@@ -115,6 +118,13 @@ class ControllerConfig(_Strict):
     def _portals(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one portal is needed")
+        for portal in value:
+            parse_portal(portal)
+        return value
+
+    @field_validator("advertise_portals")
+    @classmethod
+    def _advertised(cls, value: list[str]) -> list[str]:
         for portal in value:
             parse_portal(portal)
         return value

@@ -88,7 +88,7 @@ class ControllerManagerLink(NodeLink):
         cfg = self.controller.config
         usage = shutil.disk_usage(cfg.data_dir)
         portals = []
-        for portal in cfg.portals:
+        for portal in cfg.advertise_portals or cfg.portals:
             host, port = parse_portal(portal)
             portals.append({"address": host, "port": port})
         return Advertisement.model_validate({

@@ -11,8 +11,9 @@ Families (counters unless noted); ``PATH`` is ``volume, initiator, channel,
 header_digest, data_digest`` (channel = ISID & FFFFh, the host's channel number):
 
 - ``difs_controller_commands_total{PATH}`` - SCSI commands addressed to the volume;
-- ``difs_controller_bytes_total{PATH,direction}`` - data moved (``read`` / ``write``,
-  PI bytes included when PI travels);
+- ``difs_controller_bytes_total{PATH,direction}`` - the volume's data moved (``read`` /
+  ``write``, PI bytes included when PI travels; what INQUIRY, READ CAPACITY and the other
+  commands that only describe the unit return is not counted);
 - ``difs_controller_rejections_total{PATH,reason}`` - commands refused by the volume's
   policy (reasons in :mod:`difs.controller.enforcement`);
 - ``difs_controller_pi_checked_blocks_total{PATH}`` /

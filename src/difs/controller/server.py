@@ -496,7 +496,7 @@ class IscsiConnection(CoreTimer, asyncio.Protocol):
             transfer_length = result.transfer_length
         else:
             transfer_length = None
-        if result.data:
+        if result.data and not describes_only(cdb):  # volume data, not what describes it
             stats.read_bytes += len(result.data)
         if result.status != GOOD and result.sense:
             self._command_failed(guard, result.sense, cdb)

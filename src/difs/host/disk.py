@@ -216,14 +216,17 @@ class AppDisk(NbdBackend):
     async def _run(self, cdb: bytes, *, data_out: bytes | memoryview | None = None,
                    expected_in_length: int = 0,
                    check: Callable[[CommandComplete], bytes | memoryview] | None = None,
-                   start: int = 0, pi_blocks: int = 0) -> CommandComplete:
+                   start: int = 0, pi_blocks: int = 0,
+                   tallied: bool = True) -> CommandComplete:
         """Run ``cdb`` on a satisfying path until it succeeds or must fail (EIO).
 
         ``check``, given the GOOD result, returns the data the application gets (it replaces
         ``result.data``) or raises :class:`PiCheckError`. What follows an attempt that did not
         simply succeed is :func:`difs.host.recovery.decide`'s call; this loop only awaits and
         carries it out. ``start``: when the application submitted it (``monotonic_ns``,
-        default now); ``pi_blocks``: PI tuples the host generated in ``data_out``."""
+        default now); ``pi_blocks``: PI tuples the host generated in ``data_out``;
+        ``tallied=False``: the disk's own command (READ CAPACITY at open), not the
+        application's I/O — counted on the path, not in the application's evidence."""
         start = start or monotonic_ns()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.path_wait
@@ -238,7 +241,8 @@ class AppDisk(NbdBackend):
                                                  self.path_requirement.flags,
                                                  self.group.describe_down())
             else:
-                tally = self.tallies.get(path.spec.channel) or self._tally(path.spec.channel)
+                tally = (self.tallies.get(path.spec.channel) or self._tally(path.spec.channel)
+                         if tallied else PathTally([0, 0]))
                 path.outstanding += 1
                 try:
                     result = await path.session.execute(self.lun, cdb, data_out=data_out,
@@ -347,7 +351,7 @@ class AppDisk(NbdBackend):
         Raises :class:`~difs.host.app_pi.ProtectionUnavailable` when the application's
         policy asks for PI and the volume is not formatted with it (the application must
         not start: its policy cannot be honoured)."""
-        result = await self._run(READ_CAPACITY16, expected_in_length=32)
+        result = await self._run(READ_CAPACITY16, expected_in_length=32, tallied=False)
         capacity = parse_read_capacity16(result.data)
         self.protection = protection_for(self.requirement, capacity, app=self.app,
                                          volume=self.volume, app_tag=self.app_tag)
