@@ -133,7 +133,11 @@ def test_dry_run_without_a_placement_exits_non_zero(manager: tuple[str, str], tm
     assert as_json.exit_code == 1 and json.loads(as_json.output)["feasible"] is False
 
 
-def test_app_show_prints_compliance_with_the_evidence_it_was_judged_on(manager: tuple[str, str]):
+def test_app_show_prints_compliance_with_the_evidence_it_was_judged_on(manager: tuple[str, str], monkeypatch):
+    from difs.cli.common import console
+
+    # the console measured its width when first imported (by whichever test ran first here)
+    monkeypatch.setattr(console, "width", 250)
     url, token = manager
     env = {"DIFS_MANAGER": url, "DIFS_TOKEN": token, "COLUMNS": "250"}
     runner = CliRunner()
