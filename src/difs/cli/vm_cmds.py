@@ -124,6 +124,9 @@ def run(
     vm = _vm(store, name)
     _start(store, vm, manager, token, workload, timeout)
     state = lifecycle.wait_state(store, name, lambda s: s.get("state") != "running", timeout + 30)
+    # powered off: its monitor still records the result and unbinds the application; run ends
+    # when that is done (a `run` right after finds the VM stopped, the application unbound)
+    state = lifecycle.wait_state(store, name, lambda s: False, 30)
     emit(_view(vm, state), as_json, _render)
     result = state.get("result") or {}
     if not result.get("passed"):

@@ -91,8 +91,12 @@ def power_off(client: ManagerClient, vm: VmDefinition) -> bool:
 
 
 def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks after boot); None when it is gone — a zombie
+    (ended, not yet reaped: the `difs vm` that launched it may still run, or nobody reaps
+    orphans in a container) counts as gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else fields[19]
     except (OSError, IndexError):
         return None
 
