@@ -1,7 +1,7 @@
 """migrations: a policy change that moves an application's data to a new volume
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-03
 """
 
