@@ -20,9 +20,12 @@ needs the data on a new volume: PI added, or another controller), the host copie
    assignment of its volume, requirement and protection;
 5. **switched** is reported *before* the held requests run: the manager commits (the
    application's volume and policy are the new ones) and drops the old volume. When it answers
-   with a refusal the switch is undone and the requests run on the old volume; when it cannot
-   be reached the switch stands (it may have committed). Then the held requests run, on the
-   new volume. The pause is measured and reported (``pause_ms``, up to the switch; the log
+   with a refusal (a 503 included: nothing was committed) the switch is undone and the requests
+   run on the old volume. When no answer comes (the manager unreachable, or the answer lost:
+   it may have committed), the report is sent again every :data:`SETTLE_RETRY` seconds and
+   the requests stay held until an answer settles which volume is the application's — the
+   application waits, its writes never land on a volume the manager does not keep (see
+   :func:`settle`). Then the held requests run, on the new volume. The pause is measured and reported (``pause_ms``, up to the switch; the log
    line gives the whole).
 
 A copy that fails (a read or write the retry rules gave up on, the new volume never served)
@@ -231,6 +234,27 @@ async def pause_and_switch(gate: Gate, dirty: DirtyMap, copy: CopyRange, *,
     return (clock() - began) * 1000.0
 
 
+#: seconds between two reports of a switch the manager did not answer
+SETTLE_RETRY = 0.5
+
+
+async def settle(commit: Callable[[Any], Awaitable[bool | None]], migration: Any, *,
+                 retry: float = SETTLE_RETRY) -> bool:
+    """Report the switch until the manager answers: True when it committed, False when it
+    refused. ``commit`` returns None when no answer came; the report (the binding's state) is
+    idempotent, so it is sent again — the application's I/O stays held meanwhile, because
+    until an answer comes either volume may be the one the manager keeps."""
+    tries = 0
+    while (took := await commit(migration)) is None:
+        tries += 1
+        if tries == 1 or tries % 20 == 0:
+            log_event(log, "no answer from the manager to the switch; holding the application's "
+                      "I/O and reporting again", level=logging.WARNING,
+                      app=getattr(migration, "name", "?"), tries=tries)
+        await asyncio.sleep(retry)
+    return took
+
+
 class HostMigration:
     """One migration the host runs for one application (its own task)."""
 
@@ -358,7 +382,7 @@ class HostMigration:
             before = _Saved(app, disk)
             self._switch(app, disk, target)
             self.phase, self.pause_ms = "switched", paused_ms
-            if await self._commit(self) is False:  # refused: not committed, back to the old volume
+            if not await settle(self._commit, self):  # refused: not committed, back to the old volume
                 before.restore(app, disk)
                 self.switched = False
                 raise MigrationFailed("the manager did not take the switch")

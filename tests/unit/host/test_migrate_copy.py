@@ -195,3 +195,30 @@ def test_the_gate_stands_before_one_disk_only_and_lets_a_request_s_own_calls_pas
         assert not vars(disk).keys() & set(GATED)
 
     asyncio.run(main())
+
+
+def test_a_switch_the_manager_did_not_answer_is_reported_again_until_it_does(caplog):
+    """No answer (None) may mean committed or not: the host reports again, I/O still held,
+    until the manager says which; a refusal (False) is final at once."""
+    from difs.host.migrate import settle
+
+    answers = [None, None, None, True]
+    calls = []
+
+    async def commit(migration):
+        calls.append(migration)
+        return answers.pop(0)
+
+    with caplog.at_level("WARNING", logger="difs.host"):
+        assert asyncio.run(settle(commit, "m", retry=0.001)) is True
+    assert calls == ["m"] * 4
+    assert sum("no answer from the manager to the switch" in r.getMessage()
+               for r in caplog.records) == 1  # one line, not one per retry
+
+    refused = [None, False, True]
+
+    async def commit2(migration):
+        return refused.pop(0)
+
+    assert asyncio.run(settle(commit2, "m", retry=0.001)) is False
+    assert refused == [True]
