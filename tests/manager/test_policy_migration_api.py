@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mgr_support import Api, controller_adv, host_adv
+from mgr_support import Api, controller_adv, host_adv, path_entry, report_evidence, session_entry
 
 HOST_IQN = "iqn.2025-01.org.difs:host1"
 PLAIN_CTL = {"integrity": {"header_digest": True, "data_digest": True}, "isolation": {"exclusive": True}}
@@ -83,6 +83,11 @@ def test_a_migration_commits_when_the_host_has_switched(api: Api):
     assert api.ok("GET", "/apps/db/migration")["state"] == "switching"
     r = api.req("DELETE", "/apps/db/migration")
     assert r.status_code == 409 and "can no longer be aborted" in r.json()["detail"]
+    # both volumes carried I/O meanwhile (the application's on db-0, the copy's on db-1): their
+    # evidence goes with the old volume and the old policy, it does not stop the commit
+    report_evidence(api, tokens, sessions=[session_entry(volume="db-0", initiator=HOST_IQN),
+                                           session_entry(volume="db-1", initiator=HOST_IQN)],
+                    paths=[path_entry()])
     report(api, tokens, {"id": m["id"], "phase": "switched", "bytes_copied": 1 << 20, "bytes_total": 1 << 20,
                          "pause_ms": 12.5})
     done = api.ok("GET", "/apps/db/migration")

@@ -358,7 +358,7 @@ class HostManagerLink(NodeLink):
     async def commit_switch(self, migration: migrate.HostMigration) -> bool | None:
         """Report a migration ``switched`` while the application's I/O is still held: True when
         the manager took it (it commits as it does), False when it refused or could not, None
-        when no answer came (it may have committed)."""
+        when no answer came (it may have committed) or a concurrent change made it retry."""
         try:
             await self.call(functools.partial(
                 self.client.request, "PUT", f"/hosts/{self.node}/bindings/state",
@@ -367,8 +367,10 @@ class HostManagerLink(NodeLink):
             return False
         except ManagerUnreachable:
             return None
-        except ManagerError:
-            return False
+        except ManagerError as exc:
+            # 409: a concurrent request (an evidence report, an advertisement) changed the
+            # application first and nothing was committed: the same report goes again
+            return None if exc.status == 409 else False
         return True
 
     def push_states_soon(self) -> None:

@@ -111,6 +111,13 @@ def path_problems(
     mine = [p for p in paths if p.controller == ctl and p.up]
     if not mine:
         return []
+    # T10 PI is end to end: a path carries the PI of the units it reaches (a path advertises
+    # the formats of the units in use through it), and the plan chooses the format — PI is
+    # judged with the host's and the container's capabilities, the path only for what travels
+    if services is not None and services.integrity is not None \
+            and services.integrity.protection_information is not None:
+        services = services.model_copy(update={"integrity": services.integrity.model_copy(
+            update={"protection_information": None})})
     why: list[str] = []
     for p in sorted(mine, key=lambda p: p.channel):
         route = Route(controller=site.controller, container=site.container, host=host.host,
@@ -240,6 +247,7 @@ def _end(session: Session, *, now: datetime, app: ApplicationRow, row: Migration
     """Abort or fail: the new volume goes, the application stays as it was."""
     new = _volume(session, row.target_volume)
     if new is not None:
+        compliance.forget_evidence(session, volume_ids=[new.id])  # the copy's sessions on it
         session.delete(new)
     row.state, row.error, row.updated_at, row.finished_at = state, error, now, now
     session.flush()
@@ -276,6 +284,9 @@ def _commit(session: Session, *, now: datetime, app: ApplicationRow, row: Migrat
     before = app.policy_version
     app.policy_source, app.services, app.policy_version = row.policy_source, row.services, row.policy_version
     app.updated_at = now
+    # the new policy is judged on new evidence (as for any policy change), and the old
+    # volume's sessions go with it
+    compliance.forget_evidence(session, app_id=app.id)
     old = _volume(session, row.source_volume)
     if old is not None:
         session.delete(old)
