@@ -1,7 +1,9 @@
 """``difs app ...``: applications and their entry in the central depository.
 
 ``create`` places the volume and stores the policy (addDIFS); ``set-policy``
-changes it live (updateDIFS, refused with the reasons when it cannot be met);
+changes it live (updateDIFS, refused with the reasons when it cannot be met; a change
+that needs the data on a new volume is a migration, followed until it ends, or
+``--abort``-ed);
 ``get-policy`` / ``remove-policy`` are getDIFS / deleteDIFS; ``show`` gives the
 placement, binding (with the state its host reports) and compliance: expected vs observed
 per service and the evidence it was judged on (``--json`` carries the same).
@@ -9,7 +11,8 @@ per service and the evidence it was judged on (``--json`` carries the same).
 Exit codes beyond the common ones (1: refused or failed, 2: manager unreachable):
 ``create --dry-run`` exits 1 when no placement exists; ``start`` exits 1 when the
 host reports the application failed (with its reason) and 3 when the host has not
-reported it running within ``--timeout``.
+reported it running within ``--timeout``; ``set-policy`` exits 1 when a migration is
+aborted or fails (with its reason).
 """
 
 from __future__ import annotations
@@ -165,19 +168,77 @@ def show(name: str, manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, a
 def set_policy(
     name: str, tier: TierOpt = None, policy: PolicyOpt = None,
     if_version: Annotated[int | None, typer.Option("--if-version", help="Only if the policy is still at this version.")] = None,
+    abort: Annotated[bool, typer.Option("--abort", help="Abort the migration in progress (the application stays as it was).")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once a migration has started; do not follow it.")] = False,
     flags: ServiceFlags = SERVICE_FLAGS,
     manager: ManagerOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Set (addDIFS) or change (updateDIFS) an application's policy, live; refused with reasons if infeasible."""
-    body = _choice(tier, policy, flags, required=True)
+    """Set (addDIFS) or change (updateDIFS) an application's policy, live; refused with every reason
+    if it cannot be met (nothing changes). A change that needs the data on a new volume is a
+    migration: its progress is shown until it is done (exit 0), aborted or failed (exit 1)."""
+    if abort:
+        with client(manager, token) as c:
+            data = c.request("DELETE", f"/apps/{name}/migration")
+        emit(data, as_json, lambda m: console.print(
+            f"migration of {name} aborted: it stays on {m['source_volume']} with its policy"))
+        return
+    body = {**_choice(tier, policy, flags, required=True), "migrate": True}
     headers = {"If-Match": f'"{if_version}"'} if if_version is not None else None
     with client(manager, token) as c:
         current = c.request("GET", f"/apps/{name}")
         method = "PUT" if current["policy"] is not None else "POST"
         data = c.request(method, f"/apps/{name}/policy", json=body, headers=headers)
-    emit(data, as_json, lambda p: console.print(
-        f"policy of {name} is now version {p['version']} (service class {p['service_class']}): "
-        f"{', '.join(p['summary']) or 'nothing required'}"))
+        started = data.get("migration")
+        if started is None:
+            emit(data, as_json, lambda p: console.print(
+                f"policy of {name} is now version {p['version']} (service class {p['service_class']}): "
+                f"{', '.join(p['summary']) or 'nothing required'}"))
+            return
+        if not as_json:
+            console.print(f"the data of {name} moves to a new volume ({started['target_volume']} on "
+                          f"{started['target_controller']}): {'; '.join(started['reasons'])}")
+        if no_wait:
+            emit(started, as_json, lambda m: console.print(
+                f"migration started; follow it with `difs app set-policy` output or GET /apps/{name}/migration"))
+            return
+        final = _follow_migration(c, name, quiet=as_json)
+    if final["state"] == "done":
+        emit(final, as_json, lambda m: console.print(
+            f"policy of {name} is now version {m['policy_version']}: its data is on {m['target_volume']} "
+            f"(I/O paused {m['pause_ms'] or 0:.1f} ms at the switch)"))
+        return
+    if as_json:
+        emit(final, True, print)
+    fail(f"migration of {name} {final['state']}: {final.get('error') or 'no reason given'}; "
+         f"it stays on {final['source_volume']} with its policy")
+
+
+def migration_line(m: dict[str, Any], rate: float | None) -> str:
+    """``copy 42% (13.4 MiB of 32.0 MiB), 25.1 MiB/s, ETA 1 s``."""
+    total = m["bytes_total"] or 1
+    done = min(m["bytes_copied"], total)
+    line = f"{m['phase'] or m['state']} {100 * done // total}% ({human_size(done)} of {human_size(total)})"
+    if rate:
+        line += f", {human_size(int(rate))}/s"
+        if done < total:
+            line += f", ETA {max(0, (total - done) / rate):.0f} s"
+    return line
+
+
+def _follow_migration(c: Any, name: str, *, quiet: bool, poll: float = 0.2) -> dict[str, Any]:
+    """Poll the migration until it ends; a line on stderr whenever its phase or percent moves."""
+    began, said = time.monotonic(), ""
+    while True:
+        m = c.request("GET", f"/apps/{name}/migration")
+        elapsed = time.monotonic() - began
+        rate = m["bytes_copied"] / elapsed if elapsed > 0.5 and m["bytes_copied"] else None
+        line = migration_line(m, rate)
+        if not quiet and line.split(",")[0] != said:
+            err_console.print(line, highlight=False)
+            said = line.split(",")[0]
+        if m["state"] not in ("copying", "switching"):
+            return m
+        time.sleep(poll)
 
 
 @app_app.command("get-policy")

@@ -65,11 +65,13 @@ def client(manager: str, token: str | None) -> Iterator[ManagerClient]:
         for e in p.get("errors") or []:
             lines.append(f"  - {e}")
         detail = str(p.get("detail", ""))
-        for u in p.get("unmet") or []:
+        for r in p.get("reasons") or []:  # every reason a change was refused
+            lines.append(f"  - {r}")
+        for u in [] if p.get("reasons") else p.get("unmet") or []:
             lines.append(f"  - unmet {u.get('service')}: {u.get('reason')}")
         for r in p.get("rejected") or []:
             lines.append(f"  - {r.get('kind')} {r.get('candidate')}: {'; '.join(r.get('reasons', []))}")
-        if p.get("unmet") or p.get("rejected"):  # the detail already has the reasons inline
+        if p.get("unmet") or p.get("rejected") or p.get("reasons"):  # the detail has them inline
             lines[0] = f"{p.get('title', 'error')} ({exc.status}): {detail.split(':')[0]}:"
         hint = _HINTS.get(exc.status)
         if p.get("type", "").endswith("infeasible"):

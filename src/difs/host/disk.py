@@ -195,6 +195,13 @@ class AppDisk(NbdBackend):
             self.qos_waits += 1
             await asyncio.sleep(at - now)
 
+    def retarget(self, other: AppDisk) -> None:
+        """A migration's switch (no request in flight): serve ``other``'s volume from now on,
+        with its requirement and protection (:mod:`difs.host.migrate`)."""
+        self.group, self.lun, self.capacity, self.protection = other.group, other.lun, other.capacity, other.protection
+        self.requirement, self.service_class = other.requirement, other.service_class
+        self.path_requirement = other.path_requirement
+
     # -- SCSI over the chosen path ------------------------------------------------
 
     def _choose(self, avoid: Path | None) -> Path | None:

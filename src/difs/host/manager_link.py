@@ -46,12 +46,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from difs.host import migrate
 from difs.host.agent import Host
 from difs.host.evidence import HOST_PI_TYPES, Entry, accept, build_report, path_pi_types
 from difs.host.pathgroup import CredentialBook
 from difs.host.errors import HostError
 from difs.host.state import BindingStore, StateRefused, persisted
-from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnreachable
+from difs.nodelink.client import ManagerClient, ManagerError, ManagerUnavailable, ManagerUnreachable
 from difs.nodelink.link import NodeLink
 from difs.policy import Advertisement, PolicyServices, Requirement
 from difs.policy.fast import AUTH, DATA_DIGEST, HEADER_DIGEST, MUTUAL_AUTH
@@ -102,6 +103,8 @@ class Follower:
     since: float = 0.0
     #: the policy version that could not be applied to the running application
     refused_version: int | None = None
+    #: the migration this host runs for it (difs.host.migrate.HostMigration), if any
+    migration: Any = None
 
 
 def auth_methods(book: CredentialBook) -> list[str]:
@@ -251,6 +254,8 @@ class HostManagerLink(NodeLink):
                 follower = self.followers[name] = Follower(name, None, version)
             self._set(follower, FAILED, str(exc))
             return
+        if follower is not None and migrate.follow(self, follower, binding, endpoint, version):
+            return  # a migration runs (or has switched and waits for the manager's commit)
         if follower is None or follower.endpoint != endpoint:
             if follower is not None:  # moved (or now complete): start it where it is now
                 await self._forget(name)
@@ -314,6 +319,8 @@ class HostManagerLink(NodeLink):
 
     async def _forget(self, name: str) -> None:
         follower = self.followers.pop(name, None)
+        if follower is not None and follower.migration is not None:
+            follower.migration.cancel()
         if follower is not None and follower.task is not None and not follower.task.done():
             follower.task.cancel()
             await asyncio.gather(follower.task, return_exceptions=True)
@@ -332,7 +339,42 @@ class HostManagerLink(NodeLink):
 
     def binding_states(self) -> dict[str, Any]:
         return {"bindings": [{"application": f.name, "state": f.state, "reason": f.reason,
-                              "policy_version": f.version} for f in self.followers.values()]}
+                              "policy_version": f.version,
+                              **({"migration": f.migration.report()} if f.migration is not None else {})}
+                             for f in self.followers.values()]}
+
+    async def confirm_switch(self, migration: migrate.HostMigration) -> bool:
+        """A migration may pause the application and switch: the manager heard its ``pause``
+        and holds the migration ``switching`` (it can no longer be aborted)."""
+        try:
+            await self.report_states()
+            bindings = await self.call(self.client.host_bindings, self.node)
+        except (ManagerUnreachable, ManagerError):
+            return False
+        mine = next((b for b in bindings if isinstance(b, dict) and b.get("application") == migration.name), {})
+        wanted = mine.get("migration") or {}
+        return wanted.get("id") == migration.id and wanted.get("state") == "switching"
+
+    async def commit_switch(self, migration: migrate.HostMigration) -> bool | None:
+        """Report a migration ``switched`` while the application's I/O is still held: True when
+        the manager took it (it commits as it does), False when it refused or could not, None
+        when no answer came (it may have committed) or a concurrent change made it retry."""
+        try:
+            await self.call(functools.partial(
+                self.client.request, "PUT", f"/hosts/{self.node}/bindings/state",
+                json=self.binding_states()))
+        except ManagerUnavailable:
+            return False
+        except ManagerUnreachable:
+            return None
+        except ManagerError as exc:
+            # 409: a concurrent request (an evidence report, an advertisement) changed the
+            # application first and nothing was committed: the same report goes again
+            return None if exc.status == 409 else False
+        return True
+
+    def push_states_soon(self) -> None:
+        self._push_states_soon()
 
     async def report_states(self) -> None:
         try:
@@ -429,7 +471,11 @@ class HostManagerLink(NodeLink):
         for follower in self.followers.values():
             if follower.task is not None and not follower.task.done():
                 follower.task.cancel()
+            if follower.migration is not None:
+                follower.migration.cancel()
         await asyncio.gather(*(f.task for f in self.followers.values() if f.task is not None),
+                             *(f.migration.task for f in self.followers.values()
+                               if f.migration is not None and f.migration.task is not None),
                              *self._pushes, return_exceptions=True)
 
     async def close(self) -> None:

@@ -135,6 +135,9 @@ class ApplicationRow(Base):
     volumes: Mapped[list[VolumeRow]] = relationship(
         back_populates="application", order_by="VolumeRow.created_at"
     )
+    migrations: Mapped[list[MigrationRow]] = relationship(
+        order_by="MigrationRow.created_at", viewonly=True
+    )
 
 
 class VolumeRow(Base):
@@ -209,3 +212,33 @@ class EventRow(Base):
     subject: Mapped[str] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class MigrationRow(Base):
+    """A policy change that moves the application's data to a new volume (host-driven copy).
+
+    ``state``: ``copying`` (the new volume exists, the host copies), ``switching`` (the host
+    pauses the application to switch; no abort from here), then ``done``, ``aborted`` or
+    ``failed``. The policy (``services``, ``policy_version``) becomes the application's at
+    ``done``; until then the application keeps its old one."""
+
+    __tablename__ = "migrations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    source_volume: Mapped[str] = mapped_column(String(63))
+    target_volume: Mapped[str] = mapped_column(String(63))
+    target_controller: Mapped[str] = mapped_column(String(63))
+    policy_source: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    services: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    bytes_copied: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    pause_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)

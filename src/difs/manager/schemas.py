@@ -58,6 +58,7 @@ class Problem(BaseModel):
     errors: list[str] | None = Field(None, description="each validation fault, in words")
     unmet: list[Unmet] | None = Field(None, description="requirements that cannot be met")
     rejected: list[RejectionPublic] | None = Field(None, description="placement candidates and why not")
+    reasons: list[str] | None = Field(None, description="every reason a policy change was refused")
     current_version: int | None = None
 
 
@@ -208,10 +209,15 @@ class AppPolicyPublic(BaseModel):
     version: int
     service_class: int
     summary: list[str]
+    migration: MigrationPublic | None = Field(
+        None, description="the migration this change started (202): the policy becomes this one when it is done")
 
 
 class AppPolicySet(PolicyChoice):
     """addDIFS / updateDIFS body."""
+
+    migrate: bool = Field(
+        False, description="move the data to a new volume when the change needs it (otherwise such a change is refused)")
 
 
 class ApplicationCreate(_In):
@@ -334,6 +340,8 @@ class BindingPublic(BaseModel):
         None, description="what the host last reported: starting, running or failed (None: nothing yet)")
     state_reason: str | None = Field(None, description="why it failed, as the host said")
     state_at: datetime | None = None
+    migration: BindingMigration | None = Field(
+        None, description="a copy the host must make: the application's data to a new volume")
 
 
 class BindingState(_In):
@@ -343,6 +351,56 @@ class BindingState(_In):
     state: BindingStateName
     reason: Annotated[str, Field(max_length=2000)] | None = None
     policy_version: Annotated[int, Field(ge=0, le=1 << 31)] = 0
+    migration: MigrationReport | None = None
+
+
+MigrationState = Literal["copying", "switching", "done", "aborted", "failed"]
+MigrationPhase = Literal["waiting", "copy", "recopy", "pause", "switched", "failed"]
+
+
+class MigrationPublic(BaseModel):
+    """GET /apps/{name}/migration: a policy change that moves the data, and how far it got."""
+
+    id: str
+    application: str
+    state: MigrationState
+    phase: MigrationPhase | None = Field(None, description="what the host last said it does")
+    source_volume: str
+    target_volume: str
+    target_controller: str
+    policy_source: str | None
+    policy_version: int = Field(description="the version the policy gets when the migration is done")
+    reasons: list[str] = Field(description="why the data must move")
+    bytes_copied: int
+    bytes_total: int
+    pause_ms: float | None = Field(None, description="how long the application's I/O was paused at the switch")
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+
+
+class BindingMigration(BaseModel):
+    """What the bound host needs to copy the data: the new volume and the policy it carries."""
+
+    id: str
+    state: MigrationState
+    source_volume: str
+    target: BoundVolume
+    policy: PolicyServices | None
+    policy_version: int
+    service_class: int
+
+
+class MigrationReport(_In):
+    """The host's word on a migration it runs (in its bindings' state report)."""
+
+    id: Annotated[str, Field(max_length=36)]
+    phase: MigrationPhase
+    bytes_copied: Annotated[int, Field(ge=0, le=1 << 62)] = 0
+    bytes_total: Annotated[int, Field(ge=0, le=1 << 62)] = 0
+    pause_ms: Annotated[float, Field(ge=0, le=1e9)] | None = None
+    error: Annotated[str, Field(max_length=2000)] | None = None
 
 
 class BindingStatesReport(_In):

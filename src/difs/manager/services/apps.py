@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from difs.manager.auth import Principal
 from difs.manager.errors import BadRequest, Conflict, Forbidden, Infeasible, NotFound, PreconditionFailed
-from difs.manager.models import ApplicationRow, NodeRow
+from difs.manager.models import ApplicationRow, MigrationRow, NodeRow
 from difs.manager.placement import PlacementRequest as PurePlacementRequest
 from difs.manager.placement import check_in_place, place
 from difs.manager.schemas import (
@@ -36,12 +36,12 @@ from difs.manager.schemas import (
     PlacementRequest,
     RejectionPublic,
 )
-from difs.manager.services import compliance, policies
+from difs.manager.services import compliance, migrations, policies
 from difs.manager.services.candidates import app_sites, container_candidates, host_candidate, host_candidates
 from difs.manager.services.common import dump_services, get_app, get_node, node_alive, record_event, services_of
 from difs.manager.services.views import app_policy_public, app_public, binding_public
 from difs.manager.services.volumes import allocate, placement_problem
-from difs.policy import PolicyServices, service_class
+from difs.policy import PathAdvert, PolicyServices, service_class
 
 
 def _choose(session: Session, *, policy: str | None, services: PolicyServices | None) -> tuple[str | None, PolicyServices | None]:
@@ -123,6 +123,7 @@ def remove(*, session: Session, now: datetime, name: str) -> None:
     for v in list(app.volumes):
         record_event(session, now=now, kind="volume.deleted", subject=v.name, message=f"volume {v.name} of {name} deleted")
         session.delete(v)
+    session.execute(delete(MigrationRow).where(MigrationRow.application_id == app.id))
     session.delete(app)
     record_event(session, now=now, kind="app.deleted", subject=name, message=f"application {name} deleted")
 
@@ -142,19 +143,45 @@ def get_difs(*, session: Session, name: str) -> AppPolicyPublic:
     return pol
 
 
+def _plan(
+    *, session: Session, now: datetime, app: ApplicationRow, services: PolicyServices | None, migrate: bool
+) -> migrations.ChangePlan:
+    """The change's plan from what the database knows: volumes and formats, sites, host, paths."""
+    sites = {c.label: c for c in app_sites(session, now=now, app=app)}
+    volumes = [
+        migrations.VolumeNow(name=v.name, size_bytes=v.size_bytes, pi_type=migrations.pi_type_of(services_of(v.policy)),
+                             site=sites[f"{v.container.node.name}/{v.container.name}"])
+        for v in app.volumes
+    ]
+    host = host_candidate(session, now=now, host=app.host) if app.host is not None else None
+    paths = [PathAdvert.model_validate(p) for p in app.host.paths or ()] if app.host is not None else []
+    return migrations.plan_change(
+        services=services, volumes=volumes, host=host, host_paths=paths,
+        containers=container_candidates(session, now=now) if migrate else (), migrate=migrate,
+    )
+
+
 def _apply(
     *, session: Session, now: datetime, app: ApplicationRow, source: str | None, services: PolicyServices | None,
-    kind: str, fresh_seconds: float,
-) -> None:
-    sites = app_sites(session, now=now, app=app)
-    host = host_candidate(session, now=now, host=app.host) if app.host is not None else None
-    problems = check_in_place(services=services, sites=sites, host=host)
-    if problems:
-        raise Infeasible(
-            f"the new policy cannot be met where {app.name} runs; nothing was changed: "
-            + "; ".join(u.reason for u in problems),
-            unmet=[u.model_dump() for u in problems],
+    kind: str, fresh_seconds: float, migrate: bool = False,
+) -> MigrationRow | None:
+    """Plan the change; refuse it whole with every reason, start a migration, or apply it in place."""
+    running = migrations.active(app)
+    if running is not None:
+        raise Conflict(
+            f"a migration of {app.name} to policy version {running.policy_version} is in progress "
+            f"({running.state}): wait for it, or abort it with `difs app set-policy {app.name} --abort`"
         )
+    plan = _plan(session=session, now=now, app=app, services=services, migrate=migrate)
+    if plan.refused:
+        raise Infeasible(
+            f"the new policy cannot be met where {app.name} runs; nothing was changed: " + "; ".join(plan.refused),
+            unmet=[u.model_dump() for u in plan.unmet],
+            reasons=plan.refused,
+        )
+    if plan.move:
+        return migrations.start(session=session, now=now, app=app, plan=plan, source=source, services=services,
+                                dumped=dump_services(services))
     before = app.policy_version
     app.policy_source = source
     app.services = dump_services(services)
@@ -175,6 +202,20 @@ def _apply(
     compliance.forget_evidence(session, app_id=app.id)  # the new policy is judged on new evidence
     session.flush()
     compliance.refresh(session=session, now=now, app_ids=[app.id], fresh_seconds=fresh_seconds)
+    return None
+
+
+def _policy_out(app: ApplicationRow, started: MigrationRow | None) -> AppPolicyPublic:
+    """The application's policy (still the old one while a migration it started runs)."""
+    pol = app_policy_public(app)
+    if started is None:
+        assert pol is not None
+        return pol
+    out = migrations.public(started, app)
+    if pol is None:  # addDIFS by migration: nothing stored yet
+        return AppPolicyPublic(application=app.name, source=None, services=PolicyServices(), version=app.policy_version,
+                               service_class=0, summary=[], migration=out)
+    return pol.model_copy(update={"migration": out})
 
 
 def _precondition(app: ApplicationRow, if_match: int | None) -> None:
@@ -195,21 +236,25 @@ def add_difs(
     if app.services is not None:
         raise Conflict(f"application {name} already has a policy (version {app.policy_version}): update it instead (PUT)")
     source, services = _choose(session, policy=data.policy, services=data.services)
-    _apply(session=session, now=now, app=app, source=source, services=services, kind="added", fresh_seconds=fresh_seconds)
-    return app_policy_public(app)  # type: ignore[return-value]
+    started = _apply(session=session, now=now, app=app, source=source, services=services, kind="added",
+                     fresh_seconds=fresh_seconds, migrate=data.migrate)
+    return _policy_out(app, started)
 
 
 def update_difs(
     *, session: Session, now: datetime, name: str, data: AppPolicySet, if_match: int | None, fresh_seconds: float
 ) -> AppPolicyPublic:
-    """updateDIFS: change the policy of an application (live: applied only if feasible where it runs)."""
+    """updateDIFS: change the policy of an application, planned first (:func:`_apply`): refused whole
+    with every reason, applied in place, or — when the data must move and ``migrate`` is
+    given — started as a migration (the policy changes when it is done)."""
     app = get_app(session, name=name, lock=True)
     _precondition(app, if_match)
     if app.services is None:
         raise NotFound(f"application {name} has no policy to update: add one first (POST)")
     source, services = _choose(session, policy=data.policy, services=data.services)
-    _apply(session=session, now=now, app=app, source=source, services=services, kind="updated", fresh_seconds=fresh_seconds)
-    return app_policy_public(app)  # type: ignore[return-value]
+    started = _apply(session=session, now=now, app=app, source=source, services=services, kind="updated",
+                     fresh_seconds=fresh_seconds, migrate=data.migrate)
+    return _policy_out(app, started)
 
 
 def delete_difs(*, session: Session, now: datetime, name: str, if_match: int | None, fresh_seconds: float) -> None:
@@ -306,6 +351,7 @@ def unbind(*, session: Session, now: datetime, principal: Principal, name: str, 
     if not principal.is_admin and (host is None or principal.node_name != host.name):
         raise Forbidden(f"{principal.label} may only unbind applications bound to itself")
     host_name = host.name if host else "?"
+    migrations.abandon(session=session, now=now, app=app, why=f"unbound from host {host_name}")
     app.host_id = None
     app.initiator_iqn = None
     app.bound_at = None

@@ -22,7 +22,7 @@ from difs.manager.schemas import (
     NodeRegister,
     NodeRegistered,
 )
-from difs.manager.services import compliance
+from difs.manager.services import compliance, migrations
 from difs.manager.services.common import get_node, lease_expiry, record_event
 from difs.manager.services.views import binding_public, container_public, controller_volume, node_public
 
@@ -192,6 +192,8 @@ def expire_leases(*, session: Session, now: datetime, overdue: dict[str, int], f
             "its capabilities are withdrawn",
         )
     if expired:
+        for app in apps_of_hosts(session, [r.id for r in expired if r.kind == "host"]):
+            migrations.abandon(session=session, now=now, app=app, why=f"host {app.host.name} stopped advertising")
         session.expire_all()
         compliance.refresh(
             session=session,
@@ -241,6 +243,8 @@ def report_binding_states(
                                                         ApplicationRow.name.in_(states)))
     for app in apps:
         b = states[app.name]
+        if b.migration is not None:
+            migrations.ingest(session=session, now=now, app=app, report=b.migration)
         if b.policy_version > app.policy_version:
             continue  # from a binding the manager no longer holds
         if (app.host_state, app.host_state_reason) != (b.state, b.reason):
@@ -255,3 +259,10 @@ def report_binding_states(
         session.flush()
         compliance.refresh(session=session, now=now, app_ids=changed, fresh_seconds=fresh_seconds)
     return stored
+
+
+def apps_of_hosts(session: Session, host_ids: list[str]) -> list[ApplicationRow]:
+    """The applications bound to these hosts."""
+    if not host_ids:
+        return []
+    return list(session.scalars(select(ApplicationRow).where(ApplicationRow.host_id.in_(host_ids))))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from difs.manager.models import ApplicationRow, ContainerRow, NodeRow, VolumeRow
+from difs.manager.models import ApplicationRow, ContainerRow, MigrationRow, NodeRow, VolumeRow
 from difs.manager.schemas import (
     AppPolicyPublic,
     ApplicationPublic,
+    BindingMigration,
     BindingPublic,
     BoundVolume,
     CompliancePublic,
@@ -102,25 +103,48 @@ def app_policy_public(app: ApplicationRow) -> AppPolicyPublic | None:
     )
 
 
+#: states of a migration still going (at most one per application)
+ACTIVE_MIGRATION = ("copying", "switching")
+
+
+def active_migration(app: ApplicationRow) -> MigrationRow | None:
+    return next((m for m in reversed(app.migrations) if m.state in ACTIVE_MIGRATION), None)
+
+
+def bound_volume(v: VolumeRow) -> BoundVolume:
+    ctl = v.container.node
+    return BoundVolume(
+        volume_id=v.id,
+        name=v.name,
+        controller=ctl.name,
+        container=v.container.name,
+        target_iqn=ctl.iqn,
+        portals=[Portal.model_validate(p) for p in ctl.portals or ()],
+        lun=v.lun,
+        size_bytes=v.size_bytes,
+    )
+
+
+def binding_migration(app: ApplicationRow, row: MigrationRow | None) -> BindingMigration | None:
+    """What the bound host needs of a migration in progress (its new volume is not yet the
+    application's: it is left out of the binding's volumes)."""
+    new = None if row is None else next((v for v in app.volumes if v.name == row.target_volume), None)
+    if row is None or new is None:
+        return None
+    services = services_of(row.services)
+    return BindingMigration(
+        id=row.id, state=row.state, source_volume=row.source_volume,  # type: ignore[arg-type]
+        target=bound_volume(new), policy=services, policy_version=row.policy_version,
+        service_class=service_class(services or PolicyServices()),
+    )
+
+
 def binding_public(app: ApplicationRow) -> BindingPublic | None:
     if app.host is None or app.initiator_iqn is None:
         return None
     services = services_of(app.services)
-    volumes = []
-    for v in app.volumes:
-        ctl = v.container.node
-        volumes.append(
-            BoundVolume(
-                volume_id=v.id,
-                name=v.name,
-                controller=ctl.name,
-                container=v.container.name,
-                target_iqn=ctl.iqn,
-                portals=[Portal.model_validate(p) for p in ctl.portals or ()],
-                lun=v.lun,
-                size_bytes=v.size_bytes,
-            )
-        )
+    migration = active_migration(app)
+    volumes = [bound_volume(v) for v in app.volumes if migration is None or v.name != migration.target_volume]
     return BindingPublic(
         application=app.name,
         host=app.host.name,
@@ -132,6 +156,7 @@ def binding_public(app: ApplicationRow) -> BindingPublic | None:
         state=app.host_state,  # type: ignore[arg-type]
         state_reason=app.host_state_reason,
         state_at=app.host_state_at,
+        migration=binding_migration(app, migration),
     )
 
 

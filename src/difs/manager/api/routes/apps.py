@@ -15,9 +15,10 @@ from difs.manager.schemas import (
     BindingPublic,
     BindRequest,
     CompliancePublic,
+    MigrationPublic,
     Name,
 )
-from difs.manager.services import apps, compliance
+from difs.manager.services import apps, compliance, migrations
 
 router = APIRouter(prefix="/apps", tags=["applications"])
 
@@ -47,6 +48,9 @@ def delete_app(name: Name, session: SessionDep, now: NowDep, _: AdminDep) -> Non
 
 def _etag(response: Response, out: AppPolicyPublic) -> AppPolicyPublic:
     response.headers["ETag"] = f'"{out.version}"'
+    if out.migration is not None:  # accepted: the policy changes when the migration is done
+        response.status_code = 202
+        response.headers["Location"] = f"/api/v1/apps/{out.application}/migration"
     return out
 
 
@@ -56,22 +60,26 @@ def get_difs(name: Name, session: SessionDep, _: PrincipalDep, response: Respons
     return _etag(response, apps.get_difs(session=session, name=name))
 
 
-@router.post("/{name}/policy", status_code=201, response_model=AppPolicyPublic, responses=problems(403, 404, 409, 412))
+@router.post("/{name}/policy", status_code=201, response_model=AppPolicyPublic,
+             responses={202: {"model": AppPolicyPublic}, **problems(403, 404, 409, 412)})
 def add_difs(
     name: Name, data: AppPolicySet, session: SessionDep, now: NowDep, _: AdminDep, if_match: IfMatchDep,
     fresh: FreshDep, response: Response,
 ) -> AppPolicyPublic:
-    """addDIFS: give an application without a policy a policy (refused with reasons if infeasible)."""
+    """addDIFS: give an application without a policy a policy (refused with reasons if infeasible;
+    202 with the migration when the data must move and ``migrate`` is given)."""
     out = apps.add_difs(session=session, now=now, name=name, data=data, if_match=if_match, fresh_seconds=fresh)
     return _etag(response, out)
 
 
-@router.put("/{name}/policy", response_model=AppPolicyPublic, responses=problems(403, 404, 409, 412))
+@router.put("/{name}/policy", response_model=AppPolicyPublic,
+            responses={202: {"model": AppPolicyPublic}, **problems(403, 404, 409, 412)})
 def update_difs(
     name: Name, data: AppPolicySet, session: SessionDep, now: NowDep, _: AdminDep, if_match: IfMatchDep,
     fresh: FreshDep, response: Response,
 ) -> AppPolicyPublic:
-    """updateDIFS: change the policy live; 409 with the unmet requirements if it cannot be met."""
+    """updateDIFS: change the policy live; 409 with every reason if it cannot be met (nothing
+    changed); 202 with the migration it started when the data must move and ``migrate`` is given."""
     out = apps.update_difs(session=session, now=now, name=name, data=data, if_match=if_match, fresh_seconds=fresh)
     return _etag(response, out)
 
@@ -98,3 +106,16 @@ def unbind_app(name: Name, session: SessionDep, now: NowDep, principal: Principa
 @router.get("/{name}/compliance", response_model=CompliancePublic, responses=problems(403, 404))
 def get_compliance(name: Name, session: SessionDep, _: AdminDep) -> CompliancePublic:
     return compliance.get_compliance(session=session, name=name)
+
+
+@router.get("/{name}/migration", response_model=MigrationPublic, responses=problems(403, 404))
+def get_migration(name: Name, session: SessionDep, _: AdminDep) -> MigrationPublic:
+    """The application's migration in progress (else its last one): state, phase, progress, pause."""
+    return migrations.get(session=session, name=name)
+
+
+@router.delete("/{name}/migration", response_model=MigrationPublic, responses=problems(403, 404, 409))
+def abort_migration(name: Name, session: SessionDep, now: NowDep, _: AdminDep, fresh: FreshDep) -> MigrationPublic:
+    """Abort a migration still copying: its new volume is dropped, the application keeps its
+    volume and policy (409 once the host is switching)."""
+    return migrations.abort(session=session, now=now, name=name, fresh_seconds=fresh)
