@@ -210,3 +210,25 @@ def metric(url: str, name: str, **labels: str) -> float:
         if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
+
+
+def wait_until(what: str, ready, timeout: float = 30.0, procs: tuple = ()):
+    """Poll ``ready()`` every 0.1 s until it returns something true (returned); a network or
+    NBD error while polling counts as not yet. On timeout: AssertionError naming ``what``,
+    with the tail of each of ``procs``' logs."""
+    import httpx
+
+    from difs.nbd.client import NbdClientError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = ready()
+        except (httpx.HTTPError, OSError, NbdClientError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = "\n".join(p.log_text()[-4000:] for p in procs)
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.1)

@@ -16,8 +16,7 @@ the host's paths run through :class:`faults.FaultProxy`. Two applications:
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,14 @@ from difs.nbd.client import NbdClient, NbdClientError
 from difs.nodelink.client import ManagerClient
 from faults import DATA_OUT, SCSI_COMMAND, TO_TARGET, BitFlip, FaultProxy
 from support import Proc, free_port, start_difs
+from support import wait_until as _wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def wait_until(what: str, ready, timeout: float = 45.0, procs: tuple = ()):
+    return _wait_until(what, ready, timeout, procs)
+
 
 INTERVAL = "0.3"
 HOST_IQN = "iqn.2026-11.io.difs:host1"
@@ -38,20 +43,6 @@ HOST_IQN = "iqn.2026-11.io.difs:host1"
 PROTECT_BYTE, PROTECT_BIT = 32 + 1, 5
 
 
-def wait_until(what: str, ready: Callable[[], Any], timeout: float = 45.0,
-               procs: tuple[Proc, ...] = ()) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = ready()
-        except (httpx.HTTPError, OSError, NbdClientError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(p.log_text()[-3000:] for p in procs)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.1)
 
 
 class Cluster:

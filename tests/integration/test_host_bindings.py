@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import pytest
 
 from difs.nbd.client import NbdClient, NbdClientError
 from difs.nodelink.client import ManagerClient, ManagerError
-from support import DIFS, Proc, free_port, run, start_difs
+from support import DIFS, Proc, free_port, run, start_difs, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,20 +29,6 @@ INTERVAL = "0.3"
 HOST_IQN = "iqn.2026-11.io.difs:host1"
 
 
-def wait_until(what: str, ready: Callable[[], Any], timeout: float = 30.0,
-               procs: tuple[Proc, ...] = ()) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = ready()
-        except (httpx.HTTPError, OSError, NbdClientError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(p.log_text()[-3000:] for p in procs)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.1)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,30 +25,22 @@ from typing import Any
 import httpx
 import pytest
 
-from difs.nbd.client import NbdClient, NbdClientError
+from difs.nbd.client import NbdClient
 from difs.nodelink.client import ManagerClient
 from support import DIFS, Proc, free_port, metric, run, start_difs
+from support import wait_until as _wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def wait_until(what: str, ready, timeout: float = 120.0, procs: tuple = ()):
+    return _wait_until(what, ready, timeout, procs)
 
 INTERVAL = "0.3"
 HOST_IQN = "iqn.2026-11.io.difs:host1"
 MIB = 1 << 20
 
 
-def wait_until(what: str, ready: Callable[[], Any], timeout: float = 120.0, procs: tuple[Proc, ...] = ()) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = ready()
-        except (httpx.HTTPError, OSError, NbdClientError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(p.log_text()[-4000:] for p in procs)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.1)
 
 
 @dataclass
