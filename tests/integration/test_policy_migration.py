@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import threading
 import time
@@ -173,7 +174,10 @@ def test_pi_added_to_a_plain_volume_migrates_under_running_io(cluster: Cluster):
     assert writer.error is None, writer.error
     said = " ".join((done.stdout + done.stderr).split())
     assert "moves to a new volume (db-1 on ctl1)" in said and "formatted without T10 PI" in said
-    assert "copy " in said and "%" in said and "policy of db is now version 2" in said
+    # progress lines, whichever phases the CLI's polls caught (a fast copy may show only the
+    # pause and the switch)
+    assert re.search(r"\d+% \([\d.]+ MiB of [\d.]+ MiB\)", said), said
+    assert "policy of db is now version 2" in said
 
     m = c.admin.request("GET", "/apps/db/migration")
     assert (m["state"], m["phase"], m["bytes_copied"], m["bytes_total"]) == ("done", "switched", size, size)
