@@ -18,24 +18,10 @@ from __future__ import annotations
 
 from difs.iscsi.config import InitiatorConfig
 from difs.iscsi.constants import BHS_LENGTH
-from difs.iscsi.events import ConnectionClosed, LogoutComplete, ProtocolViolation
+from difs.iscsi.events import ConnectionClosed
 from difs.iscsi.framer import PduFramer
 from difs.iscsi.initiator import InitiatorConnection
-from difs.iscsi.initiator_events import (
-    AsyncEventReceived,
-    CommandAborted,
-    CommandComplete,
-    CommandRejected,
-    CommandTimeout,
-    ConnectionDead,
-    DiscoveryResult,
-    LoginFailed,
-    LoginSucceeded,
-    PingComplete,
-    RejectReceived,
-    TaskManagementComplete,
-    TextResult,
-)
+from difs.iscsi.initiator_events import INITIATOR_EVENTS, LoginSucceeded
 from difs.iscsi.pdu import pull_pdu
 from difs.iscsi.state import State
 
@@ -43,10 +29,7 @@ from fuzz import knobs, pieces
 from fuzz.iscsi_target_login import CHAP, INITIATOR, MUTUAL, TARGET, fixed_random
 
 MAX_INPUT = 1 << 16
-ALLOWED = (LoginSucceeded, LoginFailed, CommandComplete, CommandAborted, CommandTimeout,
-           ConnectionDead, CommandRejected, DiscoveryResult, TextResult, PingComplete,
-           TaskManagementComplete, AsyncEventReceived, RejectReceived, LogoutComplete,
-           ConnectionClosed, ProtocolViolation)
+ALLOWED = INITIATOR_EVENTS
 READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])
 
 

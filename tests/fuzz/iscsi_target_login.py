@@ -19,18 +19,7 @@ from __future__ import annotations
 
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.constants import BHS_LENGTH
-from difs.iscsi.events import (
-    ConnectionClosed,
-    ConnectionReinstated,
-    DigestFailure,
-    LoginComplete,
-    LoginRejected,
-    LogoutComplete,
-    ProtocolViolation,
-    ScsiTask,
-    SessionReinstated,
-    TaskManagementRequest,
-)
+from difs.iscsi.events import TARGET_EVENTS, ConnectionClosed, ScsiTask, TaskManagementRequest
 from difs.iscsi.framer import PduFramer
 from difs.iscsi.pdu import pull_pdu
 from difs.iscsi.session import SessionTable
@@ -44,9 +33,7 @@ INITIATOR = "iqn.2024-01.org.difs:host1"
 #: the initiator's CHAP secret and the target's own (mutual CHAP)
 CHAP = ChapCredentials("host1", "host1-secret-12")
 MUTUAL = ChapCredentials("disk1", "disk1-secret-12")
-ALLOWED = (ScsiTask, LoginComplete, LoginRejected, ConnectionClosed, ProtocolViolation,
-           DigestFailure, TaskManagementRequest, LogoutComplete, SessionReinstated,
-           ConnectionReinstated)
+ALLOWED = TARGET_EVENTS
 
 
 def fixed_random(n: int) -> bytes:

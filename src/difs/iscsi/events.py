@@ -7,7 +7,7 @@ Edge events are slotted dataclasses. ``ScsiTask`` is created per I/O, so it is a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 if TYPE_CHECKING:
     from .params import NegotiatedParams
@@ -154,3 +154,7 @@ class DigestFailure:
 Event = (ScsiTask | LoginComplete | LoginRejected | TaskManagementRequest | SessionReinstated
          | ConnectionReinstated | LogoutComplete | ConnectionClosed | ProtocolViolation
          | DigestFailure)
+
+#: every event type a TargetConnection hands to its adapter (for checks that it never
+#: hands over anything else)
+TARGET_EVENTS: tuple[type, ...] = get_args(Event)

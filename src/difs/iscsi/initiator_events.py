@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .events import ConnectionClosed, DigestFailure, LogoutComplete, ProtocolViolation
+
 if TYPE_CHECKING:
     from .params import NegotiatedParams
 
@@ -150,3 +152,12 @@ class AsyncEventReceived:
 class RejectReceived:
     reason: int
     header: bytes
+
+
+#: every event type an InitiatorConnection hands to its adapter: its own, and the edge
+#: events it shares with the target (for checks that it never hands over anything else)
+INITIATOR_EVENTS: tuple[type, ...] = (
+    LoginSucceeded, LoginFailed, CommandComplete, CommandAborted, CommandTimeout, ConnectionDead,
+    CommandRejected, DiscoveryResult, TextResult, PingComplete, TaskManagementComplete,
+    AsyncEventReceived, RejectReceived,
+    LogoutComplete, ConnectionClosed, ProtocolViolation, DigestFailure)

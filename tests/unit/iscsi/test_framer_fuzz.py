@@ -29,24 +29,10 @@ from difs.iscsi.errors import (
     PduRejected,
     RemoteProtocolError,
 )
-from difs.iscsi.events import ConnectionClosed, LogoutComplete, ProtocolViolation
+from difs.iscsi.events import ConnectionClosed
 from difs.iscsi.framer import PduFramer
 from difs.iscsi.initiator import InitiatorConnection
-from difs.iscsi.initiator_events import (
-    AsyncEventReceived,
-    CommandAborted,
-    CommandComplete,
-    CommandRejected,
-    CommandTimeout,
-    ConnectionDead,
-    DiscoveryResult,
-    LoginFailed,
-    LoginSucceeded,
-    PingComplete,
-    RejectReceived,
-    TaskManagementComplete,
-    TextResult,
-)
+from difs.iscsi.initiator_events import INITIATOR_EVENTS, LoginFailed
 from difs.iscsi.pdu import LoginResponse, encode_pdu, pull_pdu
 from difs.iscsi.state import State
 
@@ -141,10 +127,7 @@ def test_pull_pdu_on_any_header_returns_a_pdu_or_a_rejection(header, ahs, data):
 # The initiator core, fed the target's golden PDUs
 # ---------------------------------------------------------------------------------------------
 
-INITIATOR_EVENTS = (LoginSucceeded, LoginFailed, CommandComplete, CommandAborted,
-                    CommandTimeout, ConnectionDead, CommandRejected, DiscoveryResult, TextResult, PingComplete,
-                    TaskManagementComplete, AsyncEventReceived, RejectReceived, LogoutComplete,
-                    ConnectionClosed, ProtocolViolation)
+INITIATOR_EVENTS = INITIATOR_EVENTS
 
 
 FFP_SEEDS = [n for n in TARGET_SEEDS if MANIFEST[n]["opcode"] != 0x23

@@ -35,15 +35,11 @@ from hypothesis import strategies as st
 
 from difs.iscsi.config import ChapCredentials, PortalConfig, TargetConfig
 from difs.iscsi.events import (
+    TARGET_EVENTS,
     ConnectionClosed,
-    ConnectionReinstated,
-    DigestFailure,
     LoginComplete,
     LoginRejected,
-    LogoutComplete,
-    ProtocolViolation,
     ScsiTask,
-    SessionReinstated,
     TaskManagementRequest,
 )
 from difs.iscsi.framer import PduFramer
@@ -340,9 +336,7 @@ def expected_params(offers: dict[str, str], portal: PortalConfig, target: Target
     }
 
 
-ALLOWED_EVENTS = (ScsiTask, LoginComplete, LoginRejected, TaskManagementRequest,
-                  SessionReinstated, ConnectionReinstated, LogoutComplete, ConnectionClosed,
-                  ProtocolViolation, DigestFailure)
+ALLOWED_EVENTS = TARGET_EVENTS
 
 
 class Checker:
