@@ -43,7 +43,7 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _local_admin_token() -> str | None:
+def local_admin_token() -> str | None:
     path = default_data_dir() / "admin-token"
     try:
         return path.read_text().strip() or None
@@ -54,7 +54,7 @@ def _local_admin_token() -> str | None:
 @contextmanager
 def client(manager: str, token: str | None) -> Iterator[ManagerClient]:
     """A client whose errors become one clear message and an exit code."""
-    c = ManagerClient(manager or DEFAULT_URL, token=token or _local_admin_token())
+    c = ManagerClient(manager or DEFAULT_URL, token=token or local_admin_token())
     try:
         yield c
     except ManagerUnreachable as exc:

@@ -49,9 +49,9 @@ def _vm(store: Store, name: str) -> VmDefinition:
 
 
 def _token(token: str | None) -> str | None:
-    from difs.cli.common import _local_admin_token
+    from difs.cli.common import local_admin_token
 
-    return token or _local_admin_token()
+    return token or local_admin_token()
 
 
 @vm_app.command("define")

@@ -24,7 +24,8 @@ Per service:
   and no other initiator's session carried commands to them; VLAN: the sessions and paths ran on
   it. An isolation tag is not in the evidence: ``unknown``.
 - **qos** — IOPS, bytes per second and the p99 latency observed, against the limits and the
-  latency target; a reservation is judged only when I/O waited at the host for QoS.
+  latency target; a reservation is judged only when I/O waited at the host for QoS (hosts
+  report no per-path waits yet, so reservations are not judged from evidence today).
 - **enforcement** — commands of the application's initiator the controller refused, by reason.
 - **availability** — the volumes' controllers and the bound host hold their leases, and the host
   does not report the binding ``failed``.
